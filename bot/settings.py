@@ -1,0 +1,81 @@
+"""Configuration from the environment and `.env`, validated once at start-up."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    discord_token: SecretStr = Field(description="Bot token from the Discord developer portal")
+    runcomfy_api_token: SecretStr = Field(description="RunComfy API token")
+    runcomfy_base_url: str = "https://model-api.runcomfy.net/v1"
+    runcomfy_model: str = "wan-ai/wan-2-2/image-to-video"
+    database_path: Path = Path("data/animate.db")
+    daily_quota: int = Field(default=5, ge=0, le=10_000)
+    cost_480p: int = Field(default=1, ge=0, le=1000)
+    cost_1080p: int = Field(default=2, ge=0, le=1000)
+    dev_guild_id: int | None = None
+    log_level: str = "INFO"
+
+    # Tuning knobs; defaults suit production, tests shrink them.
+    poll_first_delay: float = Field(default=3.0, gt=0)
+    poll_max_interval: float = Field(default=10.0, gt=0)
+    job_timeout: float = Field(default=30 * 60.0, gt=0)
+    status_edit_interval: float = Field(default=5.0, ge=0)
+    http_timeout: float = Field(default=30.0, gt=0)
+
+    @field_validator("runcomfy_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must start with https://")
+        return value.rstrip("/")
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @field_validator("discord_token", "runcomfy_api_token")
+    @classmethod
+    def _check_token(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+class SettingsError(Exception):
+    """A configuration problem, described in one line that never contains a secret."""
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming every bad or missing setting; pydantic's own text could echo secret input."""
+    parts: list[str] = []
+    for err in exc.errors():
+        name = ".".join(str(p) for p in err.get("loc", ())).upper() or "settings"
+        if err.get("type") == "missing":
+            parts.append(f"{name} is not set")
+        else:
+            # `msg` holds the validator's text, never the input value.
+            parts.append(f"{name} is invalid ({err.get('msg', 'invalid value')})")
+    return "Configuration error: " + "; ".join(parts) + " -- see .env.example"
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None

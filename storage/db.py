@@ -1,0 +1,199 @@
+"""The bot's single SQLite connection: WAL mode, versioned migrations, serialised access."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+
+Params = Sequence[Any] | dict[str, Any]
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+class StorageError(Exception):
+    """The database cannot be used; the message says why in plain words."""
+
+
+def load_migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every file in storage/migrations, in order."""
+    found: list[tuple[int, str, str]] = []
+    for entry in resources.files("storage").joinpath("migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    found.sort()
+    versions = [v for v, _, _ in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise StorageError(f"migrations must be numbered 0001.. without gaps, found {versions}")
+    return found
+
+
+class Transaction:
+    """Statements run inside `Database.transaction()`; the lock is already held."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Params = ()) -> aiosqlite.Cursor:
+        return await self._conn.execute(sql, params)
+
+    async def fetchone(self, sql: str, params: Params = ()) -> aiosqlite.Row | None:
+        async with self._conn.execute(sql, params) as cur:
+            row: aiosqlite.Row | None = await cur.fetchone()
+            return row
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[aiosqlite.Row]:
+        async with self._conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+
+class Database:
+    """One connection for the bot's life.
+
+    aiosqlite runs every statement on one worker thread, but a transaction spans several awaits, and
+    with a single connection another coroutine's statement would silently join it. So every access goes
+    through one asyncio lock: transactions are atomic and "database is locked" cannot happen in-process.
+    """
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self._lock = asyncio.Lock()
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path | str) -> Database:
+        path = Path(path)
+        try:
+            if str(path) != ":memory:":
+                path.parent.mkdir(parents=True, exist_ok=True)
+            conn = await aiosqlite.connect(path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"cannot open the database at {path}: {exc}") from None
+        conn.row_factory = aiosqlite.Row
+        db = cls(conn, path)
+        try:
+            await db._configure()
+            await db.migrate()
+        except (OSError, sqlite3.Error) as exc:
+            await conn.close()
+            raise StorageError(f"cannot use the database at {path}: {exc}") from None
+        except BaseException:
+            await conn.close()
+            raise
+        return db
+
+    async def _configure(self) -> None:
+        async with self._conn.execute("PRAGMA journal_mode=WAL") as cur:
+            row = await cur.fetchone()
+        if row is not None and str(row[0]).lower() != "wal" and str(self.path) != ":memory:":
+            log.warning("SQLite refused WAL mode (got %s); continuing", row[0])
+        await self._conn.execute("PRAGMA synchronous=NORMAL")
+        await self._conn.execute("PRAGMA foreign_keys=ON")
+        # Another process (e.g. a backup) may hold the file briefly; wait instead of failing.
+        await self._conn.execute("PRAGMA busy_timeout=5000")
+
+    async def migrate(self) -> int:
+        """Apply every migration newer than the schema's version; returns the resulting version."""
+        async with self._lock:
+            await self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+            )
+            async with self._conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cur:
+                row = await cur.fetchone()
+            current = int(row[0]) if row else 0
+            migrations = load_migrations()
+            if current > len(migrations):
+                raise StorageError(
+                    f"the database schema (version {current}) is newer than this bot "
+                    f"(knows {len(migrations)}); upgrade the bot"
+                )
+            for version, name, sql in migrations[current:]:
+                log.info("Applying database migration %s", name)
+                await self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _split_sql(sql):
+                        await self._conn.execute(statement)
+                    await self._conn.execute(
+                        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                        (version, name, time.time()),
+                    )
+                    await self._conn.execute("COMMIT")
+                except BaseException:
+                    await self._conn.execute("ROLLBACK")
+                    raise
+                current = version
+            return current
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._conn.close()
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement in autocommit mode; returns the number of rows changed."""
+        async with self._lock:
+            cur = await self._conn.execute(sql, params)
+            count = cur.rowcount
+            await cur.close()
+            return count
+
+    async def insert(self, sql: str, params: Params = ()) -> int:
+        """Run one INSERT; returns the new row id."""
+        async with self._lock:
+            cur = await self._conn.execute(sql, params)
+            rowid = cur.lastrowid
+            await cur.close()
+            if rowid is None:
+                raise StorageError("insert returned no row id")
+            return rowid
+
+    async def fetchone(self, sql: str, params: Params = ()) -> aiosqlite.Row | None:
+        async with self._lock, self._conn.execute(sql, params) as cur:
+            row: aiosqlite.Row | None = await cur.fetchone()
+            return row
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[aiosqlite.Row]:
+        async with self._lock, self._conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """BEGIN IMMEDIATE .. COMMIT, rolled back on any exception."""
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield Transaction(self._conn)
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            await self._conn.execute("COMMIT")
+
+    async def get_meta(self, key: str) -> str | None:
+        row = await self.fetchone("SELECT value FROM meta WHERE key = ?", (key,))
+        return None if row is None else str(row["value"])
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+
+def _split_sql(script: str) -> Iterable[str]:
+    """Split a migration into statements (ours never put ';' inside literals or triggers)."""
+    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
+    for statement in "\n".join(lines).split(";"):
+        if statement.strip():
+            yield statement.strip()

@@ -1,0 +1,176 @@
+"""Jobs: what was asked, where it is shown, and how far it got."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import Any
+
+import aiosqlite
+
+from storage.db import Database, Transaction
+
+
+class JobState(StrEnum):
+    PENDING = "pending"  # credits reserved, submit not confirmed yet
+    QUEUED = "queued"
+    RUNNING = "running"
+    DELIVERING = "delivering"  # RunComfy succeeded; the video still has to reach Discord
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.DELIVERED, JobState.FAILED, JobState.CANCELLED)
+
+
+UNFINISHED = (JobState.PENDING, JobState.QUEUED, JobState.RUNNING, JobState.DELIVERING)
+
+
+@dataclass(slots=True)
+class Job:
+    id: int
+    guild_id: int
+    channel_id: int
+    user_id: int
+    status_message_id: int | None
+    thread_id: int | None
+    prompt: str
+    negative_prompt: str | None
+    resolution: str
+    template: str | None
+    seed: int | None
+    prompt_extend: bool
+    image_url: str | None
+    image_note: str | None
+    cost: int
+    upload_limit: int
+    request_id: str | None
+    state: JobState
+    queue_position: int | None
+    error: str | None
+    result_url: str | None
+    delivery_message_id: int | None
+    poll_count: int
+    created_at: float
+    submitted_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: aiosqlite.Row) -> Job:
+        values: dict[str, Any] = {f.name: row[f.name] for f in fields(cls)}
+        values["state"] = JobState(values["state"])
+        values["prompt_extend"] = bool(values["prompt_extend"])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    guild_id: int
+    channel_id: int
+    user_id: int
+    prompt: str
+    negative_prompt: str | None
+    resolution: str
+    template: str | None
+    seed: int | None
+    prompt_extend: bool
+    cost: int
+    upload_limit: int
+
+
+# Columns callers may change through `update`; anything else is a programming error.
+_UPDATABLE = frozenset(
+    {
+        "status_message_id",
+        "thread_id",
+        "image_url",
+        "image_note",
+        "request_id",
+        "state",
+        "queue_position",
+        "error",
+        "result_url",
+        "delivery_message_id",
+        "submitted_at",
+        "started_at",
+        "finished_at",
+    }
+)
+
+
+class JobRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @staticmethod
+    async def insert(tx: Transaction, new: NewJob, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        cur = await tx.execute(
+            "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, negative_prompt, resolution, template,"
+            " seed, prompt_extend, cost, upload_limit, state, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                new.guild_id,
+                new.channel_id,
+                new.user_id,
+                new.prompt,
+                new.negative_prompt,
+                new.resolution,
+                new.template,
+                new.seed,
+                int(new.prompt_extend),
+                new.cost,
+                new.upload_limit,
+                JobState.PENDING.value,
+                now,
+                now,
+            ),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    async def get(self, job_id: int) -> Job | None:
+        row = await self.db.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return None if row is None else Job.from_row(row)
+
+    async def unfinished(self) -> list[Job]:
+        marks = ", ".join("?" for _ in UNFINISHED)
+        rows = await self.db.fetchall(
+            f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY id", [s.value for s in UNFINISHED]
+        )
+        return [Job.from_row(r) for r in rows]
+
+    async def recent_for_user(self, guild_id: int, user_id: int, limit: int = 10) -> list[Job]:
+        rows = await self.db.fetchall(
+            "SELECT * FROM jobs WHERE guild_id = ? AND user_id = ? ORDER BY id DESC LIMIT ?",
+            (guild_id, user_id, limit),
+        )
+        return [Job.from_row(r) for r in rows]
+
+    async def update(self, job_id: int, *, expect: tuple[JobState, ...] = (), **changes: Any) -> bool:
+        """Set columns; with `expect`, only if the job is still in one of those states (compare-and-set).
+
+        Returns whether the row changed, so two racing transitions (a cancel click and a poll) cannot
+        both win.
+        """
+        bad = set(changes) - _UPDATABLE
+        if bad:
+            raise ValueError(f"cannot update {sorted(bad)}")
+        sets = [f"{name} = ?" for name in changes]
+        params: list[Any] = [v.value if isinstance(v, JobState) else v for v in changes.values()]
+        sets.append("updated_at = ?")
+        params.append(time.time())
+        sql = f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?"
+        params.append(job_id)
+        if expect:
+            sql += f" AND state IN ({', '.join('?' for _ in expect)})"
+            params.extend(s.value for s in expect)
+        return await self.db.execute(sql, params) == 1
+
+    async def count_polls(self, job_id: int) -> None:
+        await self.db.execute("UPDATE jobs SET poll_count = poll_count + 1 WHERE id = ?", (job_id,))

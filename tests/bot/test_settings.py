@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.settings import SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "RUNCOMFY_", "DAILY_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def test_python_m_bot_without_settings_says_what_is_missing(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot"],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "DISCORD_TOKEN is not set" in lines[0]
+    assert "RUNCOMFY_API_TOKEN is not set" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_invalid_value_is_named_without_echoing_secrets(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot"],
+        cwd=tmp_path,
+        env=clean_env(
+            DISCORD_TOKEN="secret-discord-token-123",
+            RUNCOMFY_API_TOKEN="secret-runcomfy-token-456",
+            DAILY_QUOTA="lots",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "DAILY_QUOTA is invalid" in proc.stderr
+    assert "secret-" not in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_settings_read_dotenv_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith(("DISCORD_", "RUNCOMFY_", "DAILY_", "DATABASE_", "DEV_GUILD")):
+            monkeypatch.delenv(key)
+    (tmp_path / ".env").write_text(
+        "DISCORD_TOKEN=abc\nRUNCOMFY_API_TOKEN=def\nDAILY_QUOTA=7\nDEV_GUILD_ID=123\n"
+        "RUNCOMFY_BASE_URL=https://example.invalid/v1/\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings()
+    assert settings.discord_token.get_secret_value() == "abc"
+    assert settings.daily_quota == 7 and settings.dev_guild_id == 123
+    assert settings.runcomfy_base_url == "https://example.invalid/v1"
+    assert "abc" not in repr(settings) and "def" not in repr(settings)
+
+
+def test_blank_token_and_bad_url_are_rejected(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SettingsError) as info:
+        load_settings(discord_token="  ", runcomfy_api_token="x", runcomfy_base_url="ftp://nope")
+    text = str(info.value)
+    assert "DISCORD_TOKEN is invalid" in text and "RUNCOMFY_BASE_URL is invalid" in text

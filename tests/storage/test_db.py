@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from storage.db import Database, StorageError, load_migrations
+from storage.jobs import JobRepository, JobState
+from storage.quota import QuotaRepository, daily_period
+from tests.storage.test_quota import new_job
+
+
+async def test_open_applies_migrations_and_enables_wal(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "sub" / "a.db")
+    try:
+        mode = await db.fetchone("PRAGMA journal_mode")
+        assert mode is not None and mode[0] == "wal"
+        versions = await db.fetchall("SELECT version FROM schema_migrations ORDER BY version")
+        assert [r["version"] for r in versions] == [v for v, _, _ in load_migrations()]
+    finally:
+        await db.close()
+
+
+async def test_reopening_does_not_reapply_migrations(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    db = await Database.open(path)
+    await db.set_meta("k", "v")
+    await db.close()
+    db = await Database.open(path)
+    try:
+        assert await db.get_meta("k") == "v"
+        assert await db.migrate() == len(load_migrations())
+    finally:
+        await db.close()
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    db = await Database.open(path)
+    await db.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 0)")
+    await db.close()
+    with pytest.raises(StorageError, match="newer than this bot"):
+        await Database.open(path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+async def test_unwritable_location_gives_a_clear_error(tmp_path: Path) -> None:
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o500)
+    with pytest.raises(StorageError, match="cannot"):
+        await Database.open(locked / "x" / "a.db")
+
+
+async def test_not_a_database_gives_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StorageError, match="cannot use the database"):
+        await Database.open(path)
+
+
+async def test_many_coroutines_never_see_database_is_locked(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "a.db")
+    try:
+        quota = QuotaRepository(db)
+        jobs = JobRepository(db)
+        period = daily_period()
+
+        async def worker(user: int) -> None:
+            for _ in range(10):
+                job_id, _ = await quota.reserve_job(new_job(user_id=user), 1000, period)
+                await jobs.update(job_id, state=JobState.QUEUED, request_id=f"r{job_id}")
+                await jobs.count_polls(job_id)
+                await quota.end_job(job_id, JobState.FAILED, expect=(JobState.QUEUED,), refund=True)
+
+        await asyncio.gather(*(worker(u) for u in range(20)))
+        row = await db.fetchone("SELECT COUNT(*) AS n, SUM(poll_count) AS p FROM jobs WHERE state = 'failed'")
+        assert row is not None and row["n"] == 200 and row["p"] == 200
+        ledger = await db.fetchone("SELECT SUM(credits) AS s FROM quota_ledger")
+        assert ledger is not None and ledger["s"] == 0
+    finally:
+        await db.close()
+
+
+async def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "a.db")
+    try:
+        with pytest.raises(sqlite3.IntegrityError):
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO meta (key, value) VALUES ('a', '1')")
+                await tx.execute("INSERT INTO meta (key, value) VALUES ('a', '2')")
+        assert await db.get_meta("a") is None
+    finally:
+        await db.close()
+
+
+async def test_update_rejects_unknown_columns(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "a.db")
+    try:
+        with pytest.raises(ValueError):
+            await JobRepository(db).update(1, user_id=5)
+    finally:
+        await db.close()

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from storage.db import Database
+from storage.jobs import JobRepository, JobState, NewJob
+from storage.quota import Period, QuotaExceeded, QuotaRepository, daily_period
+
+
+def new_job(user_id: int = 7, guild_id: int = 1, cost: int = 1) -> NewJob:
+    return NewJob(
+        guild_id=guild_id,
+        channel_id=10,
+        user_id=user_id,
+        prompt="a cat",
+        negative_prompt=None,
+        resolution="480P",
+        template=None,
+        seed=None,
+        prompt_extend=True,
+        cost=cost,
+        upload_limit=10 * 1024 * 1024,
+    )
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> Database:
+    database = await Database.open(tmp_path / "q.db")
+    yield database  # type: ignore[misc]
+    await database.close()
+
+
+async def test_ten_concurrent_reservations_with_one_credit_make_exactly_one_job(db: Database) -> None:
+    quota = QuotaRepository(db)
+    period = daily_period()
+    # The user already spent 4 of 5 credits today.
+    for _ in range(4):
+        await quota.reserve_job(new_job(), 5, period)
+
+    results = await asyncio.gather(
+        *(quota.reserve_job(new_job(), 5, period) for _ in range(10)), return_exceptions=True
+    )
+
+    made = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, QuotaExceeded)]
+    assert len(made) == 1
+    assert len(refused) == 9
+    rows = await db.fetchall("SELECT COUNT(*) AS n FROM jobs")
+    assert rows[0]["n"] == 5
+    standing = await quota.standing(1, 7, 5, period)
+    assert standing.used == 5 and standing.remaining == 0
+
+
+async def test_quota_is_per_user_and_per_guild(db: Database) -> None:
+    quota = QuotaRepository(db)
+    period = daily_period()
+    await quota.reserve_job(new_job(user_id=1), 1, period)
+    await quota.reserve_job(new_job(user_id=2), 1, period)
+    await quota.reserve_job(new_job(user_id=1, guild_id=2), 1, period)
+    with pytest.raises(QuotaExceeded) as info:
+        await quota.reserve_job(new_job(user_id=1), 1, period)
+    assert info.value.standing.remaining == 0
+
+
+async def test_cost_above_remaining_is_refused(db: Database) -> None:
+    quota = QuotaRepository(db)
+    period = daily_period()
+    await quota.reserve_job(new_job(cost=2), 3, period)
+    with pytest.raises(QuotaExceeded) as info:
+        await quota.reserve_job(new_job(cost=2), 3, period)
+    assert info.value.standing.remaining == 1 and info.value.cost == 2
+
+
+async def test_refund_happens_once_and_lands_in_the_charge_period(db: Database) -> None:
+    quota = QuotaRepository(db)
+    yesterday = daily_period(1_700_000_000 - 86_400)
+    today = daily_period(1_700_000_000)
+    job_id, _ = await quota.reserve_job(new_job(), 1, yesterday)
+
+    first = await quota.end_job(job_id, JobState.FAILED, expect=(JobState.PENDING,), refund=True, error="x")
+    second = await quota.end_job(job_id, JobState.FAILED, expect=(JobState.FAILED,), refund=True)
+    assert first is True and second is True  # the second transition matched, but the refund is unique
+    assert await quota.job_ledger(job_id) == [("charge", 1), ("refund", -1)]
+    assert (await quota.standing(1, 7, 1, yesterday)).used == 0
+    assert (await quota.standing(1, 7, 1, today)).used == 0
+
+
+async def test_end_job_is_compare_and_set(db: Database) -> None:
+    quota = QuotaRepository(db)
+    jobs = JobRepository(db)
+    job_id, _ = await quota.reserve_job(new_job(), 5, daily_period())
+    await jobs.update(job_id, state=JobState.DELIVERED)
+    ended = await quota.end_job(job_id, JobState.CANCELLED, expect=(JobState.QUEUED,), refund=True)
+    assert ended is False
+    job = await jobs.get(job_id)
+    assert job is not None and job.state is JobState.DELIVERED
+    assert await quota.job_ledger(job_id) == [("charge", 1)]
+
+
+async def test_concurrent_cancel_and_fail_refund_once(db: Database) -> None:
+    quota = QuotaRepository(db)
+    jobs = JobRepository(db)
+    job_id, _ = await quota.reserve_job(new_job(), 5, daily_period())
+    await jobs.update(job_id, state=JobState.QUEUED, request_id="r1")
+    results = await asyncio.gather(
+        quota.end_job(job_id, JobState.CANCELLED, expect=(JobState.QUEUED,), refund=True),
+        quota.end_job(job_id, JobState.FAILED, expect=(JobState.QUEUED,), refund=True),
+    )
+    assert sorted(results) == [False, True]
+    assert await quota.job_ledger(job_id) == [("charge", 1), ("refund", -1)]
+
+
+def test_daily_period_resets_at_utc_midnight() -> None:
+    period: Period = daily_period(1_700_000_000)  # 2023-11-14 22:13:20 UTC
+    assert period.key == "2023-11-14"
+    assert period.resets_at.isoformat() == "2023-11-15T00:00:00+00:00"
