@@ -1,0 +1,136 @@
+"""The bot: owns the HTTP session, the database, the RunComfy client and the job engine."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+import aiohttp
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.engine import JobEngine
+from bot.runcomfy import RunComfyClient
+from bot.settings import Settings
+from bot.ui import CancelButton
+from storage.db import Database
+from storage.jobs import JobRepository
+from storage.quota import QuotaRepository
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("cogs.animate", "cogs.quota")
+
+
+class AnimateBot(commands.Bot):
+    # Set in setup_hook, which discord.py runs after login and before the gateway connects.
+    session: aiohttp.ClientSession
+    db: Database
+    jobs: JobRepository
+    quota: QuotaRepository
+    runcomfy: RunComfyClient
+    engine: JobEngine
+
+    def __init__(self, settings: Settings) -> None:
+        # Slash commands and buttons arrive as interactions whatever the intents; the guild cache is
+        # all we need. No privileged intents.
+        intents = discord.Intents.none()
+        intents.guilds = True
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            allowed_mentions=discord.AllowedMentions.none(),
+            help_command=None,
+        )
+        self.settings = settings
+        self.tree.error(self.on_app_command_error)
+
+    async def setup_hook(self) -> None:
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.settings.http_timeout, connect=10),
+            headers={"User-Agent": "animate-bot (+https://github.com/; discord image-to-video)"},
+        )
+        self.db = await Database.open(self.settings.database_path)
+        self.jobs = JobRepository(self.db)
+        self.quota = QuotaRepository(self.db)
+        self.runcomfy = RunComfyClient(
+            self.session,
+            base_url=self.settings.runcomfy_base_url,
+            token=self.settings.runcomfy_api_token.get_secret_value(),
+            model=self.settings.runcomfy_model,
+            request_timeout=self.settings.http_timeout,
+        )
+        self.engine = JobEngine(
+            client=self,
+            settings=self.settings,
+            jobs=self.jobs,
+            quota=self.quota,
+            runcomfy=self.runcomfy,
+            session=self.session,
+        )
+        self.add_dynamic_items(CancelButton)
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        await self.sync_commands_if_changed()
+        await self.engine.start()
+
+    async def close(self) -> None:
+        log.info("Shutting down")
+        if hasattr(self, "engine"):
+            await self.engine.stop()
+        await super().close()
+        if hasattr(self, "session"):
+            await self.session.close()
+        if hasattr(self, "db"):
+            await self.db.close()
+
+    def command_fingerprint(self, guild: discord.abc.Snowflake | None) -> str:
+        payload = [cmd.to_dict(self.tree) for cmd in self.tree.get_commands(guild=guild)]
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    async def sync_commands_if_changed(self) -> bool:
+        """Sync slash commands only when their definition changed: syncing is rate limited."""
+        guild: discord.Object | None = None
+        if self.settings.dev_guild_id:
+            guild = discord.Object(self.settings.dev_guild_id)
+            self.tree.copy_global_to(guild=guild)
+        key = f"commands:{self.application_id}:{guild.id if guild else 'global'}"
+        fingerprint = self.command_fingerprint(guild)
+        if await self.db.get_meta(key) == fingerprint:
+            log.info("Slash commands unchanged; not syncing")
+            return False
+        synced = await self.tree.sync(guild=guild)
+        await self.db.set_meta(key, fingerprint)
+        log.info(
+            "Synced %d slash command(s) %s", len(synced), f"to guild {guild.id}" if guild else "globally"
+        )
+        return True
+
+    async def on_ready(self) -> None:
+        assert self.user is not None
+        log.info("Logged in as %s (%s) in %d guild(s)", self.user, self.user.id, len(self.guilds))
+
+    async def on_app_command_error(
+        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
+    ) -> None:
+        """Last resort: the user always hears back, and never sees a traceback."""
+        if isinstance(error, app_commands.CommandOnCooldown):
+            text = f"Slow down — try again in {error.retry_after:.0f} s."
+        elif isinstance(error, app_commands.NoPrivateMessage):
+            text = "This command only works in a server."
+        elif isinstance(error, app_commands.CheckFailure):
+            text = "You can't use this command here."
+        else:
+            log.error("Command %s failed", interaction.command and interaction.command.name, exc_info=error)
+            text = "Something went wrong on my side. Nothing was charged; please try again."
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException:
+            log.warning("Could not tell the user about the error")

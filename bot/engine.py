@@ -1,0 +1,602 @@
+"""The job engine: submits jobs, polls every in-flight job from one scheduler, delivers videos.
+
+Every state change goes through SQLite first (compare-and-set on the job's state), so a restart picks
+up exactly where the last process stopped and two racing actors (a poll and a cancel click) cannot
+both win. Nothing here ever re-sends a submit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import io
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import discord
+
+from bot import ui
+from bot.media import MediaError, NormalizedImage, download_capped, fit_video
+from bot.runcomfy import (
+    GenerationParams,
+    RunComfyBalanceError,
+    RunComfyClient,
+    RunComfyError,
+    RunComfyNotFoundError,
+    RunComfyValidationError,
+    SubmitOutcomeUnknown,
+)
+from bot.settings import Settings
+from storage.jobs import Job, JobRepository, JobState
+from storage.quota import QuotaRepository
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+log = logging.getLogger(__name__)
+
+# Output videos above this are not downloaded at all (a 5 s clip is a few MB; this is a safety cap).
+MAX_VIDEO_DOWNLOAD = 200 * 1024 * 1024
+ACTIVE = (JobState.QUEUED, JobState.RUNNING)
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchResult:
+    ok: bool
+    message: str  # what to tell the requester (ephemeral)
+    job: Job | None = None
+
+
+class JobEngine:
+    def __init__(
+        self,
+        *,
+        client: discord.Client,
+        settings: Settings,
+        jobs: JobRepository,
+        quota: QuotaRepository,
+        runcomfy: RunComfyClient,
+        session: aiohttp.ClientSession,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.jobs = jobs
+        self.quota = quota
+        self.runcomfy = runcomfy
+        self.session = session
+        self._heap: list[tuple[float, int, int]] = []
+        self._due: dict[int, float] = {}
+        self._seq = itertools.count()
+        self._busy: set[int] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._wake = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._last_edit: dict[int, float] = {}
+        self._edit_pending: set[int] = set()
+        self._limit = asyncio.Semaphore(32)  # RunComfy calls in flight at once
+        self._closing = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Resume every unfinished job from SQLite; never resubmit anything."""
+        resumed = 0
+        for job in await self.jobs.unfinished():
+            if job.state is JobState.PENDING:
+                # The process stopped between reserving credits and RunComfy confirming the submit.
+                # Re-sending could create a second paid job, so the job ends here, refunded.
+                await self._fail(
+                    job,
+                    "The bot restarted before RunComfy confirmed this job, so it was not started. "
+                    "Please run /animate again.",
+                )
+                continue
+            self.schedule(job.id, 0.0)
+            resumed += 1
+        if resumed:
+            log.info("Resumed %d unfinished job(s)", resumed)
+        self._runner = asyncio.create_task(self._run(), name="job-engine")
+
+    async def stop(self) -> None:
+        """Stop polling; unfinished jobs stay in SQLite and resume on the next start."""
+        self._closing = True
+        tasks = [t for t in (self._runner, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    def schedule(self, job_id: int, delay: float) -> None:
+        due = time.monotonic() + max(0.0, delay)
+        current = self._due.get(job_id)
+        if current is not None and current <= due:
+            return
+        self._due[job_id] = due
+        heapq.heappush(self._heap, (due, next(self._seq), job_id))
+        self._wake.set()
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("Job task %s crashed", task.get_name(), exc_info=task.exception())
+
+    async def _run(self) -> None:
+        while True:
+            now = time.monotonic()
+            while self._heap and self._heap[0][0] <= now:
+                due, _, job_id = heapq.heappop(self._heap)
+                if self._due.get(job_id) != due:
+                    continue  # superseded by an earlier schedule
+                del self._due[job_id]
+                if job_id in self._busy:
+                    continue  # the running step reschedules it
+                self._busy.add(job_id)
+                self._spawn(self._step_guarded(job_id), f"job-{job_id}")
+            timeout = self._heap[0][0] - now if self._heap else None
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def poll_interval(self, job: Job) -> float:
+        """Poll often while a job is young, then back off towards the cap: cheap for long jobs,
+        prompt delivery for short ones."""
+        elapsed = time.time() - (job.submitted_at or job.created_at)
+        return min(self.settings.poll_max_interval, max(self.settings.poll_first_delay, elapsed / 12))
+
+    # ------------------------------------------------------------------ launching
+
+    async def launch(
+        self, job: Job, image: NormalizedImage, channel: discord.abc.Messageable, *, make_thread: bool = True
+    ) -> LaunchResult:
+        """Post the status message (hosting the image), submit to RunComfy, open the thread.
+
+        The job row already exists with its credits reserved; every failure path here refunds them.
+        """
+        try:
+            message = await channel.send(
+                embed=ui.status_embed(job),
+                file=discord.File(io.BytesIO(image.data), filename=image.filename),
+                allowed_mentions=ui.NO_MENTIONS,
+            )
+        except discord.HTTPException as exc:
+            log.warning("Job %s: could not post the status message: %s", job.id, exc)
+            await self._fail(job, "could not post in this channel", present=False)
+            return LaunchResult(
+                False,
+                "I couldn't post in this channel (I need Send Messages, Embed Links and Attach Files "
+                "here). Nothing was charged.",
+            )
+        img_url = message.attachments[0].url if message.attachments else None
+        await self.jobs.update(job.id, status_message_id=message.id, image_url=img_url)
+        job.status_message_id, job.image_url = message.id, img_url
+        if img_url is None:
+            await self._fail(job, "Discord did not store the image.")
+            return LaunchResult(False, "Discord did not keep the image I uploaded. Please try again.")
+
+        params = GenerationParams(
+            prompt=job.prompt,
+            img_url=img_url,
+            negative_prompt=job.negative_prompt,
+            resolution=job.resolution,
+            template=job.template,
+            seed=job.seed,
+            prompt_extend=job.prompt_extend,
+        )
+        try:
+            submission = await self.runcomfy.submit(params)
+        except RunComfyError as exc:
+            reason, advice = _submit_failure(exc)
+            log.warning("Job %s: submit failed: %s", job.id, exc)
+            await self._fail(job, reason)
+            return LaunchResult(False, f"{advice} You were not charged.")
+
+        now = time.time()
+        moved = await self.jobs.update(
+            job.id,
+            expect=(JobState.PENDING,),
+            request_id=submission.request_id,
+            state=JobState.QUEUED,
+            submitted_at=now,
+        )
+        if not moved:  # pragma: no cover - nothing else moves a pending job
+            log.error("Job %s changed state during submit", job.id)
+        log.info("Job %s submitted as %s", job.id, submission.request_id)
+
+        thread_id: int | None = None
+        if make_thread:
+            try:
+                thread = await message.create_thread(
+                    name=ui.thread_name(job.prompt), auto_archive_duration=1440
+                )
+                thread_id = thread.id
+                await self.jobs.update(job.id, thread_id=thread_id)
+            except discord.HTTPException as exc:
+                # Without a thread the video goes to the channel itself; the job still runs.
+                log.warning("Job %s: could not create a thread: %s", job.id, exc)
+
+        fresh = await self.jobs.get(job.id)
+        assert fresh is not None
+        await self.present(fresh, force=True)
+        self.schedule(job.id, self.settings.poll_first_delay)
+        where = f"<#{thread_id}>" if thread_id else "this channel"
+        return LaunchResult(True, f"Your video is on its way — follow it in {where}.", fresh)
+
+    # ------------------------------------------------------------------ polling
+
+    async def _step_guarded(self, job_id: int) -> None:
+        try:
+            async with self._limit:
+                await self._step(job_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("Job %s: unexpected error while polling; retrying later", job_id)
+            self.schedule(job_id, self.settings.poll_max_interval)
+        finally:
+            self._busy.discard(job_id)
+
+    async def _step(self, job_id: int) -> None:
+        job = await self.jobs.get(job_id)
+        if job is None or job.state.finished or job.state is JobState.PENDING:
+            return
+        if job.state is JobState.DELIVERING:
+            await self._deliver(job)
+            return
+        assert job.request_id is not None
+        started = job.submitted_at or job.created_at
+        if time.time() - started > self.settings.job_timeout:
+            await self._give_up(job)
+            return
+        try:
+            status = await self.runcomfy.status(job.request_id)
+        except RunComfyNotFoundError:
+            await self._fail(job, "RunComfy no longer knows this job (it may have expired).")
+            return
+        except RunComfyError as exc:
+            log.warning("Job %s: status check failed (%s); will retry", job.id, exc)
+            self.schedule(job.id, self.settings.poll_max_interval)
+            return
+        await self.jobs.count_polls(job.id)
+
+        if status.status == "in_queue":
+            if job.state is not JobState.QUEUED or job.queue_position != status.queue_position:
+                await self.jobs.update(job.id, expect=ACTIVE, queue_position=status.queue_position)
+                await self._present_id(job.id)
+        elif status.status == "in_progress":
+            if job.state is JobState.QUEUED:
+                await self._mark_running(job)
+            else:
+                await self.present(job)  # refreshes the elapsed time, coalesced
+        elif status.status == "completed":
+            await self._collect(job)
+            return
+        elif status.status == "cancelled":
+            await self._cancelled(job, "RunComfy cancelled the job.")
+            return
+        else:
+            log.warning("Job %s: unknown status %r; still waiting", job.id, status.status)
+        self.schedule(job.id, self.poll_interval(job))
+
+    async def _mark_running(self, job: Job) -> None:
+        if await self.jobs.update(
+            job.id,
+            expect=(JobState.QUEUED,),
+            state=JobState.RUNNING,
+            started_at=time.time(),
+            queue_position=None,
+        ):
+            await self._present_id(job.id, force=True)  # grey out Cancel promptly
+
+    async def _collect(self, job: Job) -> None:
+        assert job.request_id is not None
+        try:
+            result = await self.runcomfy.result(job.request_id)
+        except RunComfyNotFoundError:
+            await self._fail(job, "RunComfy no longer knows this job (it may have expired).")
+            return
+        except RunComfyError as exc:
+            log.warning("Job %s: result fetch failed (%s); will retry", job.id, exc)
+            self.schedule(job.id, self.settings.poll_max_interval)
+            return
+        if result.status == "succeeded":
+            if not result.video_urls:
+                await self._fail(job, "RunComfy finished but returned no video.")
+                return
+            if await self.jobs.update(
+                job.id,
+                expect=ACTIVE,
+                state=JobState.DELIVERING,
+                result_url=result.video_urls[0],
+                finished_at=time.time(),
+                queue_position=None,
+            ):
+                fresh = await self.jobs.get(job.id)
+                assert fresh is not None
+                await self.present(fresh, force=True)
+                await self._deliver(fresh)
+        elif result.status == "failed":
+            await self._fail(
+                job, f"RunComfy could not generate the video: {result.error or 'no reason given'}"
+            )
+        elif result.status == "cancelled":
+            await self._cancelled(job, "RunComfy cancelled the job.")
+        else:
+            # /status said completed but /result is not final yet: keep polling.
+            self.schedule(job.id, self.poll_interval(job))
+
+    async def _give_up(self, job: Job) -> None:
+        assert job.request_id is not None
+        minutes = int(self.settings.job_timeout // 60)
+        log.warning("Job %s: no result after %d minutes; giving up", job.id, minutes)
+        try:
+            await self.runcomfy.cancel(job.request_id)
+        except RunComfyError as exc:
+            log.info("Job %s: cancel after timeout failed: %s", job.id, exc)
+        await self._fail(job, f"RunComfy did not finish within {minutes} minutes.")
+
+    # ------------------------------------------------------------------ delivery
+
+    async def _deliver(self, job: Job) -> None:
+        assert job.result_url is not None
+        target = self._target(job)
+        mention = discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(job.user_id)])
+        link = f"<{job.result_url}>"
+        try:
+            data = await download_capped(
+                self.session, job.result_url, max_bytes=MAX_VIDEO_DOWNLOAD, timeout=120
+            )
+        except MediaError as exc:
+            log.warning("Job %s: video download failed: %s", job.id, exc)
+            await self._send_final(
+                job,
+                target,
+                f"<@{job.user_id}> your video is ready, but I couldn't download it to post here. "
+                f"Here is RunComfy's link (it may expire soon, so save it): {link}",
+                None,
+                mention,
+            )
+            return
+        note = ""
+        video = data
+        try:
+            if len(data) > job.upload_limit:
+                fitted = await asyncio.to_thread(fit_video, data, job.upload_limit)
+                video = fitted.data
+                note = f"\nCompressed to fit Discord's upload limit — full quality: {link} (may expire)"
+        except MediaError as exc:
+            log.warning("Job %s: could not fit the video into %d bytes: %s", job.id, job.upload_limit, exc)
+            await self._send_final(
+                job,
+                target,
+                f"<@{job.user_id}> your video is ready but too large to upload here. "
+                f"Download it from RunComfy (the link may expire soon): {link}",
+                None,
+                mention,
+            )
+            return
+        await self._send_final(
+            job,
+            target,
+            f"<@{job.user_id}> your video is ready! 🎬{note}",
+            discord.File(io.BytesIO(video), filename=f"animate-{job.id}.mp4"),
+            mention,
+        )
+
+    async def _send_final(
+        self,
+        job: Job,
+        target: discord.PartialMessageable,
+        content: str,
+        file: discord.File | None,
+        mentions: discord.AllowedMentions,
+    ) -> None:
+        try:
+            if file is not None:
+                message = await target.send(content=content, file=file, allowed_mentions=mentions)
+            else:
+                message = await target.send(content=content, allowed_mentions=mentions)
+        except discord.HTTPException as exc:
+            if file is not None and exc.status == 413:
+                await self._send_final(
+                    job,
+                    target,
+                    f"<@{job.user_id}> your video is ready but Discord refused the upload. "
+                    f"Download it from RunComfy (the link may expire soon): <{job.result_url}>",
+                    None,
+                    mentions,
+                )
+                return
+            if target.id != job.channel_id and exc.status in (403, 404):
+                # The thread is gone or closed to us: fall back to the channel itself.
+                log.warning("Job %s: thread unavailable (%s); posting in the channel", job.id, exc.status)
+                await self.jobs.update(job.id, thread_id=None)
+                job.thread_id = None
+                if file is not None:
+                    file.reset()
+                await self._send_final(job, self._target(job), content, file, mentions)
+                return
+            log.warning("Job %s: could not post the video (%s); will retry", job.id, exc)
+            self.schedule(job.id, self.settings.poll_max_interval)
+            return
+        await self.jobs.update(
+            job.id, expect=(JobState.DELIVERING,), state=JobState.DELIVERED, delivery_message_id=message.id
+        )
+        log.info("Job %s delivered", job.id)
+        await self._present_id(job.id, force=True)
+
+    def _target(self, job: Job) -> discord.PartialMessageable:
+        return self.client.get_partial_messageable(job.thread_id or job.channel_id, guild_id=job.guild_id)
+
+    # ------------------------------------------------------------------ endings
+
+    async def abandon(self, job_id: int, reason: str) -> None:
+        """End a job that never reached RunComfy (an unexpected error mid-launch), refunding it."""
+        job = await self.jobs.get(job_id)
+        if job is not None and job.state is JobState.PENDING and job.request_id is None:
+            await self._fail(job, reason)
+
+    async def _fail(self, job: Job, reason: str, *, present: bool = True) -> bool:
+        ended = await self.quota.end_job(
+            job.id,
+            JobState.FAILED,
+            expect=(JobState.PENDING, JobState.QUEUED, JobState.RUNNING, JobState.DELIVERING),
+            refund=True,
+            reason="failed",
+            error=reason,
+        )
+        if ended:
+            log.info("Job %s failed: %s", job.id, reason)
+            if present:
+                await self._present_id(job.id, force=True)
+                await self._notify_thread(
+                    job, f"<@{job.user_id}> sorry, this job failed: {reason} Your credits were refunded."
+                )
+        return ended
+
+    async def _cancelled(self, job: Job, reason: str) -> bool:
+        ended = await self.quota.end_job(
+            job.id, JobState.CANCELLED, expect=ACTIVE, refund=True, reason="cancelled", error=reason
+        )
+        if ended:
+            await self._present_id(job.id, force=True)
+        return ended
+
+    async def _notify_thread(self, job: Job, content: str) -> None:
+        if job.thread_id is None:
+            return
+        try:
+            await self._target(job).send(
+                content=content,
+                allowed_mentions=discord.AllowedMentions(
+                    everyone=False, roles=False, users=[discord.Object(job.user_id)]
+                ),
+            )
+        except discord.HTTPException as exc:
+            log.info("Job %s: could not post in its thread: %s", job.id, exc)
+
+    # ------------------------------------------------------------------ cancel button
+
+    async def handle_cancel_click(self, interaction: discord.Interaction[Any], job_id: int) -> None:
+        job = await self.jobs.get(job_id)
+        message_id = interaction.message.id if interaction.message else None
+        if job is None or job.guild_id != interaction.guild_id or job.status_message_id != message_id:
+            # A forged or stale custom_id: never act on another guild's or message's job.
+            await interaction.response.send_message(
+                "This button doesn't belong to a job here.", ephemeral=True
+            )
+            return
+        is_requester = interaction.user.id == job.user_id
+        if not is_requester and not interaction.permissions.manage_messages:
+            await interaction.response.send_message(
+                "Only the person who started this job, or a moderator with Manage Messages, can cancel it.",
+                ephemeral=True,
+            )
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        text = await self.cancel(job, by_user_id=interaction.user.id)
+        await interaction.followup.send(text, ephemeral=True, allowed_mentions=ui.NO_MENTIONS)
+
+    async def cancel(self, job: Job, *, by_user_id: int) -> str:
+        match job.state:
+            case JobState.DELIVERED | JobState.DELIVERING:
+                return "This job has already finished."
+            case JobState.FAILED | JobState.CANCELLED:
+                return f"This job has already {job.state.value}."
+            case JobState.PENDING:
+                return "This job is still being submitted — try again in a few seconds."
+            case JobState.RUNNING:
+                return _NOT_CANCELLABLE
+        assert job.request_id is not None
+        try:
+            result = await self.runcomfy.cancel(job.request_id)
+        except RunComfyNotFoundError:
+            await self._fail(job, "RunComfy no longer knows this job (it may have expired).")
+            return "RunComfy no longer knows this job, so it was closed and your credits refunded."
+        except RunComfyError as exc:
+            log.warning("Job %s: cancel failed: %s", job.id, exc)
+            return "I couldn't reach RunComfy to cancel the job. Please try again in a moment."
+        if result.cancelled:
+            await self._cancelled(job, f"Cancelled by <@{by_user_id}>.")
+            refunded = "Your" if by_user_id == job.user_id else f"<@{job.user_id}>'s"
+            return f"Cancelled. {refunded} {job.cost} credit{'s' if job.cost != 1 else ''} went back."
+        await self._mark_running(job)
+        return _NOT_CANCELLABLE
+
+    # ------------------------------------------------------------------ status message
+
+    async def _present_id(self, job_id: int, *, force: bool = False) -> None:
+        job = await self.jobs.get(job_id)
+        if job is not None:
+            await self.present(job, force=force)
+
+    async def present(self, job: Job, *, force: bool = False) -> None:
+        """Edit the status message, at most once per `status_edit_interval` unless forced.
+
+        Coalescing keeps a busy guild well under Discord's per-channel edit rate limits; the delayed
+        edit re-reads the job so it always shows the newest state.
+        """
+        if job.status_message_id is None or self._closing:
+            return
+        now = time.monotonic()
+        wait = self._last_edit.get(job.id, -1e9) + self.settings.status_edit_interval - now
+        if not force and wait > 0:
+            if job.id not in self._edit_pending:
+                self._edit_pending.add(job.id)
+                self._spawn(self._delayed_present(job.id, wait), f"present-{job.id}")
+            return
+        self._last_edit[job.id] = now
+        if job.state.finished:
+            self._last_edit.pop(job.id, None)
+        message = self.client.get_partial_messageable(
+            job.channel_id, guild_id=job.guild_id
+        ).get_partial_message(job.status_message_id)
+        try:
+            await message.edit(
+                embed=ui.status_embed(job), view=ui.status_view(job), allowed_mentions=ui.NO_MENTIONS
+            )
+        except discord.HTTPException as exc:
+            log.warning("Job %s: could not update the status message: %s", job.id, exc)
+
+    async def _delayed_present(self, job_id: int, wait: float) -> None:
+        try:
+            await asyncio.sleep(wait)
+        finally:
+            self._edit_pending.discard(job_id)
+        await self._present_id(job_id, force=True)
+
+
+_NOT_CANCELLABLE = (
+    "This job is already generating, so it can't be cancelled — RunComfy bills a job once it starts, "
+    "so it will run to the end and the video will still be posted."
+)
+
+
+def _submit_failure(exc: RunComfyError) -> tuple[str, str]:
+    """(reason stored on the job, advice for the requester)."""
+    if isinstance(exc, SubmitOutcomeUnknown):
+        return (
+            "RunComfy did not confirm the job.",
+            "RunComfy didn't confirm the job (it may be overloaded), so I did not start it.",
+        )
+    if isinstance(exc, RunComfyBalanceError):
+        return (
+            "The RunComfy account is out of balance.",
+            "The bot's RunComfy account is out of credit — please tell a server admin.",
+        )
+    if isinstance(exc, RunComfyValidationError):
+        return (f"RunComfy rejected the request: {exc}", f"RunComfy rejected the request: {exc}.")
+    return (
+        "RunComfy is unavailable.",
+        "RunComfy is unavailable right now. Please try again in a few minutes.",
+    )

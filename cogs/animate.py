@@ -1,0 +1,192 @@
+"""/animate: check the request, normalise the image, reserve credits, hand the job to the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Literal
+
+import discord
+from bot.media import MediaError, download_capped, normalize_image
+from discord import app_commands
+from discord.ext import commands
+
+from bot import ui
+from storage.jobs import NewJob
+from storage.quota import QuotaExceeded, daily_period
+
+if TYPE_CHECKING:
+    from bot.client import AnimateBot
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = ("squish", "flying", "carousel", "rotation", "poke", "inflate", "dissolve")
+PROMPT_MAX = 800
+NEGATIVE_MAX = 500
+# Larger uploads are refused before download; the API itself recommends images of at most 50 MB.
+MAX_SOURCE_BYTES = 50 * 1024 * 1024
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff", "image/heic")
+
+
+def missing_permissions(perms: discord.Permissions, *, in_thread: bool) -> list[str]:
+    needed = {
+        "Send Messages": perms.send_messages_in_threads if in_thread else perms.send_messages,
+        "Embed Links": perms.embed_links,
+        "Attach Files": perms.attach_files,
+        "View Channel": perms.view_channel,
+    }
+    if not in_thread:
+        needed["Create Public Threads"] = perms.create_public_threads
+        needed["Send Messages in Threads"] = perms.send_messages_in_threads
+    return [name for name, ok in needed.items() if not ok]
+
+
+class Animate(commands.Cog):
+    def __init__(self, bot: AnimateBot) -> None:
+        self.bot = bot
+
+    def cost_of(self, resolution: str) -> int:
+        settings = self.bot.settings
+        return settings.cost_1080p if resolution == "1080P" else settings.cost_480p
+
+    @app_commands.command(name="animate", description="Turn an image into a 5-second video with Wan 2.2")
+    @app_commands.guild_only()
+    @app_commands.describe(
+        image="The still image to animate (JPEG, PNG, WebP or BMP)",
+        prompt="What should happen in the video",
+        negative_prompt="What the video should avoid",
+        resolution="Output resolution (1080P costs more credits)",
+        template="An effect template, e.g. squish, flying, carousel",
+        seed="A fixed seed for reproducible results",
+        prompt_extend="Let the model enrich your prompt (default: on)",
+    )
+    async def animate(
+        self,
+        interaction: discord.Interaction[AnimateBot],
+        image: discord.Attachment,
+        prompt: app_commands.Range[str, 1, PROMPT_MAX],
+        negative_prompt: app_commands.Range[str, 1, NEGATIVE_MAX] | None = None,
+        resolution: Literal["480P", "1080P"] = "480P",
+        template: app_commands.Range[str, 1, 100] | None = None,
+        seed: app_commands.Range[int, 0, 2_147_483_647] | None = None,
+        prompt_extend: bool = True,
+    ) -> None:
+        # Acknowledge first: everything below may take longer than Discord's 3 seconds.
+        await interaction.response.defer(ephemeral=True, thinking=True)
+
+        async def reply(text: str) -> None:
+            await interaction.edit_original_response(content=text, allowed_mentions=ui.NO_MENTIONS)
+
+        assert interaction.guild_id is not None
+        channel = interaction.channel
+        if channel is None or not isinstance(channel, discord.abc.Messageable):
+            await reply("I can't post in this kind of channel. Use /animate in a text channel.")
+            return
+        in_thread = isinstance(channel, discord.Thread)
+
+        problem = self.check_request(prompt, negative_prompt, image)
+        if problem:
+            await reply(problem)
+            return
+        missing = missing_permissions(interaction.app_permissions, in_thread=in_thread)
+        if missing:
+            await reply(
+                "I can't run jobs in this channel because I'm missing these permissions here: "
+                + ", ".join(missing)
+                + ". Ask a server admin to grant them, or use another channel."
+            )
+            return
+
+        try:
+            raw = await download_capped(self.bot.session, image.url, max_bytes=MAX_SOURCE_BYTES, timeout=60)
+            normalised = await asyncio.to_thread(normalize_image, raw)
+        except MediaError as exc:
+            await reply(exc.user_message)
+            return
+
+        cost = self.cost_of(resolution)
+        new = NewJob(
+            guild_id=interaction.guild_id,
+            channel_id=channel.id,
+            user_id=interaction.user.id,
+            prompt=prompt.strip(),
+            negative_prompt=negative_prompt.strip() if negative_prompt else None,
+            resolution=resolution,
+            template=template.strip().lower() if template else None,
+            seed=seed,
+            prompt_extend=prompt_extend,
+            cost=cost,
+            upload_limit=interaction.filesize_limit,
+        )
+        try:
+            job_id, standing = await self.bot.quota.reserve_job(
+                new, self.bot.settings.daily_quota, daily_period()
+            )
+        except QuotaExceeded as exc:
+            s = exc.standing
+            await reply(
+                f"You're out of credits: this job costs {cost} and you have {s.remaining} of {s.limit} left "
+                f"today. Credits reset {ui.ts(s.period.resets_at.timestamp())}."
+                + (" Try 480P, which costs less." if resolution == "1080P" and s.remaining else "")
+            )
+            return
+
+        job = await self.bot.jobs.get(job_id)
+        assert job is not None
+        if normalised.adjusted:
+            job.image_note = "Adjusted for the model: " + "; ".join(normalised.changes)
+            await self.bot.jobs.update(job.id, image_note=job.image_note)
+        try:
+            result = await self.bot.engine.launch(job, normalised, channel, make_thread=not in_thread)
+        except BaseException:
+            await self.bot.engine.abandon(job_id, "An internal error stopped this job before it started.")
+            raise
+        text = result.message
+        if result.ok:
+            text += f" {standing.remaining} credit{'s' if standing.remaining != 1 else ''} left today."
+            if normalised.adjusted:
+                text += "\nI adjusted your image to fit the model: " + "; ".join(normalised.changes) + "."
+        await reply(text)
+
+    @staticmethod
+    def check_request(prompt: str, negative_prompt: str | None, image: discord.Attachment) -> str | None:
+        """A friendly sentence for input we can reject before downloading anything."""
+        if not prompt.strip():
+            return "Please describe what should happen in the video (the prompt is empty)."
+        if len(prompt) > PROMPT_MAX:
+            return f"Your prompt is {len(prompt)} characters; the model accepts at most {PROMPT_MAX}."
+        if negative_prompt is not None and len(negative_prompt) > NEGATIVE_MAX:
+            return (
+                f"Your negative prompt is {len(negative_prompt)} characters; "
+                f"the model accepts at most {NEGATIVE_MAX}."
+            )
+        content_type = (image.content_type or "").split(";")[0].strip().lower()
+        if content_type and not content_type.startswith("image/"):
+            return (
+                f"`{ui.clip(image.filename, 80)}` isn't an image ({content_type}). "
+                "Attach a JPEG, PNG, WebP or BMP picture."
+            )
+        if image.size > MAX_SOURCE_BYTES:
+            return (
+                f"That image is {image.size / 1_048_576:.1f} MB; please attach one under "
+                f"{MAX_SOURCE_BYTES // 1_048_576} MB."
+            )
+        return None
+
+    @animate.autocomplete("template")
+    async def template_autocomplete(
+        self, interaction: discord.Interaction[AnimateBot], current: str
+    ) -> list[app_commands.Choice[str]]:
+        needle = current.strip().lower()
+        names = [t for t in TEMPLATES if needle in t] if needle else list(TEMPLATES)
+        choices = [app_commands.Choice(name=name, value=name) for name in names]
+        if needle and needle not in TEMPLATES:
+            # Free text is allowed: RunComfy may know templates we don't list.
+            choices.append(
+                app_commands.Choice(name=ui.clip(current.strip(), 100), value=ui.clip(current.strip(), 100))
+            )
+        return choices[:25]
+
+
+async def setup(bot: AnimateBot) -> None:
+    await bot.add_cog(Animate(bot))
