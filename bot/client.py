@@ -34,7 +34,10 @@ class AnimateBot(commands.Bot):
     runcomfy: RunComfyClient
     engine: JobEngine
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, **options: Any) -> None:
+        # The bot never joins voice; skip discord.py's warnings about voice libraries.
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
         # Slash commands and buttons arrive as interactions whatever the intents; the guild cache is
         # all we need. No privileged intents.
         intents = discord.Intents.none()
@@ -44,6 +47,7 @@ class AnimateBot(commands.Bot):
             intents=intents,
             allowed_mentions=discord.AllowedMentions.none(),
             help_command=None,
+            **options,
         )
         self.settings = settings
         self.tree.error(self.on_app_command_error)
@@ -62,6 +66,8 @@ class AnimateBot(commands.Bot):
             token=self.settings.runcomfy_api_token.get_secret_value(),
             model=self.settings.runcomfy_model,
             request_timeout=self.settings.http_timeout,
+            backoff_base=self.settings.retry_backoff_base,
+            backoff_cap=self.settings.retry_backoff_cap,
         )
         self.engine = JobEngine(
             client=self,

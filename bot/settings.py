@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     job_timeout: float = Field(default=30 * 60.0, gt=0)
     status_edit_interval: float = Field(default=5.0, ge=0)
     http_timeout: float = Field(default=30.0, gt=0)
+    retry_backoff_base: float = Field(default=1.0, gt=0)
+    retry_backoff_cap: float = Field(default=30.0, gt=0)
 
     @field_validator("runcomfy_base_url")
     @classmethod

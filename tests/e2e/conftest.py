@@ -1,0 +1,160 @@
+"""End-to-end harness: the real bot (real discord.py) against the fake Discord and fake RunComfy."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from bot.client import AnimateBot
+from bot.settings import Settings
+from storage.jobs import Job
+from tests.fakes.discord import FakeDiscord, FakeInteraction, patched_discord
+from tests.fakes.runcomfy import FakeRunComfy
+
+DISCORD_TOKEN = "test-discord-token"
+RUNCOMFY_TOKEN = "test-runcomfy-token"
+
+
+def jpeg_bytes(width: int = 640, height: int = 480, colour: str = "teal") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+@dataclass
+class Harness:
+    discord: FakeDiscord
+    runcomfy: FakeRunComfy
+    db_path: Path
+    bot: AnimateBot | None = None
+    task: asyncio.Task[None] | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def settings(self, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "discord_token": DISCORD_TOKEN,
+            "runcomfy_api_token": RUNCOMFY_TOKEN,
+            "runcomfy_base_url": self.runcomfy.base_url,
+            "database_path": self.db_path,
+            "daily_quota": 5,
+            "poll_first_delay": 0.05,
+            "poll_max_interval": 0.2,
+            "status_edit_interval": 0.0,
+            "http_timeout": 5.0,
+            "retry_backoff_base": 0.01,
+            "retry_backoff_cap": 0.2,
+        }
+        values.update(self.overrides)
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    async def start_bot(self, **overrides: Any) -> AnimateBot:
+        assert self.bot is None, "a bot is already running"
+        bot = AnimateBot(self.settings(**overrides), guild_ready_timeout=0.05)
+        await bot.login(DISCORD_TOKEN)
+        self.bot = bot
+        self.task = asyncio.create_task(bot.connect(reconnect=False))
+        await self.discord.wait_until_ready()
+        return bot
+
+    async def stop_bot(self) -> None:
+        if self.bot is not None:
+            await self.bot.close()
+        if self.task is not None:
+            await asyncio.gather(self.task, return_exceptions=True)
+        self.bot = self.task = None
+
+    @property
+    def running(self) -> AnimateBot:
+        assert self.bot is not None
+        return self.bot
+
+    def image(
+        self, data: bytes | None = None, filename: str = "photo.jpg", content_type: str = "image/jpeg"
+    ) -> dict[str, Any]:
+        return self.discord.add_attachment(filename, jpeg_bytes() if data is None else data, content_type)
+
+    async def animate(
+        self,
+        prompt: str = "the cat turns its head and blinks",
+        *,
+        user: str = "alice",
+        image: dict[str, Any] | None = None,
+        channel_id: int | None = None,
+        **options: Any,
+    ) -> FakeInteraction:
+        opts = {"image": image or self.image(), "prompt": prompt, **options}
+        return await self.discord.slash("animate", opts, user=user, channel_id=channel_id)
+
+    async def reply(self, interaction: FakeInteraction, timeout: float = 15) -> str:
+        """The text of the bot's (ephemeral) answer, once it replaced the "thinking…" state."""
+
+        def answered() -> str | None:
+            for snap in reversed(interaction.followups):
+                content = snap.get("content")
+                if content:
+                    return str(content)
+            for callback in interaction.callbacks:  # an immediate (type 4) response
+                content = (callback.get("data") or {}).get("content")
+                if content:
+                    return str(content)
+            return None
+
+        return str(await self.discord.wait_for(answered, timeout=timeout))
+
+    async def job(self, job_id: int) -> Job:
+        job = await self.running.jobs.get(job_id)
+        assert job is not None
+        return job
+
+    async def wait_job(self, job_id: int, *states: str, timeout: float = 15) -> Job:
+        async def reached() -> Job | None:
+            job = await self.running.jobs.get(job_id)
+            return job if job is not None and job.state.value in states else None
+
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            job = await reached()
+            if job is not None:
+                return job
+            if asyncio.get_running_loop().time() > deadline:
+                current = await self.running.jobs.get(job_id)
+                raise AssertionError(f"job {job_id} never reached {states}; now {current and current.state}")
+            await asyncio.sleep(0.02)
+
+    async def last_job_id(self) -> int:
+        row = await self.running.db.fetchone("SELECT MAX(id) AS id FROM jobs")
+        assert row is not None and row["id"] is not None
+        return int(row["id"])
+
+    def message(self, message_id: int) -> dict[str, Any]:
+        msg = self.discord.get_message(message_id)
+        assert msg is not None, f"no message {message_id}"
+        return msg
+
+    def status_text(self, message_id: int) -> str:
+        embed = self.message(message_id)["embeds"][0]
+        return next(f["value"] for f in embed["fields"] if f["name"] == "Status")
+
+    def buttons(self, message_id: int) -> list[dict[str, Any]]:
+        rows = self.message(message_id).get("components") or []
+        return [c for row in rows for c in row.get("components", [])]
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with FakeRunComfy(RUNCOMFY_TOKEN) as runcomfy, FakeDiscord(DISCORD_TOKEN) as fake:
+        with patched_discord(fake):
+            h = Harness(discord=fake, runcomfy=runcomfy, db_path=tmp_path / "bot.db")
+            try:
+                yield h
+            finally:
+                await h.stop_bot()
+        assert fake.unknown_routes == [], fake.unknown_routes

@@ -1,0 +1,359 @@
+"""End-to-end tests of tests/fakes/discord.py with the real discord.py client."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import discord
+import pytest
+from discord import app_commands
+from discord.ext import commands
+from PIL import Image
+
+from tests.fakes.discord import FakeDiscord, Perm, patched_discord
+
+AGAIN_ID = "animate:again"
+STYLES = ["cinematic", "cartoon", "claymation", "watercolor"]
+
+
+def png_bytes(width: int = 64, height: int = 48) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), "red").save(buf, "PNG")
+    return buf.getvalue()
+
+
+class AgainView(discord.ui.View):
+    def __init__(self) -> None:
+        super().__init__(timeout=None)
+
+    @discord.ui.button(label="Again", style=discord.ButtonStyle.primary, custom_id=AGAIN_ID)
+    async def again(self, interaction: discord.Interaction, button: discord.ui.Button[AgainView]) -> None:
+        await interaction.response.send_message("again!", ephemeral=True)
+
+
+class PromptModal(discord.ui.Modal, title="Prompt"):
+    prompt: discord.ui.TextInput[PromptModal] = discord.ui.TextInput(label="Prompt", custom_id="modal:prompt")
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await interaction.response.send_message(f"prompt={self.prompt.value}", ephemeral=True)
+
+
+class TinyBot(commands.Bot):
+    def __init__(self, guild_id: int) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=discord.Intents.default(),
+            help_command=None,
+            guild_ready_timeout=0.05,
+        )
+        self.guild_id = guild_id
+        self.seen: dict[str, Any] = {}
+        self._register()
+
+    async def setup_hook(self) -> None:
+        self.add_view(AgainView())
+        guild = discord.Object(self.guild_id)
+        self.tree.copy_global_to(guild=guild)
+        self.seen["synced"] = await self.tree.sync(guild=guild)
+
+    def _register(self) -> None:
+        tree = self.tree
+
+        @tree.command(name="animate", description="Animate an image")
+        @app_commands.describe(image="The image", prompt="What should happen")
+        async def animate(interaction: discord.Interaction, image: discord.Attachment, prompt: str) -> None:
+            await interaction.response.defer(thinking=True)
+            data = await image.read()
+            self.seen["image"] = (image.filename, image.width, image.height, len(data))
+            await interaction.followup.send(f"Animating {prompt!r} ({len(data)} bytes)")
+            channel = interaction.channel
+            assert isinstance(channel, discord.TextChannel)
+            msg = await channel.send(
+                "Here you go",
+                file=discord.File(io.BytesIO(b"fake-mp4"), filename="result.mp4"),
+                view=AgainView(),
+            )
+            thread = await msg.create_thread(name=f"animate {prompt}")
+            await thread.send("Details in the thread")
+            self.seen["thread"] = thread.id
+
+        @tree.command(name="slow", description="Acks too late")
+        async def slow(interaction: discord.Interaction, delay: float) -> None:
+            await asyncio.sleep(delay)
+            try:
+                await interaction.response.defer()
+            except discord.NotFound as exc:
+                self.seen["slow_error"] = exc
+
+        @tree.command(name="ping", description="Pong")
+        async def ping(interaction: discord.Interaction) -> None:
+            await interaction.response.send_message("pong")
+
+        @tree.command(name="style", description="Pick a style")
+        async def style(interaction: discord.Interaction, style: str) -> None:
+            await interaction.response.send_message(style)
+
+        @style.autocomplete("style")
+        async def style_autocomplete(
+            interaction: discord.Interaction, current: str
+        ) -> list[app_commands.Choice[str]]:
+            return [app_commands.Choice(name=s, value=s) for s in STYLES if s.startswith(current)]
+
+        @tree.command(name="private", description="Ephemeral deferral")
+        async def private(interaction: discord.Interaction) -> None:
+            await interaction.response.defer(ephemeral=True)
+            await interaction.followup.send("only you")  # no ephemeral flag: inherits the deferral's
+            await interaction.followup.send("everyone")
+
+        @tree.command(name="ask", description="Opens a modal")
+        async def ask(interaction: discord.Interaction) -> None:
+            await interaction.response.send_modal(PromptModal())
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord() as f:
+        yield f
+
+
+@pytest.fixture
+async def bot(fake: FakeDiscord) -> AsyncIterator[TinyBot]:
+    with patched_discord(fake):
+        b = TinyBot(fake.guild_id)
+        await b.login(fake.token)
+        task = asyncio.create_task(b.connect(reconnect=False))
+        try:
+            await fake.wait_until_ready()
+            await asyncio.wait_for(b.wait_until_ready(), 5)
+            yield b
+        finally:
+            await b.close()
+            await asyncio.wait_for(task, 5)
+
+
+async def test_slash_command_button_and_thread_end_to_end(fake: FakeDiscord, bot: TinyBot) -> None:
+    # The bot synced its commands to the guild; the fake stored them with ids.
+    animate_cmd = fake.find_command("animate")
+    assert animate_cmd is not None
+    assert [(o["name"], o["type"]) for o in animate_cmd["options"]] == [("image", 11), ("prompt", 3)]
+    assert {c.name for c in bot.seen["synced"]} == {"animate", "slow", "ping", "style", "private", "ask"}
+
+    att = fake.add_attachment("cat photo.png", png_bytes(), "image/png")
+    assert att["filename"] == "cat_photo.png"  # Discord sanitizes filenames
+    assert (att["width"], att["height"]) == (64, 48)
+
+    inter = await fake.slash("animate", {"image": att, "prompt": "a cat"})
+    assert inter.payload["data"]["id"] == animate_cmd["id"]
+    await inter.wait_followups(1)
+    await fake.wait_for(lambda: "thread" in bot.seen)
+
+    # Deferred publicly, acked quickly; the first follow-up replaced the "thinking..." message.
+    assert inter.callbacks[0]["type"] == 5
+    assert inter.ack_latency is not None and inter.ack_latency < 1.0
+    assert not inter.ephemeral
+    first = inter.followups[0]
+    assert first["id"] == str(inter.original_message_id)
+    assert first["content"] == "Animating 'a cat' (" + str(att["size"]) + " bytes)"
+    assert first["flags"] & 128 == 0  # LOADING cleared
+    assert bot.seen["image"] == ("cat_photo.png", 64, 48, att["size"])
+    assert any(att["url"].split("?")[0].endswith(p) for p in fake.cdn_requests)
+
+    # Channel: the interaction response, then the result message with file + button.
+    original, result = fake.messages(fake.channel_id)
+    assert original["interaction_metadata"]["name"] == "animate"
+    assert result["content"] == "Here you go"
+    assert result["author"]["id"] == str(fake.application_id)
+    [video] = result["attachments"]
+    assert (video["filename"], video["data"], video["content_type"]) == (
+        "result.mp4",
+        b"fake-mp4",
+        "video/mp4",
+    )
+    assert video["url"].startswith(fake.url + "/attachments/")
+    button = result["components"][0]["components"][0]
+    assert (button["custom_id"], button["label"]) == (AGAIN_ID, "Again")
+    post = fake.calls_to("POST", rf"^/channels/{fake.channel_id}/messages$")[-1]
+    assert post.files == [("result.mp4", b"fake-mp4", "application/octet-stream")]
+    assert post.json["components"][0]["components"][0]["custom_id"] == AGAIN_ID
+
+    # The attachment URL is served by the fake CDN.
+    async with aiohttp.ClientSession() as session, session.get(video["url"]) as resp:
+        assert resp.status == 200
+        assert await resp.read() == b"fake-mp4"
+
+    # Thread created from the message: same id as the starter message, THREAD_CREATE dispatched.
+    thread_id = bot.seen["thread"]
+    assert thread_id == int(result["id"])
+    assert fake.threads[thread_id]["name"] == "animate a cat"
+    assert [m["content"] for m in fake.messages(thread_id)] == ["Details in the thread"]
+    assert any(f["t"] == "THREAD_CREATE" and f["d"]["id"] == str(thread_id) for f in fake.dispatched)
+    assert result["flags"] & 32  # HAS_THREAD
+
+    # Persistent view: a click from another user gets an ephemeral answer.
+    click = await fake.click(int(result["id"]), AGAIN_ID, user="bob")
+    answer = await click.wait_response()
+    assert answer["content"] == "again!"
+    assert click.ephemeral and click.response_type == 4
+    assert answer not in fake.messages(fake.channel_id)
+    assert any(m["id"] == answer["id"] for m in fake.messages(fake.channel_id, include_ephemeral=True))
+    with pytest.raises(ValueError, match="no component"):
+        await fake.click(int(result["id"]), "nope")
+
+    assert fake.unknown_routes == []
+    assert all(c.authorized or c.path.startswith(("/interactions/", "/webhooks/")) for c in fake.calls)
+
+
+async def test_late_ack_is_rejected(fake: FakeDiscord, bot: TinyBot) -> None:
+    fake.ack_deadline = 0.1
+    inter = await fake.slash("slow", {"delay": 0.3})
+    await fake.wait_for(lambda: "slow_error" in bot.seen)
+    assert bot.seen["slow_error"].code == 10062
+    assert inter.ack_latency is None and not inter.acked
+    [rejected] = inter.rejected_callbacks
+    assert (rejected["status"], rejected["code"], rejected["type"]) == (404, 10062, 5)
+    assert rejected["latency"] >= 0.3
+
+
+async def test_double_ack_is_rejected(fake: FakeDiscord, bot: TinyBot) -> None:
+    inter = await fake.slash("ping")
+    assert (await inter.wait_response())["content"] == "pong"
+    url = f"{fake.api_base}/interactions/{inter.id}/{inter.token}/callback?with_response=1"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, json={"type": 4, "data": {"content": "x"}}) as r,
+    ):
+        assert r.status == 400
+        assert r.headers["Content-Type"] == "application/json"
+        assert (await r.json())["code"] == 40060
+    assert len(inter.callbacks) == 1
+    assert inter.rejected_callbacks[0]["code"] == 40060
+
+
+async def test_deferred_followups_and_webhook_before_ack(fake: FakeDiscord, bot: TinyBot) -> None:
+    inter = await fake.slash("private")
+    first, second = await inter.wait_followups(2)
+    assert inter.ephemeral
+    # Like real Discord, the first follow-up replaces the "thinking..." message and stays ephemeral.
+    assert first["id"] == str(inter.original_message_id) and first["flags"] & 64
+    assert second["content"] == "everyone" and not second["flags"] & 64
+    assert [m["content"] for m in fake.messages()] == ["everyone"]
+
+    fake.ack_deadline = 10
+    slow = await fake.slash("slow", {"delay": 0.3})
+    url = f"{fake.api_base}/webhooks/{fake.application_id}/{slow.token}?wait=1"
+    async with aiohttp.ClientSession() as session, session.post(url, json={"content": "too early"}) as resp:
+        assert resp.status == 404
+        assert (await resp.json())["code"] == 10015
+    await slow.wait_acked()
+
+
+async def test_fault_injection_rate_limit_and_forbidden(fake: FakeDiscord, bot: TinyBot) -> None:
+    channel = bot.get_channel(fake.channel_id)
+    assert isinstance(channel, discord.TextChannel)
+    msg = await channel.send("v1")
+    fault = fake.fail_next("PATCH", r"^/channels/\d+/messages/\d+$", 429, retry_after=0.05)
+    await msg.edit(content="v2")  # discord.py sleeps retry_after and retries
+    assert fault.hits == 1
+    patches = fake.calls_to("PATCH", rf"/messages/{msg.id}$")
+    assert [c.status for c in patches] == [429, 200]
+    assert fake.messages()[-1]["content"] == "v2"
+
+    fake.fail_next("PATCH", r"/messages/\d+$", 403)
+    with pytest.raises(discord.Forbidden) as forbidden:
+        await msg.edit(content="v3")
+    assert forbidden.value.code == 50013
+    assert fake.messages()[-1]["content"] == "v2"
+
+
+async def test_discord_limits_are_enforced(fake: FakeDiscord, bot: TinyBot) -> None:
+    channel = bot.get_channel(fake.channel_id)
+    assert isinstance(channel, discord.TextChannel)
+    fake.upload_limit = 1024
+    with pytest.raises(discord.HTTPException) as too_big:
+        await channel.send(file=discord.File(io.BytesIO(b"x" * 2048), filename="big.bin"))
+    assert (too_big.value.status, too_big.value.code) == (413, 40005)
+
+    with pytest.raises(discord.HTTPException) as too_long:
+        await channel.send("x" * 2001)
+    assert (too_long.value.status, too_long.value.code) == (400, 50035)
+    assert "content" in str(too_long.value)
+
+    fake.set_overwrite(fake.other_channel_id, "bot", deny=Perm.SEND_MESSAGES)
+    other = bot.get_channel(fake.other_channel_id)
+    assert isinstance(other, discord.TextChannel)
+    with pytest.raises(discord.Forbidden) as forbidden:
+        await other.send("hello")
+    assert forbidden.value.code == 50013
+    assert fake.messages(fake.other_channel_id) == []
+
+
+async def test_autocomplete_and_modal(fake: FakeDiscord, bot: TinyBot) -> None:
+    ac = await fake.autocomplete("style", {"style": "c"}, "style")
+    await ac.wait_acked()
+    assert ac.choices is not None
+    assert [c["value"] for c in ac.choices] == ["cinematic", "cartoon", "claymation"]
+
+    ask = await fake.slash("ask")
+    await ask.wait_acked()
+    assert ask.modal is not None and ask.modal["title"] == "Prompt"
+    submitted = await fake.submit_modal(ask, {"modal:prompt": "a dog"})
+    answer = await submitted.wait_response()
+    assert answer["content"] == "prompt=a dog"
+    assert submitted.ephemeral
+
+
+async def test_gateway_events_resume_and_dms(fake: FakeDiscord, bot: TinyBot) -> None:
+    thread_id = fake.add_thread(fake.channel_id, "user thread", owner="alice")
+    await fake.dispatch("THREAD_CREATE", {**fake.channel_payload(thread_id), "newly_created": True})
+    await fake.wait_for(lambda: bot.get_channel(thread_id))
+
+    resumed = asyncio.Event()
+
+    async def on_resumed() -> None:
+        resumed.set()
+
+    bot.add_listener(on_resumed)
+    await fake.request_reconnect()
+    await asyncio.wait_for(resumed.wait(), 5)
+    assert [c["resumed"] for c in fake.gateway_connections] == [False, True]
+    assert fake.gateway_connections[0]["query"]["v"] == "10"
+    inter = await fake.slash("ping", user="mod")
+    assert (await inter.wait_response())["content"] == "pong"
+    assert inter.payload["member"]["permissions"] == str(fake.permissions_for("mod", fake.channel_id))
+    assert int(inter.payload["member"]["permissions"]) & Perm.MANAGE_MESSAGES
+
+    alice = await bot.fetch_user(fake.user_ids["alice"])
+    await alice.send("hi alice")
+    dm = fake.dm_channel_id("alice")
+    assert dm is not None and [m["content"] for m in fake.messages(dm)] == ["hi alice"]
+    fake.close_dms("bob")
+    bob = await bot.fetch_user(fake.user_ids["bob"])
+    with pytest.raises(discord.Forbidden) as closed:
+        await bob.send("hi bob")
+    assert closed.value.code == 50007
+
+    await fake.remove_guild(fake.guild_id)
+    await fake.wait_for(lambda: bot.get_guild(fake.guild_id) is None)
+    assert fake.unknown_routes == []
+
+
+async def test_bad_token_and_unknown_routes(fake: FakeDiscord) -> None:
+    with patched_discord(fake):
+        client = discord.Client(intents=discord.Intents.default())
+        with pytest.raises(discord.LoginFailure):
+            await client.login("wrong-token")
+        await client.close()
+    assert fake.calls[-1].status == 401
+
+    headers = {"Authorization": f"Bot {fake.token}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.get(f"{fake.api_base}/definitely/not/a/route") as resp:
+            assert resp.status == 404
+            assert await resp.json() == {"message": "404: Not Found", "code": 0}
+        async with session.put(f"{fake.api_base}/users/@me") as resp:
+            assert resp.status == 405
+    assert [c.route for c in fake.unknown_routes] == ["GET /definitely/not/a/route", "PUT /users/@me"]
