@@ -577,7 +577,7 @@ async def download_capped(
     url: str,
     *,
     max_bytes: int,
-    timeout: float = 60.0,  # noqa: ASYNC109 -- part of the interface; applied via asyncio.timeout
+    timeout: float = 60.0,
 ) -> bytes:
     """GET url and return the body, refusing (DownloadTooLarge) as soon as it exceeds max_bytes.
 

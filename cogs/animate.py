@@ -7,11 +7,11 @@ import logging
 from typing import TYPE_CHECKING, Literal
 
 import discord
-from bot.media import MediaError, download_capped, normalize_image
 from discord import app_commands
 from discord.ext import commands
 
 from bot import ui
+from bot.media import MediaError, download_capped, normalize_image
 from storage.jobs import NewJob
 from storage.quota import QuotaExceeded, daily_period
 

@@ -388,11 +388,11 @@ class FakeInteraction:
                 return cb["data"]
         return None
 
-    async def wait_acked(self, timeout: float = 5.0) -> dict[str, Any]:  # noqa: ASYNC109
+    async def wait_acked(self, timeout: float = 5.0) -> dict[str, Any]:
         """Wait for the first accepted callback and return it."""
         return await self._fake.wait_for(lambda: self.callbacks[0] if self.callbacks else None, timeout)
 
-    async def wait_response(self, timeout: float = 5.0) -> dict[str, Any]:  # noqa: ASYNC109
+    async def wait_response(self, timeout: float = 5.0) -> dict[str, Any]:
         """Wait until the user sees an answer and return it.
 
         Callback 4/7 -> the message snapshot; 8/9 -> the callback data; 5/6 (deferred) -> the first
@@ -411,7 +411,7 @@ class FakeInteraction:
 
         return await self._fake.wait_for(ready, timeout)
 
-    async def wait_followups(self, count: int = 1, timeout: float = 5.0) -> list[dict[str, Any]]:  # noqa: ASYNC109
+    async def wait_followups(self, count: int = 1, timeout: float = 5.0) -> list[dict[str, Any]]:
         """Wait until at least ``count`` webhook messages/edits were recorded; returns the list."""
         return await self._fake.wait_for(
             lambda: self.followups if len(self.followups) >= count else None, timeout
@@ -593,7 +593,7 @@ class FakeDiscord:
     async def wait_for(
         self,
         predicate: Callable[[], Any],
-        timeout: float = 10,  # noqa: ASYNC109
+        timeout: float = 10,
         interval: float = 0.005,
     ) -> Any:
         """Poll ``predicate`` (sync or async) until it returns something truthy, and return that."""
@@ -608,7 +608,7 @@ class FakeDiscord:
                 raise TimeoutError(f"condition not met within {timeout}s")
             await asyncio.sleep(interval)
 
-    async def wait_until_ready(self, timeout: float = 10) -> None:  # noqa: ASYNC109
+    async def wait_until_ready(self, timeout: float = 10) -> None:
         """Wait until a bot identified and was sent READY + GUILD_CREATE for every guild."""
         await asyncio.wait_for(self._ready.wait(), timeout)
 
