@@ -163,15 +163,29 @@ class JobEngine:
 
         The job row already exists with its credits reserved; every failure path here refunds them.
         """
+        failure = await self.post_status(job, image, channel)
+        if failure is not None:
+            await self._fail(job, failure.message, present=job.status_message_id is not None)
+            return failure
+        return await self.submit(job, make_thread=make_thread)
+
+    async def post_status(
+        self, job: Job, image: NormalizedImage, channel: discord.abc.Messageable
+    ) -> LaunchResult | None:
+        """Post the status message with the normalised image attached; its CDN URL becomes `img_url`.
+
+        Returns None on success (the job's status_message_id and image_url are then set), else why not.
+        """
+        view = ui.status_view(job) or discord.ui.View(timeout=None)
         try:
             message = await channel.send(
                 embed=ui.status_embed(job),
                 file=discord.File(io.BytesIO(image.data), filename=image.filename),
                 allowed_mentions=ui.NO_MENTIONS,
+                view=view,
             )
         except discord.HTTPException as exc:
             log.warning("Job %s: could not post the status message: %s", job.id, exc)
-            await self._fail(job, "could not post in this channel", present=False)
             return LaunchResult(
                 False,
                 "I couldn't post in this channel (I need Send Messages, Embed Links and Attach Files "
@@ -181,12 +195,15 @@ class JobEngine:
         await self.jobs.update(job.id, status_message_id=message.id, image_url=img_url)
         job.status_message_id, job.image_url = message.id, img_url
         if img_url is None:
-            await self._fail(job, "Discord did not store the image.")
             return LaunchResult(False, "Discord did not keep the image I uploaded. Please try again.")
+        return None
 
+    async def submit(self, job: Job, *, make_thread: bool = True) -> LaunchResult:
+        """Submit a job whose status message is posted and whose credits are reserved (state pending)."""
+        assert job.image_url is not None and job.status_message_id is not None
         params = GenerationParams(
             prompt=job.prompt,
-            img_url=img_url,
+            img_url=job.image_url,
             negative_prompt=job.negative_prompt,
             resolution=job.resolution,
             template=job.template,
@@ -215,6 +232,7 @@ class JobEngine:
 
         thread_id: int | None = None
         if make_thread:
+            message = self._status_message(job)
             try:
                 thread = await message.create_thread(
                     name=ui.thread_name(job.prompt), auto_archive_duration=1440
@@ -227,10 +245,20 @@ class JobEngine:
 
         fresh = await self.jobs.get(job.id)
         assert fresh is not None
+        self._emit(fresh, "submitted")
         await self.present(fresh, force=True)
         self.schedule(job.id, self.settings.poll_first_delay)
         where = f"<#{thread_id}>" if thread_id else "this channel"
         return LaunchResult(True, f"Your video is on its way — follow it in {where}.", fresh)
+
+    def _status_message(self, job: Job) -> discord.PartialMessage:
+        assert job.status_message_id is not None
+        channel = self.client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+        return channel.get_partial_message(job.status_message_id)
+
+    def _emit(self, job: Job, event: str, actor_id: int | None = None) -> None:
+        """Tell listening cogs (audit log, stats, notifications) about a job event: `on_job_event`."""
+        self.client.dispatch("job_event", job, event, actor_id)
 
     # ------------------------------------------------------------------ polling
 
@@ -296,6 +324,7 @@ class JobEngine:
             started_at=time.time(),
             queue_position=None,
         ):
+            self._emit(job, "started")
             await self._present_id(job.id, force=True)  # grey out Cancel promptly
 
     async def _collect(self, job: Job) -> None:
@@ -433,6 +462,7 @@ class JobEngine:
             job.id, expect=(JobState.DELIVERING,), state=JobState.DELIVERED, delivery_message_id=message.id
         )
         log.info("Job %s delivered", job.id)
+        self._emit(job, "delivered")
         await self._present_id(job.id, force=True)
 
     def _target(self, job: Job) -> discord.PartialMessageable:
@@ -457,6 +487,7 @@ class JobEngine:
         )
         if ended:
             log.info("Job %s failed: %s", job.id, reason)
+            self._emit(job, "failed")
             if present:
                 await self._present_id(job.id, force=True)
                 await self._notify_thread(
@@ -464,11 +495,12 @@ class JobEngine:
                 )
         return ended
 
-    async def _cancelled(self, job: Job, reason: str) -> bool:
+    async def _cancelled(self, job: Job, reason: str, actor_id: int | None = None) -> bool:
         ended = await self.quota.end_job(
             job.id, JobState.CANCELLED, expect=ACTIVE, refund=True, reason="cancelled", error=reason
         )
         if ended:
+            self._emit(job, "cancelled", actor_id)
             await self._present_id(job.id, force=True)
         return ended
 
@@ -527,7 +559,7 @@ class JobEngine:
             log.warning("Job %s: cancel failed: %s", job.id, exc)
             return "I couldn't reach RunComfy to cancel the job. Please try again in a moment."
         if result.cancelled:
-            await self._cancelled(job, f"Cancelled by <@{by_user_id}>.")
+            await self._cancelled(job, f"Cancelled by <@{by_user_id}>.", by_user_id)
             refunded = "Your" if by_user_id == job.user_id else f"<@{job.user_id}>'s"
             return f"Cancelled. {refunded} {job.cost} credit{'s' if job.cost != 1 else ''} went back."
         await self._mark_running(job)
@@ -558,9 +590,7 @@ class JobEngine:
         self._last_edit[job.id] = now
         if job.state.finished:
             self._last_edit.pop(job.id, None)
-        message = self.client.get_partial_messageable(
-            job.channel_id, guild_id=job.guild_id
-        ).get_partial_message(job.status_message_id)
+        message = self._status_message(job)
         try:
             await message.edit(
                 embed=ui.status_embed(job), view=ui.status_view(job), allowed_mentions=ui.NO_MENTIONS

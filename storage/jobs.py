@@ -13,6 +13,7 @@ from storage.db import Database, Transaction
 
 
 class JobState(StrEnum):
+    AWAITING_APPROVAL = "awaiting_approval"  # approval mode: posted, not charged, not submitted
     PENDING = "pending"  # credits reserved, submit not confirmed yet
     QUEUED = "queued"
     RUNNING = "running"
@@ -20,10 +21,11 @@ class JobState(StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    REJECTED = "rejected"  # approval mode: a moderator said no; never charged
 
     @property
     def finished(self) -> bool:
-        return self in (JobState.DELIVERED, JobState.FAILED, JobState.CANCELLED)
+        return self in (JobState.DELIVERED, JobState.FAILED, JobState.CANCELLED, JobState.REJECTED)
 
 
 UNFINISHED = (JobState.PENDING, JobState.QUEUED, JobState.RUNNING, JobState.DELIVERING)

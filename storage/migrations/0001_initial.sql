@@ -18,7 +18,8 @@ CREATE TABLE jobs (
     upload_limit        INTEGER NOT NULL,
     request_id          TEXT UNIQUE,
     state               TEXT    NOT NULL CHECK (state IN
-                            ('pending', 'queued', 'running', 'delivering', 'delivered', 'failed', 'cancelled')),
+                            ('awaiting_approval', 'pending', 'queued', 'running', 'delivering',
+                             'delivered', 'failed', 'cancelled', 'rejected')),
     queue_position      INTEGER,
     error               TEXT,
     result_url          TEXT,

@@ -163,3 +163,33 @@ async def test_two_users_at_once(harness: Harness) -> None:
         assert f"<@{row['user_id']}>" in delivered["content"]
         assert int(delivered["channel_id"]) == job.thread_id
     assert len({(await h.job(r["id"])).thread_id for r in rows}) == 2
+
+
+async def test_quota_command_shows_remaining_and_reset(harness: Harness) -> None:
+    h = harness
+    await h.start_bot(daily_quota=3)
+    await h.reply(await h.animate(resolution="1080P"))
+    inter = await h.discord.slash("quota", {}, user="alice")
+    response = await inter.wait_response()
+    assert inter.ephemeral
+    embed = response["embeds"][0]
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert fields["Left today"] == "**1** of 3"
+    assert fields["Resets"].startswith("<t:")
+    other = await h.discord.slash("quota", {}, user="bob")
+    fields = {f["name"]: f["value"] for f in (await other.wait_response())["embeds"][0]["fields"]}
+    assert fields["Left today"] == "**3** of 3"
+
+
+async def test_missing_channel_permission_is_named(harness: Harness) -> None:
+    from tests.fakes.discord import Perm
+
+    h = harness
+    channel_id = h.discord.add_channel(
+        "no-threads", overwrites=[{"id": "bot", "deny": Perm.CREATE_PUBLIC_THREADS}]
+    )
+    await h.start_bot()
+    inter = await h.animate(channel_id=channel_id)
+    text = await h.reply(inter)
+    assert "Create Public Threads" in text
+    assert h.runcomfy.requests_to("submit") == []
