@@ -152,7 +152,8 @@ class JobEngine:
         """Poll often while a job is young, then back off towards the cap: cheap for long jobs,
         prompt delivery for short ones."""
         elapsed = time.time() - (job.submitted_at or job.created_at)
-        return min(self.settings.poll_max_interval, max(self.settings.poll_first_delay, elapsed / 12))
+        wanted = elapsed * self.settings.poll_backoff_ratio
+        return min(self.settings.poll_max_interval, max(self.settings.poll_first_delay, wanted))
 
     # ------------------------------------------------------------------ launching
 

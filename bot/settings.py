@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     # Tuning knobs; defaults suit production, tests shrink them.
     poll_first_delay: float = Field(default=3.0, gt=0)
     poll_max_interval: float = Field(default=10.0, gt=0)
+    # Between those bounds a job is polled every `elapsed * poll_backoff_ratio` seconds.
+    poll_backoff_ratio: float = Field(default=1 / 12, gt=0, le=1)
     job_timeout: float = Field(default=30 * 60.0, gt=0)
     status_edit_interval: float = Field(default=5.0, ge=0)
     http_timeout: float = Field(default=30.0, gt=0)
