@@ -15,6 +15,20 @@ if TYPE_CHECKING:
     from bot.client import AnimateBot
 
 MODEL_LABEL = "Wan 2.2 on RunComfy"
+PREVIEW_LABEL = "PREVIEW — a free local zoom/pan, not an AI generation"
+# Which backend the messages describe; set once at start-up by `configure`.
+_preview = False
+
+
+def configure(*, preview: bool) -> None:
+    global _preview
+    _preview = preview
+
+
+def is_preview() -> bool:
+    return _preview
+
+
 NO_MENTIONS = discord.AllowedMentions.none()
 
 _COLOURS = {
@@ -25,6 +39,8 @@ _COLOURS = {
     JobState.DELIVERED: discord.Colour.green(),
     JobState.FAILED: discord.Colour.red(),
     JobState.CANCELLED: discord.Colour.dark_grey(),
+    JobState.AWAITING_APPROVAL: discord.Colour.orange(),
+    JobState.REJECTED: discord.Colour.dark_red(),
 }
 
 
@@ -57,8 +73,15 @@ def state_line(job: Job, now: float | None = None) -> str:
             return f"✅ Done{took} — the video is in the thread."
         case JobState.FAILED:
             return f"❌ Failed: {clip(job.error or 'unknown error', 300)}\nYour credits were refunded."
+        case JobState.CANCELLED if job.request_id is None:
+            # Withdrawn while awaiting approval: it was never charged.
+            return f"🚫 {clip(job.error or 'Withdrawn.', 200)}\nNothing was charged."
         case JobState.CANCELLED:
             return f"🚫 Cancelled. {clip(job.error or '', 200)}".rstrip() + "\nYour credits were refunded."
+        case JobState.AWAITING_APPROVAL:
+            return "⏸️ Waiting for approval by a moderator — nothing is charged until it is approved."
+        case JobState.REJECTED:
+            return f"⛔ {clip(job.error or 'Rejected by a moderator.', 200)}\nNothing was charged."
     return job.state.value  # pragma: no cover - exhaustive above
 
 
@@ -77,7 +100,7 @@ def image_filename(job: Job) -> str | None:
 
 def status_embed(job: Job, now: float | None = None) -> discord.Embed:
     embed = discord.Embed(
-        title="🎬 Image to video",
+        title="🎬 Image to video" + (" (preview)" if _preview else ""),
         description=clip(job.prompt, 1500),
         colour=_COLOURS[job.state],
     )
@@ -94,10 +117,10 @@ def status_embed(job: Job, now: float | None = None) -> discord.Embed:
     if job.image_note:
         embed.add_field(name="Image", value=clip(job.image_note, 1000), inline=False)
     embed.add_field(name="Status", value=state_line(job, now), inline=False)
-    filename = image_filename(job)
+    filename = image_filename(job) if job.status_has_image else None
     if filename:
         embed.set_thumbnail(url=f"attachment://{filename}")
-    embed.set_footer(text=f"Job #{job.id} · {MODEL_LABEL}")
+    embed.set_footer(text=f"Job #{job.id} · {PREVIEW_LABEL if _preview else MODEL_LABEL}")
     return embed
 
 
@@ -132,8 +155,55 @@ class CancelButton(
         await bot.engine.handle_cancel_click(interaction, self.job_id)
 
 
+_DECISION_LOOK = {
+    "approve": ("Approve", discord.ButtonStyle.success, "✔️"),
+    "reject": ("Reject", discord.ButtonStyle.danger, "⛔"),
+    "withdraw": ("Cancel", discord.ButtonStyle.secondary, "✖️"),
+}
+
+
+class DecisionButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"animate:(?P<action>approve|reject|withdraw):(?P<job_id>[0-9]{1,18})",
+):
+    """Approval mode: Approve / Reject (moderators) and Cancel (the requester withdraws). Persistent,
+    like CancelButton; the Approval cog (cogs/approval.py) decides what a click does."""
+
+    def __init__(self, action: str, job_id: int) -> None:
+        label, style, emoji = _DECISION_LOOK[action]
+        super().__init__(
+            discord.ui.Button(label=label, style=style, custom_id=f"animate:{action}:{job_id}", emoji=emoji)
+        )
+        self.action = action
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+    ) -> DecisionButton:
+        return cls(match["action"], int(match["job_id"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        handler = getattr(interaction.client.get_cog("Approval"), "handle_decision", None)
+        if handler is None:
+            await interaction.response.send_message(
+                "Approvals aren't available right now. Please try again later.", ephemeral=True
+            )
+            return
+        await handler(interaction, self.job_id, self.action)
+
+
 def status_view(job: Job) -> discord.ui.View | None:
-    """The Cancel button while a job may still be cancelled; greyed out once it runs; gone at the end."""
+    """The Cancel button while a job may still be cancelled; greyed out once it runs; gone at the end.
+    While a job awaits approval: Approve, Reject and the requester's Cancel."""
+    if job.state is JobState.AWAITING_APPROVAL:
+        view = discord.ui.View(timeout=None)
+        for action in ("approve", "reject", "withdraw"):
+            view.add_item(DecisionButton(action, job.id))
+        return view
     if job.state in (JobState.PENDING, JobState.QUEUED):
         view = discord.ui.View(timeout=None)
         view.add_item(CancelButton(job.id))

@@ -10,13 +10,16 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import ui
+from bot import policy, ui
 from bot.media import MediaError, download_capped, normalize_image
-from storage.jobs import NewJob
-from storage.quota import QuotaExceeded, daily_period
+from storage.guilds import guild_repository
+from storage.jobs import JobState, NewJob
+from storage.quota import LimitExceeded
 
 if TYPE_CHECKING:
     from bot.client import AnimateBot
+    from bot.media import NormalizedImage
+    from storage.jobs import Job
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ class Animate(commands.Cog):
         self.bot = bot
 
     def cost_of(self, resolution: str) -> int:
+        """The bot-wide price (a guild's own prices come from policy.cost_of)."""
         settings = self.bot.settings
         return settings.cost_1080p if resolution == "1080P" else settings.cost_480p
 
@@ -77,14 +81,30 @@ class Animate(commands.Cog):
         async def reply(text: str) -> None:
             await interaction.edit_original_response(content=text, allowed_mentions=ui.NO_MENTIONS)
 
+        if not self.bot.engine.accepting:
+            await reply("The bot is restarting — please try again in a minute. Nothing was charged.")
+            return
         assert interaction.guild_id is not None
         channel = interaction.channel
         if channel is None or not isinstance(channel, discord.abc.Messageable):
             await reply("I can't post in this kind of channel. Use /animate in a text channel.")
             return
         in_thread = isinstance(channel, discord.Thread)
+        guilds = guild_repository(self.bot.db)
+        config = await guilds.get(interaction.guild_id)
+        user = interaction.user
 
-        problem = self.check_request(prompt, negative_prompt, image)
+        ban = await guilds.get_ban(interaction.guild_id, user.id)
+        if ban is not None:
+            why = f" ({ui.clip(ban.reason, 200)})" if ban.reason else ""
+            await reply(f"A server admin has blocked you from using /animate here{why}.")
+            return
+        problem = policy.channel_problem(
+            config,
+            channel_id=channel.id,
+            parent_id=channel.parent_id if isinstance(channel, discord.Thread) else None,
+            nsfw=bool(getattr(channel, "is_nsfw", lambda: False)()),
+        ) or self.check_request(prompt, negative_prompt, image)
         if problem:
             await reply(problem)
             return
@@ -96,6 +116,19 @@ class Animate(commands.Cog):
                 + ". Ask a server admin to grant them, or use another channel."
             )
             return
+        blocklist = policy.compiled_blocklist(config.blocklist)
+        hit = await asyncio.to_thread(blocklist.check, f"{prompt}\n{template or ''}")
+        if hit is not None:
+            self.bot.dispatch(
+                "animate_audit",
+                interaction.guild_id,
+                user.id,
+                "Prompt blocked",
+                f"<@{user.id}> in <#{channel.id}>: "
+                + (f"matched `{ui.clip(hit.matched, 80)}`" if hit.entry else "the blocklist check timed out"),
+            )
+            await reply(policy.describe_block(hit))
+            return
 
         try:
             raw = await download_capped(self.bot.session, image.url, max_bytes=MAX_SOURCE_BYTES, timeout=60)
@@ -104,7 +137,10 @@ class Animate(commands.Cog):
             await reply(exc.user_message)
             return
 
-        cost = self.cost_of(resolution)
+        settings = self.bot.settings
+        cost = policy.cost_of(config, resolution, settings.cost_480p, settings.cost_1080p)
+        override = await guilds.user_override(interaction.guild_id, user.id)
+        allowance = policy.resolve_allowance(config, policy.role_ids(user), override, settings.daily_quota)
         new = NewJob(
             guild_id=interaction.guild_id,
             channel_id=channel.id,
@@ -120,15 +156,10 @@ class Animate(commands.Cog):
         )
         try:
             job_id, standing = await self.bot.quota.reserve_job(
-                new, self.bot.settings.daily_quota, daily_period()
+                new, policy.limits_for(config, allowance), await_approval=config.approval_required
             )
-        except QuotaExceeded as exc:
-            s = exc.standing
-            await reply(
-                f"You're out of credits: this job costs {cost} and you have {s.remaining} of {s.limit} left "
-                f"today. Credits reset {ui.ts(s.period.resets_at.timestamp())}."
-                + (" Try 480P, which costs less." if resolution == "1080P" and s.remaining else "")
-            )
+        except LimitExceeded as exc:
+            await reply(policy.describe_limit(exc, resolution))
             return
 
         job = await self.bot.jobs.get(job_id)
@@ -136,6 +167,9 @@ class Animate(commands.Cog):
         if normalised.adjusted:
             job.image_note = "Adjusted for the model: " + "; ".join(normalised.changes)
             await self.bot.jobs.update(job.id, image_note=job.image_note)
+        if config.approval_required:
+            await reply(await self.request_approval(job, normalised, channel))
+            return
         try:
             result = await self.bot.engine.launch(job, normalised, channel, make_thread=not in_thread)
         except BaseException:
@@ -143,10 +177,45 @@ class Animate(commands.Cog):
             raise
         text = result.message
         if result.ok:
-            text += f" {standing.remaining} credit{'s' if standing.remaining != 1 else ''} left today."
+            left = standing.remaining
+            if left is None:
+                text += " Your credits are unlimited."
+            else:
+                text += (
+                    f" {left} credit{'s' if left != 1 else ''} left {policy.period_word(standing.period)}."
+                )
             if normalised.adjusted:
                 text += "\nI adjusted your image to fit the model: " + "; ".join(normalised.changes) + "."
         await reply(text)
+
+    async def request_approval(
+        self, job: Job, image: NormalizedImage, channel: discord.abc.Messageable
+    ) -> str:
+        """Approval mode: post the status message with Approve / Reject; nothing is charged or submitted."""
+        try:
+            failure = await self.bot.engine.post_status(job, image, channel)
+        except BaseException:
+            await self._end_unapproved(job, "An internal error stopped this request.")
+            raise
+        if failure is not None:
+            await self._end_unapproved(job, failure.message)
+            return failure.message
+        self.bot.dispatch("job_event", job, "requested", job.user_id)
+        link = f"https://discord.com/channels/{job.guild_id}/{job.channel_id}/{job.status_message_id}"
+        return (
+            f"Your request is waiting for a moderator's approval: {link}\n"
+            f"Nothing is charged unless it is approved; it will cost {job.cost} "
+            f"credit{'s' if job.cost != 1 else ''}."
+        )
+
+    async def _end_unapproved(self, job: Job, reason: str) -> None:
+        ended = await self.bot.quota.end_job(
+            job.id, JobState.FAILED, expect=(JobState.AWAITING_APPROVAL,), refund=False, error=reason
+        )
+        if ended and job.status_message_id is not None:
+            fresh = await self.bot.jobs.get(job.id)
+            if fresh is not None:
+                await self.bot.engine.present(fresh, force=True)
 
     @staticmethod
     def check_request(prompt: str, negative_prompt: str | None, image: discord.Attachment) -> str | None:

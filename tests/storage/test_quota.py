@@ -7,7 +7,7 @@ import pytest
 
 from storage.db import Database
 from storage.jobs import JobRepository, JobState, NewJob
-from storage.quota import Period, QuotaExceeded, QuotaRepository, daily_period
+from storage.quota import Limits, Period, QuotaExceeded, QuotaRepository, daily_period
 
 
 def new_job(user_id: int = 7, guild_id: int = 1, cost: int = 1) -> NewJob:
@@ -38,10 +38,10 @@ async def test_ten_concurrent_reservations_with_one_credit_make_exactly_one_job(
     period = daily_period()
     # The user already spent 4 of 5 credits today.
     for _ in range(4):
-        await quota.reserve_job(new_job(), 5, period)
+        await quota.reserve_job(new_job(), Limits(5, period))
 
     results = await asyncio.gather(
-        *(quota.reserve_job(new_job(), 5, period) for _ in range(10)), return_exceptions=True
+        *(quota.reserve_job(new_job(), Limits(5, period)) for _ in range(10)), return_exceptions=True
     )
 
     made = [r for r in results if not isinstance(r, BaseException)]
@@ -57,20 +57,20 @@ async def test_ten_concurrent_reservations_with_one_credit_make_exactly_one_job(
 async def test_quota_is_per_user_and_per_guild(db: Database) -> None:
     quota = QuotaRepository(db)
     period = daily_period()
-    await quota.reserve_job(new_job(user_id=1), 1, period)
-    await quota.reserve_job(new_job(user_id=2), 1, period)
-    await quota.reserve_job(new_job(user_id=1, guild_id=2), 1, period)
+    await quota.reserve_job(new_job(user_id=1), Limits(1, period))
+    await quota.reserve_job(new_job(user_id=2), Limits(1, period))
+    await quota.reserve_job(new_job(user_id=1, guild_id=2), Limits(1, period))
     with pytest.raises(QuotaExceeded) as info:
-        await quota.reserve_job(new_job(user_id=1), 1, period)
+        await quota.reserve_job(new_job(user_id=1), Limits(1, period))
     assert info.value.standing.remaining == 0
 
 
 async def test_cost_above_remaining_is_refused(db: Database) -> None:
     quota = QuotaRepository(db)
     period = daily_period()
-    await quota.reserve_job(new_job(cost=2), 3, period)
+    await quota.reserve_job(new_job(cost=2), Limits(3, period))
     with pytest.raises(QuotaExceeded) as info:
-        await quota.reserve_job(new_job(cost=2), 3, period)
+        await quota.reserve_job(new_job(cost=2), Limits(3, period))
     assert info.value.standing.remaining == 1 and info.value.cost == 2
 
 
@@ -78,7 +78,7 @@ async def test_refund_happens_once_and_lands_in_the_charge_period(db: Database) 
     quota = QuotaRepository(db)
     yesterday = daily_period(1_700_000_000 - 86_400)
     today = daily_period(1_700_000_000)
-    job_id, _ = await quota.reserve_job(new_job(), 1, yesterday)
+    job_id, _ = await quota.reserve_job(new_job(), Limits(1, yesterday))
 
     first = await quota.end_job(job_id, JobState.FAILED, expect=(JobState.PENDING,), refund=True, error="x")
     second = await quota.end_job(job_id, JobState.FAILED, expect=(JobState.FAILED,), refund=True)
@@ -91,7 +91,7 @@ async def test_refund_happens_once_and_lands_in_the_charge_period(db: Database) 
 async def test_end_job_is_compare_and_set(db: Database) -> None:
     quota = QuotaRepository(db)
     jobs = JobRepository(db)
-    job_id, _ = await quota.reserve_job(new_job(), 5, daily_period())
+    job_id, _ = await quota.reserve_job(new_job(), Limits(5, daily_period()))
     await jobs.update(job_id, state=JobState.DELIVERED)
     ended = await quota.end_job(job_id, JobState.CANCELLED, expect=(JobState.QUEUED,), refund=True)
     assert ended is False
@@ -103,7 +103,7 @@ async def test_end_job_is_compare_and_set(db: Database) -> None:
 async def test_concurrent_cancel_and_fail_refund_once(db: Database) -> None:
     quota = QuotaRepository(db)
     jobs = JobRepository(db)
-    job_id, _ = await quota.reserve_job(new_job(), 5, daily_period())
+    job_id, _ = await quota.reserve_job(new_job(), Limits(5, daily_period()))
     await jobs.update(job_id, state=JobState.QUEUED, request_id="r1")
     results = await asyncio.gather(
         quota.end_job(job_id, JobState.CANCELLED, expect=(JobState.QUEUED,), refund=True),

@@ -1,0 +1,167 @@
+"""Approval mode: a job waits, unsubmitted and uncharged, until a moderator approves or rejects it.
+
+The buttons (bot.ui.DecisionButton) are persistent, with the job id in their custom_id, so requests
+survive a restart. Every decision is a compare-and-set on the job's state, so two moderators clicking
+at once (or a moderator and the requester withdrawing) cannot both win.
+
+If the requester can no longer afford the job when it is approved (allowance spent meanwhile, the
+concurrency limit, the server budget), the job stays waiting and the moderator is told why: those
+limits free up with time, so the moderator may approve later or reject it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord.ext import commands
+
+from bot import policy, ui
+from bot.ui import DecisionButton
+from storage.guilds import guild_repository
+from storage.jobs import Job, JobState
+from storage.quota import LimitExceeded
+
+if TYPE_CHECKING:
+    from bot.client import AnimateBot
+
+log = logging.getLogger(__name__)
+
+
+class Approval(commands.Cog):
+    def __init__(self, bot: AnimateBot) -> None:
+        self.bot = bot
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(DecisionButton)
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(DecisionButton)
+
+    async def handle_decision(self, interaction: discord.Interaction[Any], job_id: int, action: str) -> None:
+        job = await self.bot.jobs.get(job_id)
+        message_id = interaction.message.id if interaction.message else None
+        if job is None or job.guild_id != interaction.guild_id or job.status_message_id != message_id:
+            # A forged or stale custom_id: never act on another guild's or message's job.
+            await interaction.response.send_message(
+                "This button doesn't belong to a job here.", ephemeral=True
+            )
+            return
+        config = await guild_repository(self.bot.db).get(job.guild_id)
+        roles = policy.role_ids(interaction.user)
+        if action == "withdraw":
+            if interaction.user.id != job.user_id:
+                await interaction.response.send_message(
+                    "Only the person who asked for this job can withdraw it"
+                    + (
+                        " — moderators use Approve or Reject."
+                        if policy.is_moderator(interaction.permissions, roles, config)
+                        else "."
+                    ),
+                    ephemeral=True,
+                )
+                return
+        elif not policy.is_moderator(interaction.permissions, roles, config):
+            who = (
+                f"members with the <@&{config.moderator_role_id}> role"
+                if config.moderator_role_id
+                else "admins"
+            )
+            await interaction.response.send_message(
+                f"Only {who} can approve or reject jobs.", ephemeral=True, allowed_mentions=ui.NO_MENTIONS
+            )
+            return
+        if job.state is not JobState.AWAITING_APPROVAL:
+            await interaction.response.send_message(_already(job), ephemeral=True)
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        if action == "approve":
+            text = await self.approve(interaction, job)
+        elif action == "reject":
+            text = await self.finish(
+                job,
+                JobState.REJECTED,
+                f"Rejected by <@{interaction.user.id}>.",
+                interaction.user.id,
+                "rejected",
+            )
+        else:
+            text = await self.finish(
+                job, JobState.CANCELLED, "Withdrawn by the requester.", interaction.user.id, "cancelled"
+            )
+        await interaction.followup.send(text, ephemeral=True, allowed_mentions=ui.NO_MENTIONS)
+
+    async def finish(self, job: Job, state: JobState, reason: str, actor_id: int, event: str) -> str:
+        """Reject or withdraw: a final state, never charged."""
+        ended = await self.bot.quota.end_job(
+            job.id, state, expect=(JobState.AWAITING_APPROVAL,), refund=False, error=reason
+        )
+        fresh = await self.bot.jobs.get(job.id)
+        if not ended or fresh is None:
+            return _already(fresh or job)
+        log.info("Job %s %s by %s", job.id, event, actor_id)
+        self.bot.dispatch("job_event", fresh, event, actor_id)
+        await self.bot.engine.present(fresh, force=True)
+        if state is JobState.REJECTED:
+            return f"Rejected job #{job.id}. <@{job.user_id}> was not charged."
+        return "Withdrawn. Nothing was charged."
+
+    async def approve(self, interaction: discord.Interaction[Any], job: Job) -> str:
+        guilds = guild_repository(self.bot.db)
+        config = await guilds.get(job.guild_id)
+        guild = interaction.guild
+        if guild is None:  # pragma: no cover - component interactions in a guild carry it
+            return "I can't see this server right now. Please try again in a moment."
+        # The requester's roles decide their allowance; they are not in this interaction, so ask Discord.
+        try:
+            member = await guild.fetch_member(job.user_id)
+        except discord.NotFound:
+            await self.finish(
+                job, JobState.REJECTED, "The requester left the server.", interaction.user.id, "rejected"
+            )
+            return "The requester has left the server, so the request was closed. Nothing was charged."
+        except discord.HTTPException as exc:
+            log.warning("Job %s: could not look up the requester: %s", job.id, exc)
+            return "I couldn't look up the requester on Discord. Please try again in a moment."
+        if await guilds.get_ban(job.guild_id, job.user_id) is not None:
+            return f"<@{job.user_id}> is banned from /animate here; reject the request or unban them first."
+        override = await guilds.user_override(job.guild_id, job.user_id)
+        allowance = policy.resolve_allowance(
+            config, policy.role_ids(member), override, self.bot.settings.daily_quota
+        )
+        try:
+            standing = await self.bot.quota.approve_job(job.id, policy.limits_for(config, allowance))
+        except LimitExceeded as exc:
+            reason = policy.describe_limit(exc, job.resolution, requester=job.user_id)
+            return f"Not approved yet: {reason}\nThe request stays waiting: approve it later, or reject it."
+        if standing is None:
+            fresh = await self.bot.jobs.get(job.id)
+            return _already(fresh or job)
+        fresh = await self.bot.jobs.get(job.id)
+        assert fresh is not None
+        self.bot.dispatch("job_event", fresh, "approved", interaction.user.id)
+        make_thread = not isinstance(interaction.channel, discord.Thread)
+        try:
+            result = await self.bot.engine.submit(fresh, make_thread=make_thread)
+        except BaseException:
+            await self.bot.engine.abandon(job.id, "An internal error stopped this job before it started.")
+            raise
+        if not result.ok:
+            return f"Approved, but submitting failed: {result.message}"
+        return f"Approved job #{job.id} and submitted it; <@{job.user_id}> was charged {job.cost} credit(s)."
+
+
+def _already(job: Job) -> str:
+    match job.state:
+        case JobState.REJECTED:
+            return "This request was already rejected."
+        case JobState.CANCELLED:
+            return "This request was already withdrawn or cancelled."
+        case JobState.AWAITING_APPROVAL:
+            return "This request is still waiting for approval."
+    return "This request was already approved."
+
+
+async def setup(bot: AnimateBot) -> None:
+    await bot.add_cog(Approval(bot))

@@ -1,0 +1,104 @@
+"""The audit log: a compact embed in the guild's audit channel for every job event and admin change.
+
+Sources: the engine's `job_event` (submitted, delivered, failed, cancelled, ...), the approval flow's
+(requested, approved, rejected) and `animate_audit` (admin changes, blocked prompts). Posting is
+best-effort: a missing channel or permission is logged, never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import discord
+from discord.ext import commands
+
+from bot import ui
+from storage.guilds import guild_repository
+from storage.jobs import Job
+
+if TYPE_CHECKING:
+    from bot.client import AnimateBot
+
+log = logging.getLogger(__name__)
+
+# event -> (title, colour); events not listed here (e.g. "started") are not audited.
+JOB_EVENTS: dict[str, tuple[str, discord.Colour]] = {
+    "requested": ("📝 Requested — awaiting approval", discord.Colour.orange()),
+    "approved": ("👍 Approved", discord.Colour.green()),
+    "rejected": ("⛔ Rejected", discord.Colour.dark_red()),
+    "submitted": ("🚀 Submitted", discord.Colour.blurple()),
+    "delivered": ("✅ Delivered", discord.Colour.green()),
+    "failed": ("❌ Failed", discord.Colour.red()),
+    "cancelled": ("🚫 Cancelled", discord.Colour.dark_grey()),
+}
+
+
+def message_link(guild_id: int, channel_id: int, message_id: int) -> str:
+    return f"https://discord.com/channels/{guild_id}/{channel_id}/{message_id}"
+
+
+def job_embed(job: Job, event: str, actor_id: int | None, now: float | None = None) -> discord.Embed | None:
+    look = JOB_EVENTS.get(event)
+    if look is None:
+        return None
+    title, colour = look
+    embed = discord.Embed(
+        title=f"{title} · job #{job.id}",
+        description=ui.clip(job.prompt, 200),
+        colour=colour,
+        timestamp=datetime.fromtimestamp(time.time() if now is None else now, tz=UTC),
+    )
+    embed.add_field(name="Requester", value=f"<@{job.user_id}>")
+    if actor_id is not None and (actor_id != job.user_id or event in ("approved", "rejected")):
+        embed.add_field(name="By", value=f"<@{actor_id}>")
+    embed.add_field(name="Cost", value=f"{job.cost} ({job.resolution})")
+    where = f"<#{job.channel_id}>"
+    if job.status_message_id is not None:
+        where += f" · [status message]({message_link(job.guild_id, job.channel_id, job.status_message_id)})"
+    embed.add_field(name="Where", value=where, inline=False)
+    if event in ("failed", "cancelled", "rejected") and job.error:
+        embed.add_field(name="Reason", value=ui.clip(job.error, 300), inline=False)
+    return embed
+
+
+class Audit(commands.Cog):
+    def __init__(self, bot: AnimateBot) -> None:
+        self.bot = bot
+
+    async def post(self, guild_id: int, embed: discord.Embed) -> None:
+        config = await guild_repository(self.bot.db).get(guild_id)
+        if config.audit_channel_id is None:
+            return
+        channel = self.bot.get_partial_messageable(config.audit_channel_id, guild_id=guild_id)
+        try:
+            await channel.send(embed=embed, allowed_mentions=discord.AllowedMentions.none())
+        except discord.HTTPException as exc:
+            log.warning(
+                "Guild %s: could not post to the audit channel %s: %s", guild_id, config.audit_channel_id, exc
+            )
+
+    @commands.Cog.listener()
+    async def on_job_event(self, job: Job, event: str, actor_id: int | None) -> None:
+        embed = job_embed(job, event, actor_id)
+        if embed is not None:
+            await self.post(job.guild_id, embed)
+
+    @commands.Cog.listener()
+    async def on_animate_audit(self, guild_id: int, actor_id: int | None, title: str, details: str) -> None:
+        """Admin changes and moderation events: `bot.dispatch("animate_audit", guild, actor, title, text)`."""
+        embed = discord.Embed(
+            title=ui.clip(title, 200),
+            description=ui.clip(details, 2000),
+            colour=discord.Colour.dark_teal(),
+            timestamp=discord.utils.utcnow(),
+        )
+        if actor_id is not None:
+            embed.add_field(name="By", value=f"<@{actor_id}>")
+        await self.post(guild_id, embed)
+
+
+async def setup(bot: AnimateBot) -> None:
+    await bot.add_cog(Audit(bot))

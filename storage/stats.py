@@ -1,0 +1,54 @@
+"""Read-only numbers for /animate-stats; every query is limited to one guild."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+from storage.db import Database
+from storage.quota import guild_spent
+
+_MEDIAN_SAMPLE = 2000  # the most recent delivered jobs; plenty for a median
+
+
+@dataclass(frozen=True, slots=True)
+class GuildStats:
+    since: float
+    by_state: dict[str, int]
+    spent: int  # credits charged and not refunded
+    median_seconds: float | None  # submit -> video posted, over delivered jobs
+    top_users: list[tuple[int, int]]  # (user_id, credits)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_state.values())
+
+
+async def guild_stats(db: Database, guild_id: int, since: float) -> GuildStats:
+    rows = await db.fetchall(
+        "SELECT state, COUNT(*) AS n FROM jobs WHERE guild_id = ? AND created_at >= ? GROUP BY state",
+        (guild_id, since),
+    )
+    by_state = {str(r["state"]): int(r["n"]) for r in rows}
+    spent = await guild_spent(db, guild_id, since, time.time() + 1)
+    durations = await db.fetchall(
+        "SELECT updated_at - submitted_at AS took FROM jobs WHERE guild_id = ? AND state = 'delivered'"
+        " AND created_at >= ? AND submitted_at IS NOT NULL ORDER BY id DESC LIMIT ?",
+        (guild_id, since, _MEDIAN_SAMPLE),
+    )
+    took = [float(r["took"]) for r in durations if r["took"] is not None]
+    top = await db.fetchall(
+        "SELECT c.user_id, SUM(c.credits) AS credits FROM quota_ledger c"
+        " WHERE c.guild_id = ? AND c.kind = 'charge' AND c.created_at >= ?"
+        " AND NOT EXISTS (SELECT 1 FROM quota_ledger r WHERE r.job_id = c.job_id AND r.kind = 'refund')"
+        " GROUP BY c.user_id ORDER BY credits DESC, c.user_id LIMIT 5",
+        (guild_id, since),
+    )
+    return GuildStats(
+        since=since,
+        by_state=by_state,
+        spent=spent,
+        median_seconds=statistics.median(took) if took else None,
+        top_users=[(int(r["user_id"]), int(r["credits"])) for r in top],
+    )

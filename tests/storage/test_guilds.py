@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from storage.db import Database
+from storage.guilds import GuildConfig, GuildRepository, guild_repository
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await Database.open(tmp_path / "g.db")
+    yield database
+    await database.close()
+
+
+async def test_defaults_then_updates_are_cached_and_invalidated(db: Database) -> None:
+    repo = GuildRepository(db)
+    assert await repo.get(1) == GuildConfig(guild_id=1)
+    new = await repo.update(1, 99, allowance=3, period="week", reset_hour=6, approval_required=True)
+    assert (new.allowance, new.period, new.reset_hour, new.approval_required) == (3, "week", 6, True)
+    assert await repo.get(1) is new  # cached
+    await repo.set_role_allowance(1, 500, 10)
+    await repo.set_channel(1, 77, True)
+    await repo.add_block(1, "word", "gore", 99)
+    config = await repo.get(1)
+    assert config.role_allowances == {500: 10} and config.channels == {77}
+    assert [(e.kind, e.pattern) for e in config.blocklist] == [("word", "gore")]
+    assert (await repo.update(1, 99, allowance=None)).allowance is None  # back to the bot default
+    with pytest.raises(ValueError):
+        await repo.update(1, 99, period=None)
+    with pytest.raises(ValueError):
+        await repo.update(1, 99, owner_id=2)
+
+
+async def test_every_setting_is_per_guild(db: Database) -> None:
+    repo = GuildRepository(db)
+    await repo.update(1, None, allowance=3)
+    await repo.set_role_allowance(1, 500, 10)
+    await repo.set_user_override(1, 7, 2)
+    await repo.ban(1, 7, "spam", None)
+    await repo.set_channel(1, 77, True)
+    await repo.add_block(1, "regex", "x+y", None)
+    assert await repo.get(2) == GuildConfig(guild_id=2)
+    assert await repo.user_override(2, 7) is None and await repo.get_ban(2, 7) is None
+    assert await repo.user_override(1, 7) == 2
+    ban = await repo.get_ban(1, 7)
+    assert ban is not None and ban.reason == "spam"
+    assert await repo.remove_block(2, "x+y") == 0
+    assert await repo.unban(2, 7) is False
+    assert len((await repo.get(1)).blocklist) == 1
+
+
+async def test_overrides_listing_and_removal(db: Database) -> None:
+    repo = GuildRepository(db)
+    for uid in range(5):
+        await repo.set_user_override(1, uid, uid)
+    listed, total = await repo.user_overrides(1, limit=2)
+    assert listed == [(0, 0), (1, 1)] and total == 5
+    await repo.set_user_override(1, 3, None)
+    assert await repo.user_override(1, 3) is None
+    assert await repo.set_channel(1, 5, False) is False
+    assert await repo.add_block(1, "word", "a", None) is True
+    assert await repo.add_block(1, "word", "a", None) is False  # already there
+
+
+async def test_one_repository_per_database(db: Database) -> None:
+    assert guild_repository(db) is guild_repository(db)
