@@ -12,17 +12,19 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.engine import JobEngine
+from bot import ui
+from bot.engine import JobEngine, VideoBackend
+from bot.preview import PreviewBackend
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
 from bot.ui import CancelButton
-from storage.db import Database
+from storage.db import Database, StorageError
 from storage.jobs import JobRepository
 from storage.quota import QuotaRepository
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.animate", "cogs.quota")
+EXTENSIONS = ("cogs.animate", "cogs.quota", "cogs.admin", "cogs.approval", "cogs.audit", "cogs.history")
 
 
 class AnimateBot(commands.Bot):
@@ -31,7 +33,8 @@ class AnimateBot(commands.Bot):
     db: Database
     jobs: JobRepository
     quota: QuotaRepository
-    runcomfy: RunComfyClient
+    runcomfy: VideoBackend
+    preview: PreviewBackend | None = None
     engine: JobEngine
 
     def __init__(self, settings: Settings, **options: Any) -> None:
@@ -60,15 +63,21 @@ class AnimateBot(commands.Bot):
         self.db = await Database.open(self.settings.database_path)
         self.jobs = JobRepository(self.db)
         self.quota = QuotaRepository(self.db)
-        self.runcomfy = RunComfyClient(
-            self.session,
-            base_url=self.settings.runcomfy_base_url,
-            token=self.settings.runcomfy_api_token.get_secret_value(),
-            model=self.settings.runcomfy_model,
-            request_timeout=self.settings.http_timeout,
-            backoff_base=self.settings.retry_backoff_base,
-            backoff_cap=self.settings.retry_backoff_cap,
-        )
+        ui.configure(preview=self.settings.backend == "preview")
+        if self.settings.backend == "preview":
+            self.preview = PreviewBackend(self.session)
+            self.runcomfy = self.preview
+            log.warning("BACKEND=preview: videos are local previews, not Wan 2.2 generations")
+        else:
+            self.runcomfy = RunComfyClient(
+                self.session,
+                base_url=self.settings.runcomfy_base_url,
+                token=self.settings.runcomfy_token,
+                model=self.settings.runcomfy_model,
+                request_timeout=self.settings.http_timeout,
+                backoff_base=self.settings.retry_backoff_base,
+                backoff_cap=self.settings.retry_backoff_cap,
+            )
         self.engine = JobEngine(
             client=self,
             settings=self.settings,
@@ -87,6 +96,8 @@ class AnimateBot(commands.Bot):
         log.info("Shutting down")
         if hasattr(self, "engine"):
             await self.engine.stop()
+        if self.preview is not None:
+            await self.preview.close()
         await super().close()
         if hasattr(self, "session"):
             await self.session.close()
@@ -130,6 +141,16 @@ class AnimateBot(commands.Bot):
             text = "This command only works in a server."
         elif isinstance(error, app_commands.CheckFailure):
             text = "You can't use this command here."
+        elif isinstance(error, app_commands.CommandInvokeError) and isinstance(error.original, StorageError):
+            log.error(
+                "Database failure in /%s: %s",
+                interaction.command and interaction.command.name,
+                error.original,
+            )
+            text = (
+                "The bot's database is unavailable right now (disk full or read-only?). Nothing was "
+                "charged. Please tell a server admin."
+            )
         else:
             log.error("Command %s failed", interaction.command and interaction.command.name, exc_info=error)
             text = "Something went wrong on my side. Nothing was charged; please try again."

@@ -13,9 +13,10 @@ import heapq
 import io
 import itertools
 import logging
+import re
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import discord
@@ -23,12 +24,15 @@ import discord
 from bot import ui
 from bot.media import MediaError, NormalizedImage, download_capped, fit_video
 from bot.runcomfy import (
+    CancelResult,
     GenerationParams,
+    JobResult,
+    JobStatus,
     RunComfyBalanceError,
-    RunComfyClient,
     RunComfyError,
     RunComfyNotFoundError,
     RunComfyValidationError,
+    Submission,
     SubmitOutcomeUnknown,
 )
 from bot.settings import Settings
@@ -36,13 +40,22 @@ from storage.jobs import Job, JobRepository, JobState
 from storage.quota import QuotaRepository
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
 
 # Output videos above this are not downloaded at all (a 5 s clip is a few MB; this is a safety cap).
 MAX_VIDEO_DOWNLOAD = 200 * 1024 * 1024
 ACTIVE = (JobState.QUEUED, JobState.RUNNING)
+
+
+class VideoBackend(Protocol):
+    """What the engine needs from a generator: RunComfyClient, or the local PreviewBackend."""
+
+    async def submit(self, params: GenerationParams) -> Submission: ...
+    async def status(self, request_id: str) -> JobStatus: ...
+    async def result(self, request_id: str) -> JobResult: ...
+    async def cancel(self, request_id: str) -> CancelResult: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +73,7 @@ class JobEngine:
         settings: Settings,
         jobs: JobRepository,
         quota: QuotaRepository,
-        runcomfy: RunComfyClient,
+        runcomfy: VideoBackend,
         session: aiohttp.ClientSession,
     ) -> None:
         self.client = client
@@ -80,6 +93,13 @@ class JobEngine:
         self._edit_pending: set[int] = set()
         self._limit = asyncio.Semaphore(32)  # RunComfy calls in flight at once
         self._closing = False
+        self.accepting = True  # False once shutting down: new commands are turned away, uncharged
+        self._reconciled: set[int] = set()  # jobs whose earlier delivery attempt was checked
+        self._launches: set[asyncio.Task[Any]] = set()
+        # Set when the backend serves outputs itself (the preview backend): url, max_bytes -> bytes.
+        self._fetch_output: Callable[[str, int], Awaitable[bytes]] | None = getattr(
+            runcomfy, "fetch_output", None
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -103,7 +123,16 @@ class JobEngine:
         self._runner = asyncio.create_task(self._run(), name="job-engine")
 
     async def stop(self) -> None:
-        """Stop polling; unfinished jobs stay in SQLite and resume on the next start."""
+        """Stop polling; unfinished jobs stay in SQLite and resume on the next start.
+
+        Launches in progress get a short grace period first: a submit cut off mid-flight has an
+        unknown outcome and would have to be refunded on restart.
+        """
+        self.accepting = False
+        launches = [t for t in self._launches if not t.done()]
+        if launches:
+            log.info("Waiting up to %.0f s for %d submission(s)", self.settings.shutdown_grace, len(launches))
+            await asyncio.wait(launches, timeout=self.settings.shutdown_grace)
         self._closing = True
         tasks = [t for t in (self._runner, *self._tasks) if t is not None]
         for task in tasks:
@@ -150,7 +179,9 @@ class JobEngine:
 
     def poll_interval(self, job: Job) -> float:
         """Poll often while a job is young, then back off towards the cap: cheap for long jobs,
-        prompt delivery for short ones."""
+        prompt delivery for short ones. Overdue jobs are only checked now and then."""
+        if job.overdue_notified_at is not None:
+            return self.settings.overdue_poll_interval
         elapsed = time.time() - (job.submitted_at or job.created_at)
         wanted = elapsed * self.settings.poll_backoff_ratio
         return min(self.settings.poll_max_interval, max(self.settings.poll_first_delay, wanted))
@@ -164,6 +195,10 @@ class JobEngine:
 
         The job row already exists with its credits reserved; every failure path here refunds them.
         """
+        task = asyncio.current_task()
+        if task is not None:
+            self._launches.add(task)
+            task.add_done_callback(self._launches.discard)
         failure = await self.post_status(job, image, channel)
         if failure is not None:
             await self._fail(job, failure.message, present=job.status_message_id is not None)
@@ -254,7 +289,8 @@ class JobEngine:
 
     def _status_message(self, job: Job) -> discord.PartialMessage:
         assert job.status_message_id is not None
-        channel = self.client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+        channel_id = job.status_channel_id or job.channel_id
+        channel = self.client.get_partial_messageable(channel_id, guild_id=job.guild_id)
         return channel.get_partial_message(job.status_message_id)
 
     def _emit(self, job: Job, event: str, actor_id: int | None = None) -> None:
@@ -283,9 +319,12 @@ class JobEngine:
             await self._deliver(job)
             return
         assert job.request_id is not None
-        started = job.submitted_at or job.created_at
-        if time.time() - started > self.settings.job_timeout:
+        age = time.time() - (job.submitted_at or job.created_at)
+        if age > self.settings.job_hard_timeout:
             await self._give_up(job)
+            return
+        overdue = age > self.settings.job_timeout and job.overdue_notified_at is None
+        if overdue and await self._overdue(job):
             return
         try:
             status = await self.runcomfy.status(job.request_id)
@@ -316,6 +355,37 @@ class JobEngine:
         else:
             log.warning("Job %s: unknown status %r; still waiting", job.id, status.status)
         self.schedule(job.id, self.poll_interval(job))
+
+    async def _overdue(self, job: Job) -> bool:
+        """Past `job_timeout`: a queued job is cancelled (nobody waits 30 minutes for a queue); a
+        running one is left to finish, the requester is told, and polling slows down until
+        `job_hard_timeout`. Returns True if the job ended."""
+        assert job.request_id is not None
+        minutes = int(self.settings.job_timeout // 60)
+        if job.state is JobState.QUEUED:
+            try:
+                result = await self.runcomfy.cancel(job.request_id)
+            except RunComfyError as exc:
+                log.info("Job %s: cancel of an overdue queued job failed: %s", job.id, exc)
+            else:
+                if result.cancelled:
+                    await self._cancelled(job, f"RunComfy did not start it within {minutes} minutes.")
+                    await self._notify_thread(
+                        job,
+                        f"<@{job.user_id}> RunComfy did not start this job within {minutes} minutes, so I "
+                        "cancelled it. Your credits were refunded — please try again later.",
+                    )
+                    return True
+        await self.jobs.update(job.id, overdue_notified_at=time.time())
+        hours = self.settings.job_hard_timeout / 3600
+        await self._notify_thread(
+            job,
+            f"<@{job.user_id}> this is taking unusually long (over {minutes} minutes). I'll keep checking "
+            f"every few minutes for up to {hours:g} hours and post the video here if it arrives; if it "
+            "never does, your credits will be refunded.",
+        )
+        log.warning("Job %s: overdue after %d minutes; slowing down polling", job.id, minutes)
+        return False
 
     async def _mark_running(self, job: Job) -> None:
         if await self.jobs.update(
@@ -367,104 +437,152 @@ class JobEngine:
 
     async def _give_up(self, job: Job) -> None:
         assert job.request_id is not None
-        minutes = int(self.settings.job_timeout // 60)
-        log.warning("Job %s: no result after %d minutes; giving up", job.id, minutes)
+        hours = self.settings.job_hard_timeout / 3600
+        log.warning("Job %s: no result after %g hours; giving up", job.id, hours)
         try:
             await self.runcomfy.cancel(job.request_id)
         except RunComfyError as exc:
             log.info("Job %s: cancel after timeout failed: %s", job.id, exc)
-        await self._fail(job, f"RunComfy did not finish within {minutes} minutes.")
+        await self._fail(job, f"RunComfy did not finish within {hours:g} hours.")
 
     # ------------------------------------------------------------------ delivery
 
     async def _deliver(self, job: Job) -> None:
+        """Post the finished video exactly once, even across crashes.
+
+        `delivery_started_at` is written before the upload; if a previous process got that far, the
+        thread is searched for the video first (a crash can land between Discord posting it and us
+        recording that), and only posted if it is not there.
+        """
+        if job.delivery_started_at is not None and job.id not in self._reconciled:
+            found = await self._find_delivery(job)
+            self._reconciled.add(job.id)
+            if found is not None:
+                log.info("Job %s: found the video posted before a restart", job.id)
+                await self._delivered(job, found)
+                return
+        self._reconciled.add(job.id)
+        content, video = await self._prepare_delivery(job)
+        await self.jobs.update(job.id, delivery_started_at=time.time())
+        await self._post_delivery(job, content, video)
+
+    async def _prepare_delivery(self, job: Job) -> tuple[str, bytes | None]:
+        """The message and the video bytes to upload (None: post RunComfy's link instead)."""
         assert job.result_url is not None
-        target = self._target(job)
-        mention = discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(job.user_id)])
         link = f"<{job.result_url}>"
+        marker = _delivery_marker(job.id)
+        if self._fetch_output is not None and job.result_url.startswith("preview://"):
+            fetch = self._fetch_output(job.result_url, MAX_VIDEO_DOWNLOAD)
+        else:
+            fetch = download_capped(self.session, job.result_url, max_bytes=MAX_VIDEO_DOWNLOAD, timeout=120)
         try:
-            data = await download_capped(
-                self.session, job.result_url, max_bytes=MAX_VIDEO_DOWNLOAD, timeout=120
-            )
+            data = await fetch
         except MediaError as exc:
             log.warning("Job %s: video download failed: %s", job.id, exc)
-            await self._send_final(
-                job,
-                target,
+            return (
                 f"<@{job.user_id}> your video is ready, but I couldn't download it to post here. "
-                f"Here is RunComfy's link (it may expire soon, so save it): {link}",
+                f"Here is RunComfy's link (it may expire soon, so save it): {link} · {marker}",
                 None,
-                mention,
             )
-            return
-        note = ""
-        video = data
+        ready = (
+            "your preview is ready (a local zoom/pan, not an AI video)!"
+            if ui.is_preview()
+            else ("your video is ready! 🎬")
+        )
+        if len(data) <= job.upload_limit:
+            return f"<@{job.user_id}> {ready} · {marker}", data
         try:
-            if len(data) > job.upload_limit:
-                fitted = await asyncio.to_thread(fit_video, data, job.upload_limit)
-                video = fitted.data
-                note = f"\nCompressed to fit Discord's upload limit — full quality: {link} (may expire)"
+            fitted = await asyncio.to_thread(fit_video, data, job.upload_limit)
         except MediaError as exc:
             log.warning("Job %s: could not fit the video into %d bytes: %s", job.id, job.upload_limit, exc)
-            await self._send_final(
-                job,
-                target,
+            return (
                 f"<@{job.user_id}> your video is ready but too large to upload here. "
-                f"Download it from RunComfy (the link may expire soon): {link}",
+                f"Download it from RunComfy (the link may expire soon): {link} · {marker}",
                 None,
-                mention,
             )
-            return
-        await self._send_final(
-            job,
-            target,
-            f"<@{job.user_id}> your video is ready! 🎬{note}",
-            discord.File(io.BytesIO(video), filename=f"animate-{job.id}.mp4"),
-            mention,
+        return (
+            f"<@{job.user_id}> {ready} · {marker}\n"
+            f"Compressed to fit Discord's upload limit — full quality: {link} (may expire)",
+            fitted.data,
         )
 
-    async def _send_final(
-        self,
-        job: Job,
-        target: discord.PartialMessageable,
-        content: str,
-        file: discord.File | None,
-        mentions: discord.AllowedMentions,
-    ) -> None:
+    async def _post_delivery(self, job: Job, content: str, video: bytes | None) -> None:
+        mentions = _requester_only(job)
+        targets = [t for t in (job.thread_id, job.channel_id) if t is not None]
+        for target_id in targets:
+            target = self.client.get_partial_messageable(target_id, guild_id=job.guild_id)
+            while True:
+                try:
+                    if video is not None:
+                        file = discord.File(io.BytesIO(video), filename=f"animate-{job.id}.mp4")
+                        message = await target.send(content=content, file=file, allowed_mentions=mentions)
+                    else:
+                        message = await target.send(content=content, allowed_mentions=mentions)
+                except discord.HTTPException as exc:
+                    if video is not None and exc.status == 413:
+                        video = None
+                        content = (
+                            f"<@{job.user_id}> your video is ready but Discord refused the upload. Download "
+                            f"it from RunComfy (the link may expire soon): <{job.result_url}> · "
+                            f"{_delivery_marker(job.id)}"
+                        )
+                        continue
+                    if exc.status in (403, 404):
+                        # Thread deleted or closed to us: fall back to the channel, then to a DM.
+                        log.warning("Job %s: cannot post in %s (%s)", job.id, target_id, exc.status)
+                        break
+                    log.warning("Job %s: could not post the video (%s); will retry", job.id, exc)
+                    self.schedule(job.id, self.settings.poll_max_interval)
+                    return
+                await self._delivered(job, message.id)
+                return
+        await self._undeliverable(job)
+
+    async def _delivered(self, job: Job, message_id: int) -> None:
+        if await self.jobs.update(
+            job.id, expect=(JobState.DELIVERING,), state=JobState.DELIVERED, delivery_message_id=message_id
+        ):
+            log.info("Job %s delivered", job.id)
+            self._emit(job, "delivered")
+            await self._present_id(job.id, force=True)
+
+    async def _undeliverable(self, job: Job) -> None:
+        """Neither the thread nor the channel takes our messages (removed from the server, permissions
+        revoked): send the link privately and refund -- the requester did not get what they paid for."""
         try:
-            if file is not None:
-                message = await target.send(content=content, file=file, allowed_mentions=mentions)
-            else:
-                message = await target.send(content=content, allowed_mentions=mentions)
+            user = self.client.get_user(job.user_id) or await self.client.fetch_user(job.user_id)
+            await user.send(
+                f"Your /animate video (job #{job.id}) is ready, but I can no longer post in that server's "
+                f"channel. Here is the link (it may expire soon): <{job.result_url}>\n"
+                "Your credits were refunded.",
+                allowed_mentions=ui.NO_MENTIONS,
+            )
         except discord.HTTPException as exc:
-            if file is not None and exc.status == 413:
-                await self._send_final(
-                    job,
-                    target,
-                    f"<@{job.user_id}> your video is ready but Discord refused the upload. "
-                    f"Download it from RunComfy (the link may expire soon): <{job.result_url}>",
-                    None,
-                    mentions,
-                )
-                return
-            if target.id != job.channel_id and exc.status in (403, 404):
-                # The thread is gone or closed to us: fall back to the channel itself.
-                log.warning("Job %s: thread unavailable (%s); posting in the channel", job.id, exc.status)
-                await self.jobs.update(job.id, thread_id=None)
-                job.thread_id = None
-                if file is not None:
-                    file.reset()
-                await self._send_final(job, self._target(job), content, file, mentions)
-                return
-            log.warning("Job %s: could not post the video (%s); will retry", job.id, exc)
-            self.schedule(job.id, self.settings.poll_max_interval)
-            return
-        await self.jobs.update(
-            job.id, expect=(JobState.DELIVERING,), state=JobState.DELIVERED, delivery_message_id=message.id
-        )
-        log.info("Job %s delivered", job.id)
-        self._emit(job, "delivered")
-        await self._present_id(job.id, force=True)
+            log.info("Job %s: could not DM the requester either: %s", job.id, exc)
+        await self._fail(job, "I could not post the video in this channel (missing access).")
+
+    async def _find_delivery(self, job: Job) -> int | None:
+        """The id of a message of ours that already carries this job's video, if any."""
+        me = self.client.user
+        if me is None:
+            return None
+        marker = re.compile(rf"\bjob #{job.id}\b")
+        filename = f"animate-{job.id}.mp4"
+        for target_id in (job.thread_id, job.channel_id):
+            if target_id is None:
+                continue
+            channel = self.client.get_partial_messageable(target_id, guild_id=job.guild_id)
+            try:
+                async for message in channel.history(limit=50):
+                    if message.author.id != me.id:
+                        continue
+                    if marker.search(message.content) or any(
+                        a.filename == filename for a in message.attachments
+                    ):
+                        return message.id
+            except discord.HTTPException as exc:
+                log.info("Job %s: could not read %s to reconcile: %s", job.id, target_id, exc)
+        return None
 
     def _target(self, job: Job) -> discord.PartialMessageable:
         return self.client.get_partial_messageable(job.thread_id or job.channel_id, guild_id=job.guild_id)
@@ -509,12 +627,7 @@ class JobEngine:
         if job.thread_id is None:
             return
         try:
-            await self._target(job).send(
-                content=content,
-                allowed_mentions=discord.AllowedMentions(
-                    everyone=False, roles=False, users=[discord.Object(job.user_id)]
-                ),
-            )
+            await self._target(job).send(content=content, allowed_mentions=_requester_only(job))
         except discord.HTTPException as exc:
             log.info("Job %s: could not post in its thread: %s", job.id, exc)
 
@@ -596,8 +709,34 @@ class JobEngine:
             await message.edit(
                 embed=ui.status_embed(job), view=ui.status_view(job), allowed_mentions=ui.NO_MENTIONS
             )
+        except discord.NotFound as exc:
+            if exc.code == 10008:  # Unknown Message: someone deleted it
+                await self._repost_status(job)
+            else:
+                log.warning("Job %s: status message unreachable: %s", job.id, exc)
         except discord.HTTPException as exc:
             log.warning("Job %s: could not update the status message: %s", job.id, exc)
+
+    async def _repost_status(self, job: Job) -> None:
+        """The status message was deleted: post a fresh one (in the thread if there is one) so the
+        requester keeps their progress and Cancel button. The source image went with the original."""
+        job.status_has_image = False
+        view = ui.status_view(job) or discord.ui.View(timeout=None)
+        for target_id in dict.fromkeys(t for t in (job.thread_id, job.channel_id) if t is not None):
+            target = self.client.get_partial_messageable(target_id, guild_id=job.guild_id)
+            try:
+                message = await target.send(
+                    embed=ui.status_embed(job), view=view, allowed_mentions=ui.NO_MENTIONS
+                )
+            except discord.HTTPException as exc:
+                log.info("Job %s: could not re-post the status in %s: %s", job.id, target_id, exc)
+                continue
+            # The message's own channel is where it is edited from now on.
+            await self.jobs.update(
+                job.id, status_message_id=message.id, status_channel_id=target_id, status_has_image=False
+            )
+            log.info("Job %s: status message was deleted; re-posted in %s", job.id, target_id)
+            return
 
     async def _delayed_present(self, job_id: int, wait: float) -> None:
         try:
@@ -631,3 +770,12 @@ def _submit_failure(exc: RunComfyError) -> tuple[str, str]:
         "RunComfy is unavailable.",
         "RunComfy is unavailable right now. Please try again in a few minutes.",
     )
+
+
+def _delivery_marker(job_id: int) -> str:
+    """Tags every delivery so a restarted bot can recognise one it posted before a crash."""
+    return f"job #{job_id}"
+
+
+def _requester_only(job: Job) -> discord.AllowedMentions:
+    return discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(job.user_id)])

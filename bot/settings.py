@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger(__name__)
@@ -17,7 +18,9 @@ class Settings(BaseSettings):
     )
 
     discord_token: SecretStr = Field(description="Bot token from the Discord developer portal")
-    runcomfy_api_token: SecretStr = Field(description="RunComfy API token")
+    # "runcomfy" (default) or "preview": a free local stand-in that animates the image itself.
+    backend: Literal["runcomfy", "preview"] = "runcomfy"
+    runcomfy_api_token: SecretStr | None = Field(default=None, validate_default=True)
     runcomfy_base_url: str = "https://model-api.runcomfy.net/v1"
     runcomfy_model: str = "wan-ai/wan-2-2/image-to-video"
     database_path: Path = Path("data/animate.db")
@@ -28,12 +31,21 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     # Tuning knobs; defaults suit production, tests shrink them.
-    poll_first_delay: float = Field(default=3.0, gt=0)
-    poll_max_interval: float = Field(default=10.0, gt=0)
-    # Between those bounds a job is polled every `elapsed * poll_backoff_ratio` seconds.
-    poll_backoff_ratio: float = Field(default=1 / 12, gt=0, le=1)
+    poll_first_delay: float = Field(default=4.0, gt=0)
+    poll_max_interval: float = Field(default=15.0, gt=0)
+    # Between those bounds a job is polled every `elapsed * poll_backoff_ratio` seconds. Measured by
+    # `python -m bench` (bench/RESULTS.md): ~16 status calls for a 60 s job, ~41 for 5 min, and a
+    # median delivery lag under 2 s for 60 s jobs.
+    poll_backoff_ratio: float = Field(default=1 / 15, gt=0, le=1)
+    # After job_timeout a queued job is cancelled and a running one is checked only every
+    # overdue_poll_interval; after job_hard_timeout it is given up and refunded.
     job_timeout: float = Field(default=30 * 60.0, gt=0)
-    status_edit_interval: float = Field(default=5.0, ge=0)
+    job_hard_timeout: float = Field(default=6 * 3600.0, gt=0)
+    overdue_poll_interval: float = Field(default=120.0, gt=0)
+    # On shutdown, how long to let commands that are submitting right now finish.
+    shutdown_grace: float = Field(default=5.0, ge=0)
+    # At most one status-message edit per job this often, unless the state changes.
+    status_edit_interval: float = Field(default=10.0, ge=0)
     http_timeout: float = Field(default=30.0, gt=0)
     retry_backoff_base: float = Field(default=1.0, gt=0)
     retry_backoff_cap: float = Field(default=30.0, gt=0)
@@ -53,12 +65,31 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
 
-    @field_validator("discord_token", "runcomfy_api_token")
+    @field_validator("discord_token")
     @classmethod
     def _check_token(cls, value: SecretStr) -> SecretStr:
         if not value.get_secret_value().strip():
             raise ValueError("must not be empty")
         return value
+
+    @field_validator("runcomfy_api_token")
+    @classmethod
+    def _check_runcomfy_token(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # `backend` is declared first, so it is already validated here.
+        if info.data.get("backend", "runcomfy") == "preview":
+            return value
+        if value is None:
+            raise ValueError(_NOT_SET + " (required unless BACKEND=preview)")
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @property
+    def runcomfy_token(self) -> str:
+        return self.runcomfy_api_token.get_secret_value() if self.runcomfy_api_token else ""
+
+
+_NOT_SET = "is not set"
 
 
 class SettingsError(Exception):
@@ -70,11 +101,14 @@ def describe_validation_error(exc: ValidationError) -> str:
     parts: list[str] = []
     for err in exc.errors():
         name = ".".join(str(p) for p in err.get("loc", ())).upper() or "settings"
+        message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         if err.get("type") == "missing":
             parts.append(f"{name} is not set")
+        elif message.startswith(_NOT_SET):
+            parts.append(f"{name} {message}")
         else:
             # `msg` holds the validator's text, never the input value.
-            parts.append(f"{name} is invalid ({err.get('msg', 'invalid value')})")
+            parts.append(f"{name} is invalid ({message})")
     return "Configuration error: " + "; ".join(parts) + " -- see .env.example"
 
 

@@ -103,8 +103,9 @@ class Database:
         # Another process (e.g. a backup) may hold the file briefly; wait instead of failing.
         await self._conn.execute("PRAGMA busy_timeout=5000")
 
-    async def migrate(self) -> int:
-        """Apply every migration newer than the schema's version; returns the resulting version."""
+    async def migrate(self, target: int | None = None) -> int:
+        """Apply every migration newer than the schema's version (up to `target`, for tests of older
+        schemas); returns the resulting version."""
         async with self._lock:
             await self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -119,7 +120,7 @@ class Database:
                     f"the database schema (version {current}) is newer than this bot "
                     f"(knows {len(migrations)}); upgrade the bot"
                 )
-            for version, name, sql in migrations[current:]:
+            for version, name, sql in migrations[current:target]:
                 log.info("Applying database migration %s", name)
                 await self._conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -142,7 +143,7 @@ class Database:
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement in autocommit mode; returns the number of rows changed."""
-        async with self._lock:
+        async with self._lock, _plain_errors():
             cur = await self._conn.execute(sql, params)
             count = cur.rowcount
             await cur.close()
@@ -150,7 +151,7 @@ class Database:
 
     async def insert(self, sql: str, params: Params = ()) -> int:
         """Run one INSERT; returns the new row id."""
-        async with self._lock:
+        async with self._lock, _plain_errors():
             cur = await self._conn.execute(sql, params)
             rowid = cur.lastrowid
             await cur.close()
@@ -159,18 +160,18 @@ class Database:
             return rowid
 
     async def fetchone(self, sql: str, params: Params = ()) -> aiosqlite.Row | None:
-        async with self._lock, self._conn.execute(sql, params) as cur:
+        async with self._lock, _plain_errors(), self._conn.execute(sql, params) as cur:
             row: aiosqlite.Row | None = await cur.fetchone()
             return row
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[aiosqlite.Row]:
-        async with self._lock, self._conn.execute(sql, params) as cur:
+        async with self._lock, _plain_errors(), self._conn.execute(sql, params) as cur:
             return list(await cur.fetchall())
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         """BEGIN IMMEDIATE .. COMMIT, rolled back on any exception."""
-        async with self._lock:
+        async with self._lock, _plain_errors():
             await self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield Transaction(self._conn)
@@ -189,6 +190,16 @@ class Database:
             " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
+
+
+@asynccontextmanager
+async def _plain_errors() -> AsyncIterator[None]:
+    """Disk full, read-only file, I/O error: one exception type with a message an admin can act on.
+    (Integrity errors stay as they are: they are programming errors or expected conflicts.)"""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        raise StorageError(f"database error: {exc}") from exc
 
 
 def _split_sql(script: str) -> Iterable[str]:

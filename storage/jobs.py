@@ -56,6 +56,10 @@ class Job:
     result_url: str | None
     delivery_message_id: int | None
     poll_count: int
+    delivery_started_at: float | None
+    overdue_notified_at: float | None
+    status_has_image: bool
+    status_channel_id: int | None
     created_at: float
     submitted_at: float | None
     started_at: float | None
@@ -67,6 +71,7 @@ class Job:
         values: dict[str, Any] = {f.name: row[f.name] for f in fields(cls)}
         values["state"] = JobState(values["state"])
         values["prompt_extend"] = bool(values["prompt_extend"])
+        values["status_has_image"] = bool(values["status_has_image"])
         return cls(**values)
 
 
@@ -98,6 +103,10 @@ _UPDATABLE = frozenset(
         "error",
         "result_url",
         "delivery_message_id",
+        "delivery_started_at",
+        "overdue_notified_at",
+        "status_has_image",
+        "status_channel_id",
         "submitted_at",
         "started_at",
         "finished_at",

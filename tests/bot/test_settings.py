@@ -77,3 +77,16 @@ def test_blank_token_and_bad_url_are_rejected(monkeypatch: pytest.MonkeyPatch, t
         load_settings(discord_token="  ", runcomfy_api_token="x", runcomfy_base_url="ftp://nope")
     text = str(info.value)
     assert "DISCORD_TOKEN is invalid" in text and "RUNCOMFY_BASE_URL is invalid" in text
+
+
+def test_preview_backend_needs_no_runcomfy_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RUNCOMFY_API_TOKEN", raising=False)
+    settings = load_settings(discord_token="x", backend="preview")
+    assert settings.backend == "preview" and settings.runcomfy_token == ""
+    with pytest.raises(
+        SettingsError, match="RUNCOMFY_API_TOKEN is not set \\(required unless BACKEND=preview\\)"
+    ):
+        load_settings(discord_token="x")
+    with pytest.raises(SettingsError, match="BACKEND is invalid"):
+        load_settings(discord_token="x", runcomfy_api_token="y", backend="magic")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,18 @@ from storage.jobs import Job
 from tests.fakes.discord import FakeDiscord, FakeInteraction, patched_discord
 from tests.fakes.runcomfy import FakeRunComfy
 
+ROOT = Path(__file__).resolve().parents[2]
 DISCORD_TOKEN = "test-discord-token"
+
+# Loaded by the interpreter at start-up (site imports `sitecustomize`) so that a bot started as
+# `python -m bot` talks to the fake Discord while its own code stays unmodified.
+SITECUSTOMIZE = """
+import os
+import discord.gateway, discord.http, yarl
+base = os.environ["FAKE_DISCORD_URL"]
+discord.http.Route.BASE = base + "/api/v10"
+discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(base.replace("http", "ws", 1) + "/gateway")
+"""
 RUNCOMFY_TOKEN = "test-runcomfy-token"
 
 
@@ -36,6 +49,8 @@ class Harness:
     bot: AnimateBot | None = None
     task: asyncio.Task[None] | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    processes: list[asyncio.subprocess.Process] = field(default_factory=list)
+    process_logs: list[Path] = field(default_factory=list)
 
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
@@ -70,6 +85,36 @@ class Harness:
         if self.task is not None:
             await asyncio.gather(self.task, return_exceptions=True)
         self.bot = self.task = None
+
+    async def spawn_bot_process(self, tmp_path: Path, **env_overrides: str) -> asyncio.subprocess.Process:
+        """Run the bot as users do, `python -m bot`, against the fakes and this harness' database."""
+        shim = tmp_path / "shim"
+        shim.mkdir(exist_ok=True)
+        (shim / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "RUNCOMFY_"))}
+        env.update(
+            PYTHONPATH=os.pathsep.join([str(shim), str(ROOT)]),
+            FAKE_DISCORD_URL=self.discord.url,
+            DISCORD_TOKEN=DISCORD_TOKEN,
+            RUNCOMFY_API_TOKEN=RUNCOMFY_TOKEN,
+            RUNCOMFY_BASE_URL=self.runcomfy.base_url,
+            DATABASE_PATH=str(self.db_path),
+            POLL_FIRST_DELAY="0.05",
+            POLL_MAX_INTERVAL="0.2",
+            STATUS_EDIT_INTERVAL="0",
+            RETRY_BACKOFF_BASE="0.01",
+            RETRY_BACKOFF_CAP="0.2",
+        )
+        env.update(env_overrides)
+        # Logs go to a file: a pipe nobody reads would fill up and stall the bot.
+        log_path = tmp_path / f"bot-{len(self.processes)}.log"
+        with log_path.open("wb") as log_file:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", cwd=tmp_path, env=env, stdout=log_file, stderr=log_file
+            )
+        self.processes.append(proc)
+        self.process_logs.append(log_path)
+        return proc
 
     @property
     def running(self) -> AnimateBot:
@@ -157,4 +202,8 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
                 yield h
             finally:
                 await h.stop_bot()
+                for proc in h.processes:
+                    if proc.returncode is None:
+                        proc.kill()
+                        await proc.wait()
         assert fake.unknown_routes == [], fake.unknown_routes

@@ -3,51 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from pathlib import Path
 
 from tests.e2e.conftest import DISCORD_TOKEN, RUNCOMFY_TOKEN, Harness
 
-ROOT = Path(__file__).resolve().parents[2]
-
-# Loaded by the interpreter at start-up (site imports `sitecustomize`), so the bot itself runs unmodified.
-SITECUSTOMIZE = """
-import os
-import discord.gateway, discord.http, yarl
-base = os.environ["FAKE_DISCORD_URL"]
-discord.http.Route.BASE = base + "/api/v10"
-discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(base.replace("http", "ws", 1) + "/gateway")
-"""
-
 
 async def test_python_m_bot_runs_a_job_and_stops_on_sigterm(harness: Harness, tmp_path: Path) -> None:
     h = harness
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    (shim / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "RUNCOMFY_"))}
-    env.update(
-        PYTHONPATH=os.pathsep.join([str(shim), str(ROOT)]),
-        FAKE_DISCORD_URL=h.discord.url,
-        DISCORD_TOKEN=DISCORD_TOKEN,
-        RUNCOMFY_API_TOKEN=RUNCOMFY_TOKEN,
-        RUNCOMFY_BASE_URL=h.runcomfy.base_url,
-        DATABASE_PATH=str(tmp_path / "data" / "bot.db"),
-        POLL_FIRST_DELAY="0.05",
-        POLL_MAX_INTERVAL="0.2",
-        LOG_LEVEL="DEBUG",
-    )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await h.spawn_bot_process(tmp_path, LOG_LEVEL="DEBUG")
     try:
         await h.discord.wait_until_ready(timeout=30)
         await h.discord.wait_for(lambda: h.discord.find_command("animate"), timeout=30)
@@ -66,15 +30,15 @@ async def test_python_m_bot_runs_a_job_and_stops_on_sigterm(harness: Harness, tm
         loop = asyncio.get_running_loop()
         started = loop.time()
         proc.send_signal(signal.SIGTERM)
-        _, stderr_bytes = await asyncio.wait_for(proc.communicate(), timeout=10)
+        await asyncio.wait_for(proc.wait(), timeout=10)
         assert loop.time() - started < 10
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    stderr = stderr_bytes.decode()
+    stderr = h.process_logs[0].read_text()
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert DISCORD_TOKEN not in stderr and RUNCOMFY_TOKEN not in stderr
     assert "Shutting down" in stderr
-    assert (tmp_path / "data" / "bot.db").exists()
+    assert h.db_path.exists()

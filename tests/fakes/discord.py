@@ -498,6 +498,7 @@ class FakeDiscord:
         self._dm_channels: dict[int, int] = {}
         self.closed_dms: set[int] = set()
         self._faults: list[_Fault] = []
+        self._stalls: list[tuple[str, re.Pattern[str], asyncio.Event]] = []
 
         # Gateway
         self._sessions: dict[str, _Session] = {}
@@ -639,6 +640,13 @@ class FakeDiscord:
         )
         self._faults.append(fault)
         return fault
+
+    def stall_after(self, method: str, path_regex: str) -> asyncio.Event:
+        """Let the next matching request take effect, then hold its response until the returned event is
+        set -- the window in which a real client may crash after Discord acted but before it heard back."""
+        release = asyncio.Event()
+        self._stalls.append((method.upper(), re.compile(path_regex), release))
+        return release
 
     def _resolve_user(self, user: str | int) -> int:
         if isinstance(user, int):
@@ -886,6 +894,18 @@ class FakeDiscord:
 
     def get_message(self, message_id: int) -> dict[str, Any] | None:
         return self._message_index.get(int(message_id))
+
+    async def user_deletes_message(self, message_id: int) -> None:
+        """A moderator deletes a message (MESSAGE_DELETE is dispatched, as Discord does)."""
+        msg = self._message_index[int(message_id)]
+        self._delete_message(msg)
+        await self._announce("MESSAGE_DELETE", msg)
+
+    async def user_deletes_channel(self, channel_id: int) -> None:
+        """A moderator deletes a channel or thread: later requests for it answer 404 Unknown Channel."""
+        channel = self.channels.pop(int(channel_id))
+        event = "THREAD_DELETE" if channel["type"] in THREAD_TYPES else "CHANNEL_DELETE"
+        await self.dispatch(event, channel)
 
     @property
     def threads(self) -> dict[int, dict[str, Any]]:
@@ -1623,6 +1643,21 @@ class FakeDiscord:
             data["values"] = list(values or [])
         cid = channel_id or int(msg["channel_id"])
         payload = self._base_interaction(3, data, uid, cid, message=self._public_message(msg))
+        return await self._dispatch_interaction(payload, uid)
+
+    async def click_forged(
+        self, message_id: int, custom_id: str, *, user: str | int = "alice", component_type: int = 2
+    ) -> FakeInteraction:
+        """A component interaction with a custom_id the message does not carry -- what a modified client
+        can send. Discord itself does not validate custom_ids, so neither does this."""
+        uid = self._resolve_user(user)
+        msg = self.get_message(message_id)
+        if msg is None:
+            raise LookupError(f"no stored message {message_id}")
+        data: dict[str, Any] = {"custom_id": custom_id, "component_type": component_type}
+        payload = self._base_interaction(
+            3, data, uid, int(msg["channel_id"]), message=self._public_message(msg)
+        )
         return await self._dispatch_interaction(payload, uid)
 
     async def submit_modal(
@@ -2370,6 +2405,11 @@ class FakeDiscord:
         except DiscordError as exc:
             resp = _json_response(exc.body(), exc.status, exc.headers)
         call.status = resp.status
+        for stall in self._stalls:
+            if stall[0] in ("*", method) and stall[1].search(path):
+                self._stalls.remove(stall)
+                await stall[2].wait()
+                break
         return resp
 
     async def _cdn_handler(self, request: web.Request) -> web.StreamResponse:

@@ -5,6 +5,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+import aiosqlite
 import pytest
 
 from storage.db import Database, StorageError, load_migrations
@@ -104,3 +105,54 @@ async def test_update_rejects_unknown_columns(tmp_path: Path) -> None:
             await JobRepository(db).update(1, user_id=5)
     finally:
         await db.close()
+
+
+V1_JOB = (
+    "INSERT INTO jobs (guild_id, channel_id, user_id, status_message_id, thread_id, prompt, resolution,"
+    " prompt_extend, cost, upload_limit, request_id, state, created_at, submitted_at, updated_at)"
+    " VALUES (1, 2, 3, 4, 5, 'old job', '480P', 1, 1, 10485760, 'req-old', 'queued', 100, 101, 101)"
+)
+
+
+@pytest.mark.parametrize("start", range(1, len(load_migrations()) + 1))
+async def test_schema_migrates_forward_from_every_version(tmp_path: Path, start: int) -> None:
+    path = tmp_path / "old.db"
+    # Build a database as version `start` of the bot left it, with a job in flight.
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    old = Database(conn, path)
+    assert await old.migrate(target=start) == start
+    await old.execute(V1_JOB)
+    await old.execute(
+        "INSERT INTO quota_ledger (guild_id, user_id, job_id, period, credits, kind, created_at)"
+        " VALUES (1, 3, 1, '2026-01-01', 1, 'charge', 100)"
+    )
+    await old.close()
+
+    db = await Database.open(path)
+    try:
+        versions = await db.fetchall("SELECT version FROM schema_migrations ORDER BY version")
+        assert [r["version"] for r in versions] == list(range(1, len(load_migrations()) + 1))
+        job = await JobRepository(db).get(1)
+        assert job is not None and job.request_id == "req-old" and job.state is JobState.QUEUED
+        assert job.delivery_started_at is None and job.status_has_image is True
+        assert await QuotaRepository(db).job_ledger(1) == [("charge", 1)]
+    finally:
+        await db.close()
+
+
+async def test_write_errors_become_storage_errors(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "a.db")
+    try:
+        await db.execute("PRAGMA query_only = 1")
+        with pytest.raises(StorageError, match="readonly"):
+            await db.set_meta("k", "v")
+        with pytest.raises(StorageError, match="readonly"):
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO meta (key, value) VALUES ('a', '1')")
+    finally:
+        await db.close()
+
+
+async def test_unreachable_path_gives_a_clear_error() -> None:
+    with pytest.raises(StorageError, match="cannot open the database"):
+        await Database.open("/proc/animate/nested/a.db")

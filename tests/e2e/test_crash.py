@@ -1,0 +1,85 @@
+"""SIGKILL at the worst moments: the next process resumes, posts each video exactly once, and
+neither loses nor double-charges a credit."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+from tests.e2e.conftest import Harness
+from tests.fakes.runcomfy import JobScript
+
+
+async def start_in_process(h: Harness, tmp_path: Path, script: JobScript) -> asyncio.subprocess.Process:
+    h.runcomfy.scripts.append(script)
+    proc = await h.spawn_bot_process(tmp_path)
+    await h.discord.wait_until_ready(timeout=30)
+    await h.discord.wait_for(lambda: h.discord.find_command("animate"), timeout=30)
+    inter = await h.animate("crash test")
+    assert "on its way" in await h.reply(inter, timeout=30)
+    return proc
+
+
+async def kill(proc: asyncio.subprocess.Process) -> None:
+    proc.send_signal(signal.SIGKILL)
+    await proc.wait()
+
+
+def deliveries(h: Harness) -> list[dict[str, object]]:
+    return [
+        m
+        for channel_id in [h.discord.channel_id, *h.discord.threads]
+        for m in h.discord.messages(channel_id)
+        if "job #1" in str(m["content"])
+    ]
+
+
+async def test_sigkill_while_queued_resumes_without_resubmitting(harness: Harness, tmp_path: Path) -> None:
+    h = harness
+    proc = await start_in_process(h, tmp_path, JobScript(queue_seconds=None, run_seconds=None))
+    await h.discord.wait_for(lambda: h.runcomfy.jobs, timeout=10)
+    await asyncio.sleep(0.3)  # a few polls happen
+    await kill(proc)
+    [request_id] = h.runcomfy.jobs
+    h.runcomfy.advance(request_id)
+    h.runcomfy.advance(request_id)
+
+    await h.start_bot()
+    await h.wait_job(1, "delivered")
+    assert len(deliveries(h)) == 1
+    assert len(h.runcomfy.requests_to("submit")) == 1
+    assert await h.running.quota.job_ledger(1) == [("charge", 1)]
+
+
+async def test_sigkill_mid_download_delivers_once(harness: Harness, tmp_path: Path) -> None:
+    h = harness
+    h.runcomfy.fail_next("video", 0, delay=60.0)  # the first download hangs
+    proc = await start_in_process(h, tmp_path, JobScript(queue_seconds=0, run_seconds=0.2))
+    await h.discord.wait_for(lambda: h.runcomfy.requests_to("video"), timeout=20)
+    await kill(proc)
+
+    await h.start_bot()
+    await h.wait_job(1, "delivered")
+    [delivered] = deliveries(h)
+    assert delivered["attachments"]
+    assert await h.running.quota.job_ledger(1) == [("charge", 1)]
+
+
+async def test_sigkill_mid_upload_never_posts_twice(harness: Harness, tmp_path: Path) -> None:
+    h = harness
+    # Discord stores the video message, but the bot dies before hearing back.
+    status_post = h.discord.stall_after("POST", r"/channels/\d+/messages$")
+    status_post.set()  # the first message, the status, goes through
+    upload = h.discord.stall_after("POST", r"/channels/\d+/messages$")  # the next, the video, is held
+    proc = await start_in_process(h, tmp_path, JobScript(queue_seconds=0, run_seconds=0.2))
+    await h.discord.wait_for(lambda: deliveries(h), timeout=20)
+    await kill(proc)
+    upload.set()
+    assert len(deliveries(h)) == 1
+
+    await h.start_bot()
+    job = await h.wait_job(1, "delivered")
+    assert len(deliveries(h)) == 1
+    assert job.delivery_message_id == int(str(deliveries(h)[0]["id"]))
+    assert await h.running.quota.job_ledger(1) == [("charge", 1)]
