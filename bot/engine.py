@@ -655,6 +655,10 @@ class JobEngine:
 
     async def cancel(self, job: Job, *, by_user_id: int) -> str:
         match job.state:
+            case JobState.AWAITING_APPROVAL:
+                return "This request hasn't been approved yet — withdraw it with its own Cancel button."
+            case JobState.REJECTED:
+                return "This request was rejected, so there is nothing to cancel."
             case JobState.DELIVERED | JobState.DELIVERING:
                 return "This job has already finished."
             case JobState.FAILED | JobState.CANCELLED:

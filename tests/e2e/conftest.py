@@ -76,7 +76,9 @@ class Harness:
         await bot.login(DISCORD_TOKEN)
         self.bot = bot
         self.task = asyncio.create_task(bot.connect(reconnect=False))
-        await self.discord.wait_until_ready()
+        # discord.py's own readiness (READY + GUILD_CREATE processed): the fake's flag would still be
+        # set from a previous bot's connection after a restart.
+        await asyncio.wait_for(bot.wait_until_ready(), timeout=10)
         return bot
 
     async def stop_bot(self) -> None:
