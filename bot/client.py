@@ -17,14 +17,22 @@ from bot.engine import JobEngine, VideoBackend
 from bot.preview import PreviewBackend
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
-from bot.ui import CancelButton
+from bot.ui import CancelButton, ResultButton
 from storage.db import Database, StorageError
 from storage.jobs import JobRepository
 from storage.quota import QuotaRepository
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.animate", "cogs.quota", "cogs.admin", "cogs.approval", "cogs.audit", "cogs.history")
+EXTENSIONS = (
+    "cogs.animate",
+    "cogs.remix",
+    "cogs.quota",
+    "cogs.admin",
+    "cogs.approval",
+    "cogs.audit",
+    "cogs.history",
+)
 
 
 class AnimateBot(commands.Bot):
@@ -86,7 +94,7 @@ class AnimateBot(commands.Bot):
             runcomfy=self.runcomfy,
             session=self.session,
         )
-        self.add_dynamic_items(CancelButton)
+        self.add_dynamic_items(CancelButton, ResultButton)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands_if_changed()

@@ -513,11 +513,14 @@ class JobEngine:
             target = self.client.get_partial_messageable(target_id, guild_id=job.guild_id)
             while True:
                 try:
+                    view = ui.result_view(job)
                     if video is not None:
                         file = discord.File(io.BytesIO(video), filename=f"animate-{job.id}.mp4")
-                        message = await target.send(content=content, file=file, allowed_mentions=mentions)
+                        message = await target.send(
+                            content=content, file=file, view=view, allowed_mentions=mentions
+                        )
                     else:
-                        message = await target.send(content=content, allowed_mentions=mentions)
+                        message = await target.send(content=content, view=view, allowed_mentions=mentions)
                 except discord.HTTPException as exc:
                     if video is not None and exc.status == 413:
                         video = None
@@ -543,7 +546,8 @@ class JobEngine:
             job.id, expect=(JobState.DELIVERING,), state=JobState.DELIVERED, delivery_message_id=message_id
         ):
             log.info("Job %s delivered", job.id)
-            self._emit(job, "delivered")
+            fresh = await self.jobs.get(job.id)
+            self._emit(fresh or job, "delivered")
             await self._present_id(job.id, force=True)
 
     async def _undeliverable(self, job: Job) -> None:

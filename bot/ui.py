@@ -63,13 +63,13 @@ def state_line(job: Job, now: float | None = None) -> str:
             return f"🕒 Queued{pos}"
         case JobState.RUNNING:
             started = job.started_at or job.submitted_at or now
-            return f"🎞️ Generating… started {ts(started)} ({_duration(now - started)} so far)"
+            return f"🎞️ Generating… started {ts(started)} ({duration(now - started)} so far)"
         case JobState.DELIVERING:
             return "📦 Done — uploading the video…"
         case JobState.DELIVERED:
             took = ""
             if job.submitted_at and job.finished_at:
-                took = f" in {_duration(job.finished_at - job.submitted_at)}"
+                took = f" in {duration(job.finished_at - job.submitted_at)}"
             return f"✅ Done{took} — the video is in the thread."
         case JobState.FAILED:
             return f"❌ Failed: {clip(job.error or 'unknown error', 300)}\nYour credits were refunded."
@@ -85,7 +85,7 @@ def state_line(job: Job, now: float | None = None) -> str:
     return job.state.value  # pragma: no cover - exhaustive above
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     seconds = max(0, int(seconds))
     minutes, secs = divmod(seconds, 60)
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
@@ -194,6 +194,54 @@ class DecisionButton(
             )
             return
         await handler(interaction, self.job_id, self.action)
+
+
+_RESULT_LOOK = {
+    "again": ("Animate again", discord.ButtonStyle.primary, "🔁"),
+    "edit": ("Edit prompt", discord.ButtonStyle.secondary, "✏️"),
+    "details": ("Details", discord.ButtonStyle.secondary, "ℹ️"),
+}
+
+
+class ResultButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"animate:(?P<action>again|edit|details):(?P<job_id>[0-9]{1,18})",
+):
+    """Buttons on a finished video. Persistent like CancelButton; the Remix cog (cogs/remix.py)
+    decides what a click does."""
+
+    def __init__(self, action: str, job_id: int) -> None:
+        label, style, emoji = _RESULT_LOOK[action]
+        super().__init__(
+            discord.ui.Button(label=label, style=style, custom_id=f"animate:{action}:{job_id}", emoji=emoji)
+        )
+        self.action = action
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+    ) -> ResultButton:
+        return cls(match["action"], int(match["job_id"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        handler = getattr(interaction.client.get_cog("Remix"), "handle_result_button", None)
+        if handler is None:
+            await interaction.response.send_message(
+                "That button isn't available right now. Please try again later.", ephemeral=True
+            )
+            return
+        await handler(interaction, self.job_id, self.action)
+
+
+def result_view(job: Job) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for action in ("again", "edit", "details"):
+        view.add_item(ResultButton(action, job.id))
+    return view
 
 
 def status_view(job: Job) -> discord.ui.View | None:

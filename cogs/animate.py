@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import discord
@@ -29,6 +30,54 @@ NEGATIVE_MAX = 500
 # Larger uploads are refused before download; the API itself recommends images of at most 50 MB.
 MAX_SOURCE_BYTES = 50 * 1024 * 1024
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff", "image/heic")
+
+
+# Channels a job can live in (a forum post is a Thread; DMs are excluded by guild_only).
+PostableChannel = (
+    discord.TextChannel
+    | discord.Thread
+    | discord.VoiceChannel
+    | discord.StageChannel
+    | discord.PartialMessageable
+)
+POSTABLE = (
+    discord.TextChannel,
+    discord.Thread,
+    discord.VoiceChannel,
+    discord.StageChannel,
+    discord.PartialMessageable,
+)
+THREAD_TYPES = (
+    discord.ChannelType.public_thread,
+    discord.ChannelType.private_thread,
+    discord.ChannelType.news_thread,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AnimateRequest:
+    """What the user asked for, however they asked (slash command, button, modal, context menu)."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    resolution: str = "480P"
+    template: str | None = None
+    seed: int | None = None
+    prompt_extend: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSource:
+    """Where the still image comes from: an attachment (URLs are signed and expire, so use it soon)."""
+
+    url: str
+    filename: str
+    content_type: str | None
+    size: int
+
+    @classmethod
+    def from_attachment(cls, attachment: discord.Attachment) -> ImageSource:
+        return cls(attachment.url, attachment.filename, attachment.content_type, attachment.size)
 
 
 def missing_permissions(perms: discord.Permissions, *, in_thread: bool) -> list[str]:
@@ -77,6 +126,27 @@ class Animate(commands.Cog):
     ) -> None:
         # Acknowledge first: everything below may take longer than Discord's 3 seconds.
         await interaction.response.defer(ephemeral=True, thinking=True)
+        request = AnimateRequest(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            resolution=resolution,
+            template=template,
+            seed=seed,
+            prompt_extend=prompt_extend,
+        )
+        await self.start(interaction, request, ImageSource.from_attachment(image))
+
+    async def start(
+        self,
+        interaction: discord.Interaction[AnimateBot],
+        request: AnimateRequest,
+        source: ImageSource,
+        channel: PostableChannel | None = None,
+    ) -> None:
+        """Check, normalise, charge and launch one request; the interaction is already deferred
+        (ephemeral) and gets the answer. `channel` defaults to the interaction's channel."""
+        prompt, negative_prompt, template = request.prompt, request.negative_prompt, request.template
+        resolution = request.resolution
 
         async def reply(text: str) -> None:
             await interaction.edit_original_response(content=text, allowed_mentions=ui.NO_MENTIONS)
@@ -85,11 +155,12 @@ class Animate(commands.Cog):
             await reply("The bot is restarting — please try again in a minute. Nothing was charged.")
             return
         assert interaction.guild_id is not None
-        channel = interaction.channel
-        if channel is None or not isinstance(channel, discord.abc.Messageable):
+        target = channel if channel is not None else interaction.channel
+        if not isinstance(target, POSTABLE):
             await reply("I can't post in this kind of channel. Use /animate in a text channel.")
             return
-        in_thread = isinstance(channel, discord.Thread)
+        channel = target
+        in_thread = isinstance(channel, discord.Thread) or channel.type in THREAD_TYPES
         guilds = guild_repository(self.bot.db)
         config = await guilds.get(interaction.guild_id)
         user = interaction.user
@@ -104,7 +175,7 @@ class Animate(commands.Cog):
             channel_id=channel.id,
             parent_id=channel.parent_id if isinstance(channel, discord.Thread) else None,
             nsfw=bool(getattr(channel, "is_nsfw", lambda: False)()),
-        ) or self.check_request(prompt, negative_prompt, image)
+        ) or self.check_request(prompt, negative_prompt, source)
         if problem:
             await reply(problem)
             return
@@ -131,7 +202,7 @@ class Animate(commands.Cog):
             return
 
         try:
-            raw = await download_capped(self.bot.session, image.url, max_bytes=MAX_SOURCE_BYTES, timeout=60)
+            raw = await download_capped(self.bot.session, source.url, max_bytes=MAX_SOURCE_BYTES, timeout=60)
             normalised = await asyncio.to_thread(normalize_image, raw)
         except MediaError as exc:
             await reply(exc.user_message)
@@ -149,8 +220,8 @@ class Animate(commands.Cog):
             negative_prompt=negative_prompt.strip() if negative_prompt else None,
             resolution=resolution,
             template=template.strip().lower() if template else None,
-            seed=seed,
-            prompt_extend=prompt_extend,
+            seed=request.seed,
+            prompt_extend=request.prompt_extend,
             cost=cost,
             upload_limit=interaction.filesize_limit,
         )
@@ -218,7 +289,7 @@ class Animate(commands.Cog):
                 await self.bot.engine.present(fresh, force=True)
 
     @staticmethod
-    def check_request(prompt: str, negative_prompt: str | None, image: discord.Attachment) -> str | None:
+    def check_request(prompt: str, negative_prompt: str | None, image: ImageSource) -> str | None:
         """A friendly sentence for input we can reject before downloading anything."""
         if not prompt.strip():
             return "Please describe what should happen in the video (the prompt is empty)."

@@ -1593,6 +1593,41 @@ class FakeDiscord:
         payload = self._base_interaction(2, data, uid, cid, locale=locale)
         return await self._dispatch_interaction(payload, uid)
 
+    async def message_command(
+        self, name: str, message_id: int, *, user: str | int = "alice", locale: str = "en-US"
+    ) -> FakeInteraction:
+        """Dispatch a MESSAGE context-menu command (application command type 3) on a stored message."""
+        uid = self._resolve_user(user)
+        msg = self.get_message(message_id)
+        if msg is None:
+            raise LookupError(f"no stored message {message_id}")
+        cid = int(msg["channel_id"])
+        channel = self.channels[cid]
+        gid = int(channel["guild_id"]) if channel.get("guild_id") else 0
+        cmd = next(
+            (
+                c
+                for c in [*self.guild_commands.get(gid, []), *self.global_commands]
+                if c["name"] == name and c.get("type") == 3
+            ),
+            None,
+        )
+        if cmd is None:
+            raise ValueError(f"no message command {name!r} was synced")
+        if self.enforce_command_permissions:
+            self._check_command_visible(cmd, uid, cid)
+        data = {
+            "id": cmd["id"],
+            "name": name,
+            "type": 3,
+            "target_id": str(message_id),
+            "resolved": {"messages": {str(message_id): self._public_message(msg)}},
+        }
+        if cmd.get("guild_id"):
+            data["guild_id"] = cmd["guild_id"]
+        payload = self._base_interaction(2, data, uid, cid, locale=locale)
+        return await self._dispatch_interaction(payload, uid)
+
     async def autocomplete(
         self,
         name: str,
@@ -1704,13 +1739,23 @@ class FakeDiscord:
         return await self._dispatch_interaction(payload, uid)
 
     async def post_user_message(
-        self, content: str, *, user: str | int = "alice", channel_id: int | None = None
+        self,
+        content: str,
+        *,
+        user: str | int = "alice",
+        channel_id: int | None = None,
+        files: Sequence[tuple[str, bytes, str]] = (),
     ) -> dict[str, Any]:
-        """A user posts a message (dispatches MESSAGE_CREATE; content is blanked like real Discord when the
-        bot lacks the MESSAGE_CONTENT intent and is not mentioned)."""
+        """A user posts a message, optionally with files as (filename, data, content_type) (dispatches
+        MESSAGE_CREATE; content is blanked like real Discord when the bot lacks the MESSAGE_CONTENT
+        intent and is not mentioned)."""
         uid = self._resolve_user(user)
         cid = channel_id or self.channel_id
-        msg = self._make_message(cid, {"content": content}, [], author_id=uid)
+        uploads = [_Upload(f"files[{i}]", name, data, ctype) for i, (name, data, ctype) in enumerate(files)]
+        payload: dict[str, Any] = {"content": content}
+        if uploads:
+            payload["attachments"] = [{"id": i, "filename": u.filename} for i, u in enumerate(uploads)]
+        msg = self._make_message(cid, payload, uploads, author_id=uid)
         self._store_message(msg)
         event = self._event_message(msg)
         session = self._session

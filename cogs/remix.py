@@ -1,0 +1,289 @@
+"""Remix: "Animate again", "Edit prompt" and "Details" on a finished video, and the
+"Animate this image" message command. New jobs go through /animate's own checks and are charged
+like any other job."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import ui
+from cogs.animate import NEGATIVE_MAX, POSTABLE, PROMPT_MAX, AnimateRequest, ImageSource, PostableChannel
+
+if TYPE_CHECKING:
+    from bot.client import AnimateBot
+    from cogs.animate import Animate
+    from storage.jobs import Job
+
+log = logging.getLogger(__name__)
+
+SEED_MAX = 2_147_483_647
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".avif")
+SourceLoader = Callable[[], Awaitable[ImageSource | None]]
+
+
+class AnimateModal(discord.ui.Modal):
+    """Prompt and options in one form, prefilled; the image comes from `load_source` on submit."""
+
+    def __init__(
+        self,
+        cog: Remix,
+        *,
+        title: str,
+        defaults: AnimateRequest,
+        load_source: SourceLoader,
+        channel: PostableChannel | None,
+    ) -> None:
+        super().__init__(title=title, timeout=15 * 60)
+        self.cog = cog
+        self.defaults = defaults
+        self.load_source = load_source
+        self.channel = channel
+        self.prompt: discord.ui.TextInput[AnimateModal] = discord.ui.TextInput(
+            label="Prompt",
+            style=discord.TextStyle.paragraph,
+            default=defaults.prompt or None,
+            placeholder="What should happen in the video",
+            max_length=PROMPT_MAX,
+        )
+        self.negative: discord.ui.TextInput[AnimateModal] = discord.ui.TextInput(
+            label="Negative prompt (optional)",
+            style=discord.TextStyle.paragraph,
+            default=defaults.negative_prompt,
+            required=False,
+            max_length=NEGATIVE_MAX,
+        )
+        self.resolution: discord.ui.TextInput[AnimateModal] = discord.ui.TextInput(
+            label="Resolution: 480P or 1080P", default=defaults.resolution, max_length=5
+        )
+        self.template: discord.ui.TextInput[AnimateModal] = discord.ui.TextInput(
+            label="Template (optional), e.g. squish, flying",
+            default=defaults.template,
+            required=False,
+            max_length=100,
+        )
+        self.seed: discord.ui.TextInput[AnimateModal] = discord.ui.TextInput(
+            label="Seed (empty = random)",
+            default=str(defaults.seed) if defaults.seed is not None else None,
+            required=False,
+            max_length=10,
+        )
+        for item in (self.prompt, self.negative, self.resolution, self.template, self.seed):
+            self.add_item(item)
+
+    def parse(self) -> AnimateRequest | str:
+        """The request, or a sentence saying which field to fix."""
+        resolution = self.resolution.value.strip().upper()
+        if resolution not in ("480P", "1080P"):
+            return f"Resolution must be 480P or 1080P, not “{ui.clip(self.resolution.value, 20)}”."
+        seed: int | None = None
+        if self.seed.value.strip():
+            try:
+                seed = int(self.seed.value.strip())
+            except ValueError:
+                return "The seed must be a whole number (or empty for a random one)."
+            if not 0 <= seed <= SEED_MAX:
+                return f"The seed must be between 0 and {SEED_MAX}."
+        return AnimateRequest(
+            prompt=self.prompt.value,
+            negative_prompt=self.negative.value.strip() or None,
+            resolution=resolution,
+            template=self.template.value.strip() or None,
+            seed=seed,
+            prompt_extend=self.defaults.prompt_extend,
+        )
+
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        request = self.parse()
+        if isinstance(request, str):
+            await interaction.response.send_message(request, ephemeral=True, allowed_mentions=ui.NO_MENTIONS)
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        source = await self.load_source()
+        if source is None:
+            await interaction.edit_original_response(content=SOURCE_GONE)
+            return
+        await self.cog.animate.start(interaction, request, source, self.channel)
+
+    async def on_error(self, interaction: discord.Interaction[Any], error: Exception, /) -> None:  # type: ignore[override]
+        log.error("Animate form failed", exc_info=error)
+        text = "Something went wrong on my side. Nothing was charged; please try again."
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+
+
+SOURCE_GONE = (
+    "The original image is no longer available (its message was deleted). "
+    "Use /animate with the image attached instead."
+)
+
+
+class Remix(commands.Cog):
+    def __init__(self, bot: AnimateBot) -> None:
+        self.bot = bot
+        self.menu = app_commands.ContextMenu(name="Animate this image", callback=self.animate_message)
+        self.menu.guild_only = True
+
+    @property
+    def animate(self) -> Animate:
+        cog = self.bot.get_cog("Animate")
+        assert cog is not None, "cogs.animate must be loaded before cogs.remix"
+        return cog  # type: ignore[return-value]
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
+
+    # ------------------------------------------------------------------ buttons on a finished video
+
+    async def handle_result_button(
+        self, interaction: discord.Interaction[Any], job_id: int, action: str
+    ) -> None:
+        job = await self.bot.jobs.get(job_id)
+        message_id = interaction.message.id if interaction.message else None
+        if job is None or job.guild_id != interaction.guild_id or job.delivery_message_id != message_id:
+            await interaction.response.send_message(
+                "This button doesn't belong to a video here.", ephemeral=True
+            )
+            return
+        if interaction.user.id != job.user_id and not interaction.permissions.manage_messages:
+            await interaction.response.send_message(
+                "Only the person who made this video, or a moderator with Manage Messages, can use this.",
+                ephemeral=True,
+            )
+            return
+        if action == "details":
+            await interaction.response.send_message(embed=details_embed(job), ephemeral=True)
+            return
+        defaults = request_of(job)
+        channel = self.job_channel(job)
+        if action == "edit":
+            modal = AnimateModal(
+                self,
+                title="Edit prompt and animate again",
+                defaults=defaults,
+                load_source=lambda: self.source_of(job),
+                channel=channel,
+            )
+            await interaction.response.send_modal(modal)
+            return
+        # "again": the same image and settings with a fresh seed (a fixed seed would repeat the video).
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        source = await self.source_of(job)
+        if source is None:
+            await interaction.edit_original_response(content=SOURCE_GONE)
+            return
+        again = AnimateRequest(
+            prompt=defaults.prompt,
+            negative_prompt=defaults.negative_prompt,
+            resolution=defaults.resolution,
+            template=defaults.template,
+            seed=random.randint(0, SEED_MAX),
+            prompt_extend=defaults.prompt_extend,
+        )
+        await self.animate.start(interaction, again, source, channel)
+
+    def job_channel(self, job: Job) -> PostableChannel | None:
+        """New jobs go to the original job's channel (the click usually comes from its thread)."""
+        channel = self.bot.get_channel(job.channel_id)
+        return channel if isinstance(channel, POSTABLE) else None
+
+    async def source_of(self, job: Job) -> ImageSource | None:
+        """The normalised image hosted on the job's status message, with a freshly signed URL."""
+        if job.status_message_id is None or not job.status_has_image:
+            return None
+        channel = self.bot.get_partial_messageable(
+            job.status_channel_id or job.channel_id, guild_id=job.guild_id
+        )
+        try:
+            message = await channel.fetch_message(job.status_message_id)
+        except discord.HTTPException as exc:
+            log.info("Job %s: status message unavailable for a remix: %s", job.id, exc)
+            return None
+        wanted = ui.image_filename(job)
+        for attachment in message.attachments:
+            if wanted is None or attachment.filename == wanted:
+                return ImageSource.from_attachment(attachment)
+        return None
+
+    # ------------------------------------------------------------------ message command
+
+    async def animate_message(
+        self, interaction: discord.Interaction[AnimateBot], message: discord.Message
+    ) -> None:
+        attachment = first_image(message)
+        if attachment is None:
+            await interaction.response.send_message(
+                "That message has no image attachment. Use it on a message with a picture.", ephemeral=True
+            )
+            return
+        source = ImageSource.from_attachment(attachment)
+
+        async def load() -> ImageSource:
+            return source
+
+        modal = AnimateModal(
+            self,
+            title="Animate this image",
+            defaults=AnimateRequest(prompt=""),
+            load_source=load,
+            channel=None,
+        )
+        await interaction.response.send_modal(modal)
+
+
+def first_image(message: discord.Message) -> discord.Attachment | None:
+    for attachment in message.attachments:
+        content_type = (attachment.content_type or "").lower()
+        if content_type.startswith("image/") or attachment.filename.lower().endswith(IMAGE_SUFFIXES):
+            return attachment
+    return None
+
+
+def request_of(job: Job) -> AnimateRequest:
+    return AnimateRequest(
+        prompt=job.prompt,
+        negative_prompt=job.negative_prompt,
+        resolution=job.resolution,
+        template=job.template,
+        seed=job.seed,
+        prompt_extend=job.prompt_extend,
+    )
+
+
+def details_embed(job: Job) -> discord.Embed:
+    embed = discord.Embed(
+        title=f"Job #{job.id}", description=ui.clip(job.prompt, 2000), colour=discord.Colour.blurple()
+    )
+    if job.negative_prompt:
+        embed.add_field(name="Negative prompt", value=ui.clip(job.negative_prompt, 1000), inline=False)
+    embed.add_field(name="Resolution", value=job.resolution)
+    embed.add_field(name="Template", value=job.template or "none")
+    embed.add_field(
+        name="Seed", value=str(job.seed) if job.seed is not None else "random (RunComfy does not report it)"
+    )
+    embed.add_field(name="Magic prompt", value="on" if job.prompt_extend else "off")
+    embed.add_field(name="Cost", value=f"{job.cost} credit{'s' if job.cost != 1 else ''}")
+    embed.add_field(name="Request id", value=f"`{job.request_id or '—'}`", inline=False)
+    if job.submitted_at:
+        embed.add_field(name="Submitted", value=ui.ts(job.submitted_at, "f"))
+    if job.submitted_at and job.finished_at:
+        embed.add_field(name="Took", value=ui.duration(job.finished_at - job.submitted_at))
+    if job.image_note:
+        embed.add_field(name="Image", value=ui.clip(job.image_note, 1000), inline=False)
+    embed.set_footer(text=ui.PREVIEW_LABEL if ui.is_preview() else ui.MODEL_LABEL)
+    return embed
+
+
+async def setup(bot: AnimateBot) -> None:
+    await bot.add_cog(Remix(bot))
