@@ -32,6 +32,7 @@ EXTENSIONS = (
     "cogs.approval",
     "cogs.audit",
     "cogs.history",
+    "cogs.notify",
 )
 
 

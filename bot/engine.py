@@ -14,6 +14,7 @@ import io
 import itertools
 import logging
 import re
+import statistics
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -38,6 +39,7 @@ from bot.runcomfy import (
 from bot.settings import Settings
 from storage.jobs import Job, JobRepository, JobState
 from storage.quota import QuotaRepository
+from storage.stats import recent_durations
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 # Output videos above this are not downloaded at all (a 5 s clip is a few MB; this is a safety cap).
 MAX_VIDEO_DOWNLOAD = 200 * 1024 * 1024
 ACTIVE = (JobState.QUEUED, JobState.RUNNING)
+ETA_MIN_SAMPLES = 3  # fewer finished jobs than this say too little to promise a time
 
 
 class VideoBackend(Protocol):
@@ -94,6 +97,7 @@ class JobEngine:
         self._limit = asyncio.Semaphore(32)  # RunComfy calls in flight at once
         self._closing = False
         self.accepting = True  # False once shutting down: new commands are turned away, uncharged
+        self._eta_cache: dict[tuple[int, str], tuple[float, float | None]] = {}
         self._reconciled: set[int] = set()  # jobs whose earlier delivery attempt was checked
         self._launches: set[asyncio.Task[Any]] = set()
         # Set when the backend serves outputs itself (the preview backend): url, max_bytes -> bytes.
@@ -610,7 +614,7 @@ class JobEngine:
         )
         if ended:
             log.info("Job %s failed: %s", job.id, reason)
-            self._emit(job, "failed")
+            self._emit(await self.jobs.get(job.id) or job, "failed")
             if present:
                 await self._present_id(job.id, force=True)
                 await self._notify_thread(
@@ -713,9 +717,10 @@ class JobEngine:
         if job.state.finished:
             self._last_edit.pop(job.id, None)
         message = self._status_message(job)
+        eta = await self.eta(job)
         try:
             await message.edit(
-                embed=ui.status_embed(job), view=ui.status_view(job), allowed_mentions=ui.NO_MENTIONS
+                embed=ui.status_embed(job, eta=eta), view=ui.status_view(job), allowed_mentions=ui.NO_MENTIONS
             )
         except discord.NotFound as exc:
             if exc.code == 10008:  # Unknown Message: someone deleted it
@@ -724,6 +729,23 @@ class JobEngine:
                 log.warning("Job %s: status message unreachable: %s", job.id, exc)
         except discord.HTTPException as exc:
             log.warning("Job %s: could not update the status message: %s", job.id, exc)
+
+    async def eta(self, job: Job) -> float | None:
+        """Expected finish: submit time plus the median of the guild's recent jobs at this resolution
+        (bot-wide while the guild has fewer than a few). Cached for a minute per guild/resolution."""
+        if job.state not in ACTIVE or job.submitted_at is None:
+            return None
+        key = (job.guild_id, job.resolution)
+        cached = self._eta_cache.get(key)
+        now = time.monotonic()
+        if cached is None or now - cached[0] > 60:
+            took = await recent_durations(self.jobs.db, job.resolution, job.guild_id)
+            if len(took) < ETA_MIN_SAMPLES:
+                took = await recent_durations(self.jobs.db, job.resolution, None)
+            median = statistics.median(took) if len(took) >= ETA_MIN_SAMPLES else None
+            cached = (now, median)
+            self._eta_cache[key] = cached
+        return None if cached[1] is None else job.submitted_at + cached[1]
 
     async def _repost_status(self, job: Job) -> None:
         """The status message was deleted: post a fresh one (in the thread if there is one) so the

@@ -53,17 +53,28 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def state_line(job: Job, now: float | None = None) -> str:
+def eta_line(eta: float | None, now: float) -> str:
+    """When the video should be ready, from the server's recent jobs (a relative Discord timestamp)."""
+    if eta is None:
+        return ""
+    if eta <= now + 5:
+        return "\nExpected any moment now"
+    return f"\nExpected {ts(eta)}"
+
+
+def state_line(job: Job, now: float | None = None, eta: float | None = None) -> str:
     now = time.time() if now is None else now
     match job.state:
         case JobState.PENDING:
             return "⏳ Submitting to RunComfy…"
         case JobState.QUEUED:
             pos = f" — position {job.queue_position}" if job.queue_position is not None else ""
-            return f"🕒 Queued{pos}"
+            return f"🕒 Queued{pos}" + eta_line(eta, now)
         case JobState.RUNNING:
             started = job.started_at or job.submitted_at or now
-            return f"🎞️ Generating… started {ts(started)} ({duration(now - started)} so far)"
+            return f"🎞️ Generating… started {ts(started)} ({duration(now - started)} so far)" + eta_line(
+                eta, now
+            )
         case JobState.DELIVERING:
             return "📦 Done — uploading the video…"
         case JobState.DELIVERED:
@@ -98,7 +109,7 @@ def image_filename(job: Job) -> str | None:
     return name or None
 
 
-def status_embed(job: Job, now: float | None = None) -> discord.Embed:
+def status_embed(job: Job, now: float | None = None, eta: float | None = None) -> discord.Embed:
     embed = discord.Embed(
         title="🎬 Image to video" + (" (preview)" if _preview else ""),
         description=clip(job.prompt, 1500),
@@ -116,7 +127,7 @@ def status_embed(job: Job, now: float | None = None) -> discord.Embed:
         embed.add_field(name="Negative prompt", value=clip(job.negative_prompt, 1000), inline=False)
     if job.image_note:
         embed.add_field(name="Image", value=clip(job.image_note, 1000), inline=False)
-    embed.add_field(name="Status", value=state_line(job, now), inline=False)
+    embed.add_field(name="Status", value=state_line(job, now, eta), inline=False)
     filename = image_filename(job) if job.status_has_image else None
     if filename:
         embed.set_thumbnail(url=f"attachment://{filename}")

@@ -52,3 +52,20 @@ async def guild_stats(db: Database, guild_id: int, since: float) -> GuildStats:
         median_seconds=statistics.median(took) if took else None,
         top_users=[(int(r["user_id"]), int(r["credits"])) for r in top],
     )
+
+
+async def recent_durations(
+    db: Database, resolution: str, guild_id: int | None, limit: int = 50
+) -> list[float]:
+    """Seconds from submit to RunComfy finishing, for the latest delivered jobs at this resolution
+    (in one guild, or bot-wide with guild_id None). The ETA on status messages is their median."""
+    where = "state = 'delivered' AND resolution = ? AND submitted_at IS NOT NULL AND finished_at IS NOT NULL"
+    params: list[object] = [resolution]
+    if guild_id is not None:
+        where += " AND guild_id = ?"
+        params.append(guild_id)
+    rows = await db.fetchall(
+        f"SELECT finished_at - submitted_at AS took FROM jobs WHERE {where} ORDER BY id DESC LIMIT ?",
+        [*params, limit],
+    )
+    return [float(r["took"]) for r in rows if r["took"] is not None and r["took"] >= 0]

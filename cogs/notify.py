@@ -1,0 +1,68 @@
+"""/animate-notify: opt in to a DM when your job finishes, for users who leave the channel."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import ui
+from storage.prefs import PrefsRepository
+
+if TYPE_CHECKING:
+    from bot.client import AnimateBot
+    from storage.jobs import Job
+
+log = logging.getLogger(__name__)
+
+
+class Notify(commands.Cog):
+    def __init__(self, bot: AnimateBot) -> None:
+        self.bot = bot
+        self.prefs = PrefsRepository(bot.db)
+
+    @app_commands.command(name="animate-notify", description="Get a DM when your /animate jobs finish")
+    @app_commands.describe(dm="On: I DM you when a job is done or fails. Leave empty to see the setting.")
+    async def notify(self, interaction: discord.Interaction[AnimateBot], dm: bool | None = None) -> None:
+        if dm is None:
+            enabled = await self.prefs.dm_on_finish(interaction.user.id)
+            text = "You get a DM when your jobs finish." if enabled else "You don't get DMs about your jobs."
+            await interaction.response.send_message(
+                text + " Change it with `/animate-notify dm:True` or `dm:False`.", ephemeral=True
+            )
+            return
+        await self.prefs.set_dm_on_finish(interaction.user.id, dm)
+        text = (
+            "Done — I'll DM you when your jobs finish (make sure DMs from server members are allowed)."
+            if dm
+            else "Done — no more DMs about your jobs."
+        )
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @commands.Cog.listener()
+    async def on_job_event(self, job: Job, event: str, actor_id: int | None) -> None:
+        if event not in ("delivered", "failed") or not await self.prefs.dm_on_finish(job.user_id):
+            return
+        where = job.thread_id or job.channel_id
+        if event == "delivered" and job.delivery_message_id:
+            link = f"https://discord.com/channels/{job.guild_id}/{where}/{job.delivery_message_id}"
+            text = f"Your video is ready: {link}\n> {ui.clip(job.prompt, 200)}"
+        else:
+            link = f"https://discord.com/channels/{job.guild_id}/{where}"
+            text = (
+                f"Your /animate job #{job.id} failed: {ui.clip(job.error or 'unknown error', 300)}\n"
+                f"Your credits were refunded. {link}"
+            )
+        try:
+            user = self.bot.get_user(job.user_id) or await self.bot.fetch_user(job.user_id)
+            await user.send(text, allowed_mentions=ui.NO_MENTIONS)
+        except discord.HTTPException as exc:
+            # DMs closed: nothing else to do; the thread still has everything.
+            log.info("Job %s: could not DM the requester: %s", job.id, exc)
+
+
+async def setup(bot: AnimateBot) -> None:
+    await bot.add_cog(Notify(bot))
