@@ -1,0 +1,414 @@
+"""The bot's process: runs the real AnimateBot against the fakes and drives one benchmark scenario.
+
+Started by ``bench.run`` as ``python -m bench.botside --scenario NAME --control URL --params JSON``;
+prints one JSON line with the scenario's measurements on stdout. Besides the bot, this process holds
+only a 50 ms event-loop ticker (oversleep = loop lag; it also samples VmRSS) and a few control-API
+calls per second to the fakes' process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import discord
+import discord.asset
+import discord.gateway
+import discord.http
+import yarl
+
+if __package__ in (None, ""):  # `python bench/botside.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.stats import rss_kib, summary
+from bot.client import AnimateBot
+from bot.settings import Settings
+
+ACTIVE_STATES = ("pending", "queued", "running", "delivering")
+FINAL_STATES = ("delivered", "failed", "cancelled", "rejected")
+# Settings whose production defaults are durations; --scale multiplies them (the back-off ratio is a
+# ratio, so the whole schedule scales and every count stays the same).
+SCALED_SETTINGS = ("poll_first_delay", "poll_max_interval", "status_edit_interval")
+
+
+def default_of(name: str) -> float:
+    value = Settings.model_fields[name].default
+    assert isinstance(value, int | float)
+    return float(value)
+
+
+class LoopMonitor:
+    """Measures event-loop lag (how late a 50 ms sleep wakes up) and samples resident memory."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.lags: list[tuple[float, float]] = []  # (monotonic time, lag seconds)
+        self.rss: list[tuple[float, int]] = []  # (monotonic time, KiB)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="bench-loop-monitor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        tick = 0
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(self.interval)
+            now = time.perf_counter()
+            self.lags.append((time.monotonic(), max(0.0, now - before - self.interval)))
+            tick += 1
+            if tick % 10 == 0:
+                self.rss.append((time.monotonic(), rss_kib()))
+
+    def window(self, start: float, end: float) -> dict[str, Any]:
+        lags = [lag for t, lag in self.lags if start <= t <= end]
+        rss = [kib for t, kib in self.rss if start <= t <= end]
+        return {
+            "loop_lag": summary(lags),
+            "rss_peak_mib": max(rss) / 1024 if rss else None,
+            "rss_mean_mib": sum(rss) / len(rss) / 1024 if rss else None,
+        }
+
+
+@dataclass
+class Context:
+    control: str
+    http: aiohttp.ClientSession
+    bot: AnimateBot
+    settings: Settings
+    monitor: LoopMonitor
+    scale: float
+    params: dict[str, Any]
+    out: dict[str, Any] = field(default_factory=dict)
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        async with self.http.request(method, self.control + path, json=body) as resp:
+            resp.raise_for_status()
+            return await resp.json()
+
+    async def states(self) -> dict[str, int]:
+        rows = await self.bot.db.fetchall("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+        return {str(r["state"]): int(r["n"]) for r in rows}
+
+    async def slash(self, users: list[str]) -> list[str]:
+        return list((await self.call("POST", "/slash", {"users": users}))["ids"])
+
+    async def answers(self, ids: list[str], timeout: float) -> list[dict[str, Any]]:
+        """Wait until every interaction was answered (or refused), then return what the fake saw."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got: list[dict[str, Any]] = (await self.call("POST", "/interactions", {"ids": ids}))[
+                "interactions"
+            ]
+            if all(i.get("reply") or i.get("rejected") for i in got) or time.monotonic() > deadline:
+                return got
+            await asyncio.sleep(0.25)
+
+    async def until_finished(self, expected: int, timeout: float) -> dict[str, Any]:
+        """Wait until `expected` jobs reached a final state; tracks the peak number in flight."""
+        deadline = time.monotonic() + timeout
+        peak = 0
+        while True:
+            states = await self.states()
+            peak = max(peak, sum(states.get(s, 0) for s in ACTIVE_STATES))
+            finished = sum(states.get(s, 0) for s in FINAL_STATES)
+            if finished >= expected or time.monotonic() > deadline:
+                return {"states": states, "peak_in_flight": peak, "timed_out": finished < expected}
+            await asyncio.sleep(0.5)
+
+    async def job_rows(self) -> list[dict[str, Any]]:
+        rows = await self.bot.db.fetchall(
+            "SELECT id, request_id, thread_id, status_message_id, channel_id, state FROM jobs ORDER BY id"
+        )
+        return [
+            {
+                "job_id": int(r["id"]),
+                "request_id": r["request_id"],
+                "thread_id": r["thread_id"],
+                "status_message_id": r["status_message_id"],
+                "channel_id": r["channel_id"],
+                "state": r["state"],
+            }
+            for r in rows
+        ]
+
+    async def report(self, since: dict[str, int]) -> dict[str, Any]:
+        jobs = await self.job_rows()
+        rep: dict[str, Any] = await self.call("POST", "/report", {"since": since, "jobs": jobs})
+        states = {j["job_id"]: j["state"] for j in jobs}
+        for row in rep["jobs"]:
+            row["state"] = states.get(row["job_id"])
+        return rep
+
+
+def interaction_metrics(got: list[dict[str, Any]]) -> dict[str, Any]:
+    acks = [float(i["ack_latency"]) for i in got if i.get("ack_latency") is not None]
+    answers = [float(i["answer_latency"]) for i in got if i.get("answer_latency") is not None]
+    return {
+        "commands": len(got),
+        "acked": sum(1 for i in got if i.get("acked")),
+        "rejected_acks": sum(int(i.get("rejected") or 0) for i in got),
+        "ack_latency": summary(acks),
+        "answer_latency": summary(answers),
+    }
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def measured(ctx: Context, body: Callable[[], Awaitable[None]]) -> None:
+    start, cpu = time.monotonic(), cpu_seconds()
+    await body()
+    end = time.monotonic()
+    ctx.out["wall_seconds"] = end - start
+    ctx.out["bot_cpu_seconds"] = cpu_seconds() - cpu
+    ctx.out.update(ctx.monitor.window(start, end))
+
+
+# ---------------------------------------------------------------------------------------------- scenarios
+
+
+async def scenario_ack(ctx: Context) -> None:
+    """N /animate commands from N users dispatched back to back; time to ack and to answer each."""
+    n = int(ctx.params.get("commands", 100))
+    users = (await ctx.call("POST", "/users", {"count": n, "prefix": "ack"}))["names"]
+    await ctx.call("POST", "/configure", {"default": {"queue_seconds": 1.0, "run_seconds": 2.0}})
+    since = await ctx.call("GET", "/mark")
+
+    async def body() -> None:
+        ids = await ctx.slash(users)
+        ctx.out.update(interaction_metrics(await ctx.answers(ids, timeout=60)))
+        ctx.out.update(await ctx.until_finished(n, timeout=90))
+
+    await measured(ctx, body)
+    rep = await ctx.report(since)
+    ctx.out["delivered"] = sum(1 for j in rep["jobs"] if j["state"] == "delivered")
+    ctx.out["discord"] = discord_summary(rep, n)
+
+
+def spread(center: float, width: float, count: int) -> list[float]:
+    """`count` durations evenly spread over [center - width/2, center + width/2)."""
+    if count <= 1 or width <= 0:
+        return [center] * count
+    return [center - width / 2 + width * i / count for i in range(count)]
+
+
+async def scenario_jobs(ctx: Context) -> None:
+    """Short (60 s) and long (5 min) jobs side by side: status calls, delivery lag, Discord calls."""
+    s = ctx.scale
+    classes = {
+        "60s": (int(ctx.params.get("short", 20)), 60.0, 10.0),
+        "5min": (int(ctx.params.get("long", 10)), 300.0, 30.0),
+    }
+    jitter = float(ctx.params.get("jitter", 10.0))
+    scripts = []
+    for count, seconds, queued in classes.values():
+        for total in spread(seconds, jitter, count):
+            scripts.append({"queue_seconds": queued * s, "run_seconds": (total - queued) * s})
+    n = len(scripts)
+    users = (await ctx.call("POST", "/users", {"count": n, "prefix": "job"}))["names"]
+    await ctx.call("POST", "/configure", {"scripts": scripts})
+    since = await ctx.call("GET", "/mark")
+
+    async def body() -> None:
+        ids = await ctx.slash(users)
+        ctx.out.update(interaction_metrics(await ctx.answers(ids, timeout=60)))
+        ctx.out.update(await ctx.until_finished(n, timeout=300 * s + 120))
+
+    await measured(ctx, body)
+    rep = await ctx.report(since)
+    ctx.out["delivered"] = sum(1 for j in rep["jobs"] if j["state"] == "delivered")
+    ctx.out["discord"] = discord_summary(rep, n)
+    per_class: dict[str, Any] = {}
+    for name, (_, seconds, _) in classes.items():
+        rows = [j for j in rep["jobs"] if j.get("known") and abs(j["duration"] - seconds * s) <= jitter * s]
+        lags = [j["delivery_lag"] / s for j in rows if j.get("delivery_lag") is not None]
+        per_class[name] = {
+            "jobs": len(rows),
+            "delivered": sum(1 for j in rows if j["state"] == "delivered"),
+            "delivery_lag": summary(lags),  # in unscaled seconds
+            "status_calls": summary([j["status_calls"] for j in rows]),
+            "result_calls": summary([j["result_calls"] for j in rows]),
+            "status_edits": summary([j["status_edits"] for j in rows]),
+        }
+    ctx.out["classes"] = per_class
+
+
+async def scenario_load(ctx: Context) -> None:
+    """1,000 jobs in flight at once through real /animate commands: memory, loop lag, all delivered."""
+    s = ctx.scale
+    n = int(ctx.params.get("jobs", 1000))
+    batch = int(ctx.params.get("batch", 50))
+    pause = float(ctx.params.get("batch_interval", 1.0))
+    duration = float(ctx.params.get("duration", 90.0)) * s
+    users = (await ctx.call("POST", "/users", {"count": max(1, n // 10), "prefix": "load"}))["names"]
+    await ctx.call(
+        "POST", "/configure", {"default": {"queue_seconds": 10.0 * s, "run_seconds": duration - 10.0 * s}}
+    )
+    ctx.out["rss_before_mib"] = rss_kib() / 1024
+    since = await ctx.call("GET", "/mark")
+
+    async def body() -> None:
+        ids: list[str] = []
+        started = time.monotonic()
+        for i in range(0, n, batch):
+            wanted = [users[(i + k) % len(users)] for k in range(min(batch, n - i))]
+            ids += await ctx.slash(wanted)
+            await asyncio.sleep(max(0.0, started + pause * (i // batch + 1) - time.monotonic()))
+        ctx.out["submit_seconds"] = time.monotonic() - started
+        finished = asyncio.create_task(ctx.until_finished(n, timeout=duration + 240))
+        ctx.out.update(interaction_metrics(await ctx.answers(ids, timeout=120)))
+        ctx.out.update(await finished)
+
+    await measured(ctx, body)
+    ctx.out["rss_hwm_mib"] = rss_kib("VmHWM") / 1024
+    rep = await ctx.report(since)
+    ctx.out["delivered"] = sum(1 for j in rep["jobs"] if j["state"] == "delivered")
+    ctx.out["jobs"] = n
+    ctx.out["discord"] = discord_summary(rep, n)
+    ctx.out["status_calls"] = summary([j["status_calls"] for j in rep["jobs"] if j.get("known")])
+    lags = [j["delivery_lag"] / s for j in rep["jobs"] if j.get("delivery_lag") is not None]
+    ctx.out["delivery_lag"] = summary(lags)
+
+
+async def scenario_quota(ctx: Context) -> None:
+    """N concurrent /animate commands from one user holding `quota` credits -> exactly `quota` jobs."""
+    n = int(ctx.params.get("commands", 200))
+    await ctx.call("POST", "/configure", {"default": {"queue_seconds": 0.5, "run_seconds": 0.5}})
+    since = await ctx.call("GET", "/mark")
+
+    async def body() -> None:
+        ids = await ctx.slash(["alice"] * n)
+        got = await ctx.answers(ids, timeout=60)
+        ctx.out.update(interaction_metrics(got))
+        ctx.out["out_of_credits_replies"] = sum(1 for i in got if "out of credits" in (i.get("reply") or ""))
+        ctx.out.update(await ctx.until_finished(0, timeout=0))
+        await asyncio.sleep(0)
+
+    await measured(ctx, body)
+    rows = await ctx.job_rows()
+    ctx.out.update(await ctx.until_finished(len(rows), timeout=30))
+    rep = await ctx.report(since)
+    ctx.out["job_rows"] = len(rows)
+    ctx.out["submitted"] = rep["runcomfy_endpoints"].get("submit", 0)
+    ctx.out["delivered"] = sum(1 for j in rep["jobs"] if j["state"] == "delivered")
+    ctx.out["quota"] = ctx.settings.daily_quota
+    standing = await ctx.bot.db.fetchall("SELECT * FROM jobs WHERE state NOT IN ('failed', 'cancelled')")
+    ctx.out["charged_jobs"] = len(standing)
+
+
+def discord_summary(rep: dict[str, Any], jobs: int) -> dict[str, Any]:
+    kinds: dict[str, int] = rep["discord_kinds"]
+    return {
+        "calls": rep["discord_calls"],
+        "per_job": rep["discord_calls"] / jobs if jobs else None,
+        "by_kind_per_job": {k: v / jobs for k, v in sorted(kinds.items())} if jobs else {},
+        "failures": rep["discord_failures"],
+        "unknown_routes": rep["unknown_routes"],
+        "runcomfy_per_job": {k: v / jobs for k, v in sorted(rep["runcomfy_endpoints"].items())}
+        if jobs
+        else {},
+    }
+
+
+SCENARIOS: dict[str, tuple[Callable[[Context], Awaitable[None]], int]] = {
+    # name: (driver, daily_quota for the bot)
+    "ack": (scenario_ack, 1000),
+    "jobs": (scenario_jobs, 1000),
+    "load": (scenario_load, 1000),
+    "quota": (scenario_quota, 5),
+}
+
+
+def point_discord_at(info: dict[str, Any]) -> None:
+    """What tests.fakes.discord.patched_discord does, from URLs only (the fake lives elsewhere)."""
+    discord.http.Route.BASE = info["api_base"]
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(info["gateway_url"])
+    discord.asset.Asset.BASE = info["discord_url"]
+
+
+async def run(
+    scenario: str, control: str, scale: float, params: dict[str, Any], workdir: Path
+) -> dict[str, Any]:
+    driver, quota = SCENARIOS[scenario]
+    async with aiohttp.ClientSession() as http:
+        async with http.get(control + "/info") as resp:
+            info = await resp.json()
+        point_discord_at(info)
+        overrides: dict[str, Any] = {name: default_of(name) * scale for name in SCALED_SETTINGS}
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            discord_token=info["discord_token"],
+            runcomfy_api_token=info["runcomfy_token"],
+            runcomfy_base_url=info["runcomfy_base_url"],
+            database_path=workdir / "bench.db",
+            daily_quota=int(params.get("quota", quota)),
+            **overrides,
+        )
+        monitor = LoopMonitor()
+        monitor.start()
+        bot = AnimateBot(settings, guild_ready_timeout=0.05)
+        await bot.login(info["discord_token"])
+        task = asyncio.create_task(bot.connect(reconnect=False))
+        await asyncio.wait_for(bot.wait_until_ready(), 30)
+        ctx = Context(control, http, bot, settings, monitor, scale, params)
+        ctx.out["rss_idle_mib"] = rss_kib() / 1024
+        try:
+            await driver(ctx)
+        finally:
+            await bot.close()
+            await asyncio.gather(task, return_exceptions=True)
+            await monitor.stop()
+        ctx.out["settings"] = {
+            "poll_first_delay": settings.poll_first_delay,
+            "poll_max_interval": settings.poll_max_interval,
+            "poll_backoff_ratio": settings.poll_backoff_ratio,
+            "status_edit_interval": settings.status_edit_interval,
+            "daily_quota": settings.daily_quota,
+        }
+        return {"scenario": scenario, "scale": scale, "params": params, "metrics": ctx.out}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run one benchmark scenario in this (the bot's) process.")
+    parser.add_argument("--scenario", required=True, choices=sorted(SCENARIOS))
+    parser.add_argument("--control", required=True, help="the fakes' control URL")
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--params", default="{}", help="scenario parameters as JSON")
+    parser.add_argument("--log-file", default=None)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        filename=args.log_file,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    logging.getLogger("discord").setLevel(max(logging.INFO, logging.getLevelName(args.log_level)))
+    with tempfile.TemporaryDirectory(prefix="animate-bench-") as tmp:
+        result = asyncio.run(run(args.scenario, args.control, args.scale, json.loads(args.params), Path(tmp)))
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
