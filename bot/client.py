@@ -12,8 +12,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import ui
+from bot import i18n, ui
 from bot.engine import JobEngine, VideoBackend
+from bot.i18n import tr
 from bot.preview import PreviewBackend
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
@@ -98,6 +99,8 @@ class AnimateBot(commands.Bot):
         self.add_dynamic_items(CancelButton, ResultButton)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
+        # Descriptions, choice names and the context-menu name get their translations at sync.
+        await self.tree.set_translator(i18n.CatalogTranslator())
         await self.sync_commands_if_changed()
         await self.engine.start()
 
@@ -114,8 +117,9 @@ class AnimateBot(commands.Bot):
             await self.db.close()
 
     def command_fingerprint(self, guild: discord.abc.Snowflake | None) -> str:
+        """The commands' definition, translations included: a changed catalog re-syncs as well."""
         payload = [cmd.to_dict(self.tree) for cmd in self.tree.get_commands(guild=guild)]
-        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":")) + i18n.catalog_digest()
         return hashlib.sha256(blob.encode()).hexdigest()
 
     async def sync_commands_if_changed(self) -> bool:
@@ -144,25 +148,27 @@ class AnimateBot(commands.Bot):
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
     ) -> None:
         """Last resort: the user always hears back, and never sees a traceback."""
+        loc = interaction.locale
         if isinstance(error, app_commands.CommandOnCooldown):
-            text = f"Slow down — try again in {error.retry_after:.0f} s."
+            text = tr(loc, "Slow down — try again in {seconds:.0f} s.", seconds=error.retry_after)
         elif isinstance(error, app_commands.NoPrivateMessage):
-            text = "This command only works in a server."
+            text = tr(loc, "This command only works in a server.")
         elif isinstance(error, app_commands.CheckFailure):
-            text = "You can't use this command here."
+            text = tr(loc, "You can't use this command here.")
         elif isinstance(error, app_commands.CommandInvokeError) and isinstance(error.original, StorageError):
             log.error(
                 "Database failure in /%s: %s",
                 interaction.command and interaction.command.name,
                 error.original,
             )
-            text = (
+            text = tr(
+                loc,
                 "The bot's database is unavailable right now (disk full or read-only?). Nothing was "
-                "charged. Please tell a server admin."
+                "charged. Please tell a server admin.",
             )
         else:
             log.error("Command %s failed", interaction.command and interaction.command.name, exc_info=error)
-            text = "Something went wrong on my side. Nothing was charged; please try again."
+            text = tr(loc, "Something went wrong on my side. Nothing was charged; please try again.")
         try:
             if interaction.response.is_done():
                 await interaction.followup.send(text, ephemeral=True)

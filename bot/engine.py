@@ -23,6 +23,7 @@ import aiohttp
 import discord
 
 from bot import ui
+from bot.i18n import Msg, render, tr
 from bot.media import MediaError, NormalizedImage, download_capped, fit_video
 from bot.runcomfy import (
     CancelResult,
@@ -64,7 +65,7 @@ class VideoBackend(Protocol):
 @dataclass(frozen=True, slots=True)
 class LaunchResult:
     ok: bool
-    message: str  # what to tell the requester (ephemeral)
+    message: str  # what to tell the requester (ephemeral); a bot.i18n.Msg, rendered in their language
     job: Job | None = None
 
 
@@ -116,8 +117,10 @@ class JobEngine:
                 # Re-sending could create a second paid job, so the job ends here, refunded.
                 await self._fail(
                     job,
-                    "The bot restarted before RunComfy confirmed this job, so it was not started. "
-                    "Please run /animate again.",
+                    Msg(
+                        "The bot restarted before RunComfy confirmed this job, so it was not started. "
+                        "Please run /animate again."
+                    ),
                 )
                 continue
             self.schedule(job.id, 0.0)
@@ -228,14 +231,16 @@ class JobEngine:
             log.warning("Job %s: could not post the status message: %s", job.id, exc)
             return LaunchResult(
                 False,
-                "I couldn't post in this channel (I need Send Messages, Embed Links and Attach Files "
-                "here). Nothing was charged.",
+                Msg(
+                    "I couldn't post in this channel (I need Send Messages, Embed Links and Attach Files "
+                    "here). Nothing was charged."
+                ),
             )
         img_url = message.attachments[0].url if message.attachments else None
         await self.jobs.update(job.id, status_message_id=message.id, image_url=img_url)
         job.status_message_id, job.image_url = message.id, img_url
         if img_url is None:
-            return LaunchResult(False, "Discord did not keep the image I uploaded. Please try again.")
+            return LaunchResult(False, Msg("Discord did not keep the image I uploaded. Please try again."))
         return None
 
     async def submit(self, job: Job, *, make_thread: bool = True) -> LaunchResult:
@@ -256,7 +261,7 @@ class JobEngine:
             reason, advice = _submit_failure(exc)
             log.warning("Job %s: submit failed: %s", job.id, exc)
             await self._fail(job, reason)
-            return LaunchResult(False, f"{advice} You were not charged.")
+            return LaunchResult(False, Msg("{advice} You were not charged.", advice=advice))
 
         now = time.time()
         moved = await self.jobs.update(
@@ -275,7 +280,7 @@ class JobEngine:
             message = self._status_message(job)
             try:
                 thread = await message.create_thread(
-                    name=ui.thread_name(job.prompt), auto_archive_duration=1440
+                    name=ui.thread_name(job.prompt, job.locale), auto_archive_duration=1440
                 )
                 thread_id = thread.id
                 await self.jobs.update(job.id, thread_id=thread_id)
@@ -288,8 +293,11 @@ class JobEngine:
         self._emit(fresh, "submitted")
         await self.present(fresh, force=True)
         self.schedule(job.id, self.settings.poll_first_delay)
-        where = f"<#{thread_id}>" if thread_id else "this channel"
-        return LaunchResult(True, f"Your video is on its way — follow it in {where}.", fresh)
+        if thread_id:
+            text = Msg("Your video is on its way — follow it in <#{thread}>.", thread=thread_id)
+        else:
+            text = Msg("Your video is on its way — follow it in this channel.")
+        return LaunchResult(True, text, fresh)
 
     def _status_message(self, job: Job) -> discord.PartialMessage:
         assert job.status_message_id is not None
@@ -333,7 +341,7 @@ class JobEngine:
         try:
             status = await self.runcomfy.status(job.request_id)
         except RunComfyNotFoundError:
-            await self._fail(job, "RunComfy no longer knows this job (it may have expired).")
+            await self._fail(job, _EXPIRED)
             return
         except RunComfyError as exc:
             log.warning("Job %s: status check failed (%s); will retry", job.id, exc)
@@ -354,7 +362,7 @@ class JobEngine:
             await self._collect(job)
             return
         elif status.status == "cancelled":
-            await self._cancelled(job, "RunComfy cancelled the job.")
+            await self._cancelled(job, Msg("RunComfy cancelled the job."))
             return
         else:
             log.warning("Job %s: unknown status %r; still waiting", job.id, status.status)
@@ -373,20 +381,33 @@ class JobEngine:
                 log.info("Job %s: cancel of an overdue queued job failed: %s", job.id, exc)
             else:
                 if result.cancelled:
-                    await self._cancelled(job, f"RunComfy did not start it within {minutes} minutes.")
+                    await self._cancelled(
+                        job, Msg("RunComfy did not start it within {minutes} minutes.", minutes=minutes)
+                    )
                     await self._notify_thread(
                         job,
-                        f"<@{job.user_id}> RunComfy did not start this job within {minutes} minutes, so I "
-                        "cancelled it. Your credits were refunded — please try again later.",
+                        tr(
+                            job.locale,
+                            "<@{user}> RunComfy did not start this job within {minutes} minutes, so I "
+                            "cancelled it. Your credits were refunded — please try again later.",
+                            user=job.user_id,
+                            minutes=minutes,
+                        ),
                     )
                     return True
         await self.jobs.update(job.id, overdue_notified_at=time.time())
         hours = self.settings.job_hard_timeout / 3600
         await self._notify_thread(
             job,
-            f"<@{job.user_id}> this is taking unusually long (over {minutes} minutes). I'll keep checking "
-            f"every few minutes for up to {hours:g} hours and post the video here if it arrives; if it "
-            "never does, your credits will be refunded.",
+            tr(
+                job.locale,
+                "<@{user}> this is taking unusually long (over {minutes} minutes). I'll keep checking "
+                "every few minutes for up to {hours:g} hours and post the video here if it arrives; if it "
+                "never does, your credits will be refunded.",
+                user=job.user_id,
+                minutes=minutes,
+                hours=hours,
+            ),
         )
         log.warning("Job %s: overdue after %d minutes; slowing down polling", job.id, minutes)
         return False
@@ -407,7 +428,7 @@ class JobEngine:
         try:
             result = await self.runcomfy.result(job.request_id)
         except RunComfyNotFoundError:
-            await self._fail(job, "RunComfy no longer knows this job (it may have expired).")
+            await self._fail(job, _EXPIRED)
             return
         except RunComfyError as exc:
             log.warning("Job %s: result fetch failed (%s); will retry", job.id, exc)
@@ -415,7 +436,7 @@ class JobEngine:
             return
         if result.status == "succeeded":
             if not result.video_urls:
-                await self._fail(job, "RunComfy finished but returned no video.")
+                await self._fail(job, Msg("RunComfy finished but returned no video."))
                 return
             if await self.jobs.update(
                 job.id,
@@ -431,10 +452,14 @@ class JobEngine:
                 await self._deliver(fresh)
         elif result.status == "failed":
             await self._fail(
-                job, f"RunComfy could not generate the video: {result.error or 'no reason given'}"
+                job,
+                Msg(
+                    "RunComfy could not generate the video: {reason}",
+                    reason=result.error or Msg("no reason given"),
+                ),
             )
         elif result.status == "cancelled":
-            await self._cancelled(job, "RunComfy cancelled the job.")
+            await self._cancelled(job, Msg("RunComfy cancelled the job."))
         else:
             # /status said completed but /result is not final yet: keep polling.
             self.schedule(job.id, self.poll_interval(job))
@@ -447,7 +472,7 @@ class JobEngine:
             await self.runcomfy.cancel(job.request_id)
         except RunComfyError as exc:
             log.info("Job %s: cancel after timeout failed: %s", job.id, exc)
-        await self._fail(job, f"RunComfy did not finish within {hours:g} hours.")
+        await self._fail(job, Msg("RunComfy did not finish within {hours:g} hours.", hours=hours))
 
     # ------------------------------------------------------------------ delivery
 
@@ -475,6 +500,7 @@ class JobEngine:
         assert job.result_url is not None
         link = f"<{job.result_url}>"
         marker = _delivery_marker(job.id)
+        loc, user = job.locale, job.user_id
         if self._fetch_output is not None and job.result_url.startswith("preview://"):
             fetch = self._fetch_output(job.result_url, MAX_VIDEO_DOWNLOAD)
         else:
@@ -484,31 +510,46 @@ class JobEngine:
         except MediaError as exc:
             log.warning("Job %s: video download failed: %s", job.id, exc)
             return (
-                f"<@{job.user_id}> your video is ready, but I couldn't download it to post here. "
-                f"Here is RunComfy's link (it may expire soon, so save it): {link} · {marker}",
+                tr(
+                    loc,
+                    "<@{user}> your video is ready, but I couldn't download it to post here. "
+                    "Here is RunComfy's link (it may expire soon, so save it): {link} · {marker}",
+                    user=user,
+                    link=link,
+                    marker=marker,
+                ),
                 None,
             )
-        ready = (
-            "your preview is ready (a local zoom/pan, not an AI video)!"
-            if ui.is_preview()
-            else ("your video is ready! 🎬")
-        )
+        if ui.is_preview():
+            ready = tr(
+                loc,
+                "<@{user}> your preview is ready (a local zoom/pan, not an AI video)! · {marker}",
+                user=user,
+                marker=marker,
+            )
+        else:
+            ready = tr(loc, "<@{user}> your video is ready! 🎬 · {marker}", user=user, marker=marker)
         if len(data) <= job.upload_limit:
-            return f"<@{job.user_id}> {ready} · {marker}", data
+            return ready, data
         try:
             fitted = await asyncio.to_thread(fit_video, data, job.upload_limit)
         except MediaError as exc:
             log.warning("Job %s: could not fit the video into %d bytes: %s", job.id, job.upload_limit, exc)
             return (
-                f"<@{job.user_id}> your video is ready but too large to upload here. "
-                f"Download it from RunComfy (the link may expire soon): {link} · {marker}",
+                tr(
+                    loc,
+                    "<@{user}> your video is ready but too large to upload here. "
+                    "Download it from RunComfy (the link may expire soon): {link} · {marker}",
+                    user=user,
+                    link=link,
+                    marker=marker,
+                ),
                 None,
             )
-        return (
-            f"<@{job.user_id}> {ready} · {marker}\n"
-            f"Compressed to fit Discord's upload limit — full quality: {link} (may expire)",
-            fitted.data,
+        compressed = tr(
+            loc, "Compressed to fit Discord's upload limit — full quality: {link} (may expire)", link=link
         )
+        return f"{ready}\n{compressed}", fitted.data
 
     async def _post_delivery(self, job: Job, content: str, video: bytes | None) -> None:
         mentions = _requester_only(job)
@@ -528,10 +569,13 @@ class JobEngine:
                 except discord.HTTPException as exc:
                     if video is not None and exc.status == 413:
                         video = None
-                        content = (
-                            f"<@{job.user_id}> your video is ready but Discord refused the upload. Download "
-                            f"it from RunComfy (the link may expire soon): <{job.result_url}> · "
-                            f"{_delivery_marker(job.id)}"
+                        content = tr(
+                            job.locale,
+                            "<@{user}> your video is ready but Discord refused the upload. Download "
+                            "it from RunComfy (the link may expire soon): <{link}> · {marker}",
+                            user=job.user_id,
+                            link=job.result_url,
+                            marker=_delivery_marker(job.id),
                         )
                         continue
                     if exc.status in (403, 404):
@@ -560,14 +604,19 @@ class JobEngine:
         try:
             user = self.client.get_user(job.user_id) or await self.client.fetch_user(job.user_id)
             await user.send(
-                f"Your /animate video (job #{job.id}) is ready, but I can no longer post in that server's "
-                f"channel. Here is the link (it may expire soon): <{job.result_url}>\n"
-                "Your credits were refunded.",
+                tr(
+                    job.locale,
+                    "Your /animate video (job #{id}) is ready, but I can no longer post in that server's "
+                    "channel. Here is the link (it may expire soon): <{link}>\n"
+                    "Your credits were refunded.",
+                    id=job.id,
+                    link=job.result_url,
+                ),
                 allowed_mentions=ui.NO_MENTIONS,
             )
         except discord.HTTPException as exc:
             log.info("Job %s: could not DM the requester either: %s", job.id, exc)
-        await self._fail(job, "I could not post the video in this channel (missing access).")
+        await self._fail(job, Msg("I could not post the video in this channel (missing access)."))
 
     async def _find_delivery(self, job: Job) -> int | None:
         """The id of a message of ours that already carries this job's video, if any."""
@@ -598,7 +647,10 @@ class JobEngine:
     # ------------------------------------------------------------------ endings
 
     async def abandon(self, job_id: int, reason: str) -> None:
-        """End a job that never reached RunComfy (an unexpected error mid-launch), refunding it."""
+        """End a job that never reached RunComfy (an unexpected error mid-launch), refunding it.
+
+        Reasons (here and in `_fail`, `_cancelled`) are stored, and shown publicly, in the job's
+        language: pass a bot.i18n.Msg."""
         job = await self.jobs.get(job_id)
         if job is not None and job.state is JobState.PENDING and job.request_id is None:
             await self._fail(job, reason)
@@ -610,7 +662,7 @@ class JobEngine:
             expect=(JobState.PENDING, JobState.QUEUED, JobState.RUNNING, JobState.DELIVERING),
             refund=True,
             reason="failed",
-            error=reason,
+            error=render(reason, job.locale),
         )
         if ended:
             log.info("Job %s failed: %s", job.id, reason)
@@ -618,13 +670,24 @@ class JobEngine:
             if present:
                 await self._present_id(job.id, force=True)
                 await self._notify_thread(
-                    job, f"<@{job.user_id}> sorry, this job failed: {reason} Your credits were refunded."
+                    job,
+                    tr(
+                        job.locale,
+                        "<@{user}> sorry, this job failed: {reason} Your credits were refunded.",
+                        user=job.user_id,
+                        reason=render(reason, job.locale),
+                    ),
                 )
         return ended
 
     async def _cancelled(self, job: Job, reason: str, actor_id: int | None = None) -> bool:
         ended = await self.quota.end_job(
-            job.id, JobState.CANCELLED, expect=ACTIVE, refund=True, reason="cancelled", error=reason
+            job.id,
+            JobState.CANCELLED,
+            expect=ACTIVE,
+            refund=True,
+            reason="cancelled",
+            error=render(reason, job.locale),
         )
         if ended:
             self._emit(job, "cancelled", actor_id)
@@ -647,47 +710,59 @@ class JobEngine:
         if job is None or job.guild_id != interaction.guild_id or job.status_message_id != message_id:
             # A forged or stale custom_id: never act on another guild's or message's job.
             await interaction.response.send_message(
-                "This button doesn't belong to a job here.", ephemeral=True
+                tr(interaction.locale, "This button doesn't belong to a job here."), ephemeral=True
             )
             return
         is_requester = interaction.user.id == job.user_id
         if not is_requester and not interaction.permissions.manage_messages:
             await interaction.response.send_message(
-                "Only the person who started this job, or a moderator with Manage Messages, can cancel it.",
+                tr(
+                    interaction.locale,
+                    "Only the person who started this job, or a moderator with Manage Messages, "
+                    "can cancel it.",
+                ),
                 ephemeral=True,
             )
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         text = await self.cancel(job, by_user_id=interaction.user.id)
-        await interaction.followup.send(text, ephemeral=True, allowed_mentions=ui.NO_MENTIONS)
+        await interaction.followup.send(
+            render(text, interaction.locale), ephemeral=True, allowed_mentions=ui.NO_MENTIONS
+        )
 
     async def cancel(self, job: Job, *, by_user_id: int) -> str:
+        """Cancel a queued job; the answer for whoever clicked is a bot.i18n.Msg."""
         match job.state:
             case JobState.AWAITING_APPROVAL:
-                return "This request hasn't been approved yet — withdraw it with its own Cancel button."
+                return Msg("This request hasn't been approved yet — withdraw it with its own Cancel button.")
             case JobState.REJECTED:
-                return "This request was rejected, so there is nothing to cancel."
+                return Msg("This request was rejected, so there is nothing to cancel.")
             case JobState.DELIVERED | JobState.DELIVERING:
-                return "This job has already finished."
-            case JobState.FAILED | JobState.CANCELLED:
-                return f"This job has already {job.state.value}."
+                return Msg("This job has already finished.")
+            case JobState.FAILED:
+                return Msg("This job has already failed.")
+            case JobState.CANCELLED:
+                return Msg("This job has already cancelled.")
             case JobState.PENDING:
-                return "This job is still being submitted — try again in a few seconds."
+                return Msg("This job is still being submitted — try again in a few seconds.")
             case JobState.RUNNING:
                 return _NOT_CANCELLABLE
         assert job.request_id is not None
         try:
             result = await self.runcomfy.cancel(job.request_id)
         except RunComfyNotFoundError:
-            await self._fail(job, "RunComfy no longer knows this job (it may have expired).")
-            return "RunComfy no longer knows this job, so it was closed and your credits refunded."
+            await self._fail(job, _EXPIRED)
+            return Msg("RunComfy no longer knows this job, so it was closed and your credits refunded.")
         except RunComfyError as exc:
             log.warning("Job %s: cancel failed: %s", job.id, exc)
-            return "I couldn't reach RunComfy to cancel the job. Please try again in a moment."
+            return Msg("I couldn't reach RunComfy to cancel the job. Please try again in a moment.")
         if result.cancelled:
-            await self._cancelled(job, f"Cancelled by <@{by_user_id}>.", by_user_id)
-            refunded = "Your" if by_user_id == job.user_id else f"<@{job.user_id}>'s"
-            return f"Cancelled. {refunded} {job.cost} credit{'s' if job.cost != 1 else ''} went back."
+            await self._cancelled(job, Msg("Cancelled by <@{user}>.", user=by_user_id), by_user_id)
+            if by_user_id == job.user_id:
+                return Msg("Cancelled. Your {credits} went back.", credits=_credits(job.cost))
+            return Msg(
+                "Cancelled. <@{user}>'s {credits} went back.", user=job.user_id, credits=_credits(job.cost)
+            )
         await self._mark_running(job)
         return _NOT_CANCELLABLE
 
@@ -776,29 +851,37 @@ class JobEngine:
         await self._present_id(job_id, force=True)
 
 
-_NOT_CANCELLABLE = (
+_NOT_CANCELLABLE = Msg(
     "This job is already generating, so it can't be cancelled — RunComfy bills a job once it starts, "
     "so it will run to the end and the video will still be posted."
 )
+_EXPIRED = Msg("RunComfy no longer knows this job (it may have expired).")
 
 
-def _submit_failure(exc: RunComfyError) -> tuple[str, str]:
+def _credits(n: int) -> Msg:
+    return Msg("{n} credit", n=n) if n == 1 else Msg("{n} credits", n=n)
+
+
+def _submit_failure(exc: RunComfyError) -> tuple[Msg, Msg]:
     """(reason stored on the job, advice for the requester)."""
     if isinstance(exc, SubmitOutcomeUnknown):
         return (
-            "RunComfy did not confirm the job.",
-            "RunComfy didn't confirm the job (it may be overloaded), so I did not start it.",
+            Msg("RunComfy did not confirm the job."),
+            Msg("RunComfy didn't confirm the job (it may be overloaded), so I did not start it."),
         )
     if isinstance(exc, RunComfyBalanceError):
         return (
-            "The RunComfy account is out of balance.",
-            "The bot's RunComfy account is out of credit — please tell a server admin.",
+            Msg("The RunComfy account is out of balance."),
+            Msg("The bot's RunComfy account is out of credit — please tell a server admin."),
         )
     if isinstance(exc, RunComfyValidationError):
-        return (f"RunComfy rejected the request: {exc}", f"RunComfy rejected the request: {exc}.")
+        return (
+            Msg("RunComfy rejected the request: {detail}", detail=str(exc)),
+            Msg("RunComfy rejected the request: {detail}.", detail=str(exc)),
+        )
     return (
-        "RunComfy is unavailable.",
-        "RunComfy is unavailable right now. Please try again in a few minutes.",
+        Msg("RunComfy is unavailable."),
+        Msg("RunComfy is unavailable right now. Please try again in a few minutes."),
     )
 
 

@@ -25,27 +25,32 @@ import aiohttp
 from PIL import Image, ImageFile, UnidentifiedImageError
 from yarl import URL
 
+from bot.i18n import N_, LocaleLike, Msg, render
+
 logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------------------------------------
 
-ACCEPTED_HINT = "Please upload a still JPEG, PNG or WEBP image"
-
 
 class MediaError(Exception):
     """Raised for input that cannot be fixed.
 
-    ``user_message`` is a friendly sentence for the Discord user telling them what to upload instead.
-    It never contains URLs or other secrets.
+    ``user_message`` is a friendly sentence for the Discord user telling them what to upload instead
+    (English; ``localized(locale)`` in the reader's language). It never contains URLs or other secrets.
+    The message is a template whose named placeholders are filled from ``params`` (see bot/i18n.py).
     """
 
     user_message: str
 
-    def __init__(self, user_message: str) -> None:
-        super().__init__(user_message)
-        self.user_message = user_message
+    def __init__(self, user_message: str, /, **params: Any) -> None:
+        message = Msg(user_message, **params)
+        super().__init__(message)
+        self.user_message = message
+
+    def localized(self, locale: LocaleLike) -> str:
+        return render(self.user_message, locale)
 
 
 class DownloadError(MediaError):
@@ -126,7 +131,8 @@ def _open_image(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
         logger.info("refused image: %s", exc)
         raise MediaError(
             "That image has far too many pixels to process. "
-            f"{ACCEPTED_HINT} of at most {max_pixels // 1_000_000} megapixels."
+            "Please upload a still JPEG, PNG or WEBP image of at most {megapixels} megapixels.",
+            megapixels=max_pixels // 1_000_000,
         ) from exc
     except UnidentifiedImageError as exc:
         if _looks_like_heic(data):
@@ -134,11 +140,14 @@ def _open_image(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
                 "HEIC/HEIF photos aren't supported. Please upload a JPEG or PNG instead "
                 "(on an iPhone: Settings > Camera > Formats > Most Compatible)."
             ) from exc
-        raise MediaError(f"That file isn't an image I can read. {ACCEPTED_HINT}.") from exc
+        raise MediaError(
+            "That file isn't an image I can read. Please upload a still JPEG, PNG or WEBP image."
+        ) from exc
     except Exception as exc:  # Pillow raises many types (SyntaxError, struct.error, ...) for junk headers
         logger.info("could not open image: %r", exc)
         raise MediaError(
-            f"That image looks damaged and can't be read. {ACCEPTED_HINT} (try re-saving it)."
+            "That image looks damaged and can't be read. "
+            "Please upload a still JPEG, PNG or WEBP image (try re-saving it)."
         ) from exc
 
 
@@ -201,7 +210,7 @@ def _float_to_l(im: Image.Image) -> Image.Image:
 def _to_rgb(im: Image.Image, notes: list[str]) -> Image.Image:
     """Any Pillow mode -> 8-bit RGB without alpha (transparency flattened onto white)."""
     if im.mode == "CMYK":
-        notes.append("converted from CMYK")
+        notes.append(Msg("converted from CMYK"))
     im = _to_srgb(im)
     if im.mode.startswith("I;16") or im.mode == "I":
         im = _integer_to_l(im)
@@ -217,7 +226,7 @@ def _to_rgb(im: Image.Image, notes: list[str]) -> Image.Image:
             return rgba.convert("RGB")
         background = Image.new("RGB", rgba.size, _WHITE)
         background.paste(rgba, mask=alpha)
-        notes.append("transparent background filled with white")
+        notes.append(Msg("transparent background filled with white"))
         return background
     return im if im.mode == "RGB" else im.convert("RGB")
 
@@ -259,14 +268,17 @@ def normalize_image(
     if not 1 <= min_side <= max_side:
         raise ValueError("need 1 <= min_side <= max_side")
     if not data:
-        raise MediaError(f"The file is empty. {ACCEPTED_HINT}.")
+        raise MediaError("The file is empty. Please upload a still JPEG, PNG or WEBP image.")
 
     notes: list[str] = []
     with _open_image(data, max_pixels) as im:
         src_format = (im.format or "").upper()
         if src_format != "MPO" and getattr(im, "is_animated", False):
             # MPO "frames" are a phone's extra pictures (depth map, gain map), not an animation.
-            raise MediaError(f"Animated images aren't supported. {ACCEPTED_HINT} (a single frame).")
+            raise MediaError(
+                "Animated images aren't supported. Please upload a still JPEG, PNG or WEBP image "
+                "(a single frame)."
+            )
 
         orientation = _exif_orientation(im)
         stored_w, stored_h = im.size
@@ -275,27 +287,42 @@ def normalize_image(
 
         if orig_w < min_side or orig_h < min_side:
             raise MediaError(
-                f"That image is too small ({orig_w}x{orig_h} px): it must be at least "
-                f"{min_side}x{min_side} px and small images aren't upscaled. Please upload a larger image."
+                "That image is too small ({width}x{height} px): it must be at least "
+                "{min_side}x{min_side} px and small images aren't upscaled. Please upload a larger image.",
+                width=orig_w,
+                height=orig_h,
+                min_side=min_side,
             )
         target_w, target_h = _fit_box(stored_w, stored_h, max_side)
         if min(target_w, target_h) < min_side:
             longest = max(orig_w, orig_h)
             raise MediaError(
-                f"That image is too long and thin ({orig_w}x{orig_h} px): scaled to fit {max_side} px "
-                f"its short side would be only {min(target_w, target_h)} px, but both sides must be at least "
-                f"{min_side} px (at least {min_side}x{min_side}). Please crop it to an aspect ratio no more "
-                f"extreme than about {max_side / min_side:.1f}:1 (e.g. {longest} px long needs "
-                f"{math.ceil(longest * min_side / max_side)} px across)."
+                "That image is too long and thin ({width}x{height} px): scaled to fit {max_side} px "
+                "its short side would be only {short} px, but both sides must be at least "
+                "{min_side} px (at least {min_side}x{min_side}). Please crop it to an aspect ratio no more "
+                "extreme than about {ratio:.1f}:1 (e.g. {longest} px long needs "
+                "{across} px across).",
+                width=orig_w,
+                height=orig_h,
+                max_side=max_side,
+                short=min(target_w, target_h),
+                min_side=min_side,
+                ratio=max_side / min_side,
+                longest=longest,
+                across=math.ceil(longest * min_side / max_side),
             )
 
         if src_format in {"JPEG", "MPO"} and (target_w, target_h) != (stored_w, stored_h):
             im.draft(None, (target_w, target_h))  # DCT-domain downscale: much less memory and time
         if im.width * im.height > max_pixels:
             raise MediaError(
-                f"That image is too large to process ({orig_w}x{orig_h} px, "
-                f"{orig_w * orig_h / 1_000_000:.0f} megapixels). {ACCEPTED_HINT} of at most "
-                f"{max_pixels // 1_000_000} megapixels."
+                "That image is too large to process ({width}x{height} px, "
+                "{megapixels:.0f} megapixels). Please upload a still JPEG, PNG or WEBP image of at most "
+                "{limit} megapixels.",
+                width=orig_w,
+                height=orig_h,
+                megapixels=orig_w * orig_h / 1_000_000,
+                limit=max_pixels // 1_000_000,
             )
         try:
             im.load()  # full decode: truncated/corrupt data fails here, not later
@@ -306,23 +333,32 @@ def normalize_image(
             logger.info("could not decode %s image: %r", src_format or "unknown", exc)
             raise MediaError(
                 "That image looks damaged or incomplete and can't be read. "
-                f"{ACCEPTED_HINT} (try re-saving it)."
+                "Please upload a still JPEG, PNG or WEBP image (try re-saving it)."
             ) from exc
 
     if img.size != (target_w, target_h):
         img = img.resize((target_w, target_h), Image.Resampling.LANCZOS, reducing_gap=3.0)
     if orientation != 1:
         img = img.transpose(_TRANSPOSE_FOR_ORIENTATION[orientation])
-        notes.append("rotated upright from EXIF")
+        notes.append(Msg("rotated upright from EXIF"))
     if src_format not in _API_FORMATS:
-        notes.append(f"converted from {src_format}")
+        notes.append(Msg("converted from {format}", format=src_format))
     img.info.clear()  # never let PNG/JPEG writers pick up the source's EXIF/ICC/text chunks
 
     encoded, kind, size_notes, img = _encode_within(img, src_format, max_bytes, min_side)
     notes.extend(size_notes)
     width, height = img.size
     if (width, height) != (orig_w, orig_h):
-        notes.insert(0, f"resized from {orig_w}x{orig_h} to {width}x{height}")
+        notes.insert(
+            0,
+            Msg(
+                "resized from {width}x{height} to {new_width}x{new_height}",
+                width=orig_w,
+                height=orig_h,
+                new_width=width,
+                new_height=height,
+            ),
+        )
 
     result = NormalizedImage(
         data=encoded,
@@ -358,13 +394,19 @@ def _encode_within(
         png = _encode_png(img)
         if len(png) < max_bytes:
             return png, "png", notes, img
-        notes.append(f"saved as JPEG to stay under {limit}")
+        notes.append(Msg("saved as JPEG to stay under {limit}", limit=limit))
 
     for quality in _JPEG_QUALITIES:
         jpeg = _encode_jpeg(img, quality)
         if len(jpeg) < max_bytes:
             if quality != _JPEG_QUALITIES[0]:
-                notes.append(f"JPEG quality lowered to {quality} to stay under {limit}")
+                notes.append(
+                    Msg(
+                        "JPEG quality lowered to {quality} to stay under {limit}",
+                        quality=quality,
+                        limit=limit,
+                    )
+                )
             return jpeg, "jpeg", notes, img
 
     quality = _JPEG_QUALITIES[-1]
@@ -373,13 +415,21 @@ def _encode_within(
         height = round(img.height * _SHRINK_STEP)
         if min(width, height) < min_side:
             raise MediaError(
-                f"That image can't be compressed below {limit} without shrinking it under "
-                f"{min_side}x{min_side} px. Please upload a smaller or simpler image."
+                "That image can't be compressed below {limit} without shrinking it under "
+                "{min_side}x{min_side} px. Please upload a smaller or simpler image.",
+                limit=limit,
+                min_side=min_side,
             )
         img = img.resize((width, height), Image.Resampling.LANCZOS)
         jpeg = _encode_jpeg(img, quality)
         if len(jpeg) < max_bytes:
-            notes.append(f"JPEG quality lowered to {quality} and image shrunk to stay under {limit}")
+            notes.append(
+                Msg(
+                    "JPEG quality lowered to {quality} and image shrunk to stay under {limit}",
+                    quality=quality,
+                    limit=limit,
+                )
+            )
             return jpeg, "jpeg", notes, img
 
 
@@ -392,7 +442,7 @@ _MUX_OVERHEAD = 0.97  # share of the budget left for the video bitstream
 _MIN_BPP = 0.05  # bits per pixel per frame below which we scale down instead
 _MIN_VIDEO_SIDE = 64
 _VIDEO_ATTEMPTS = 4
-_TOO_LARGE_VIDEO = "The video is too large to upload even after compression."
+_TOO_LARGE_VIDEO = N_("The video is too large to upload even after compression.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -601,18 +651,18 @@ async def download_capped(
         ):
             if response.status >= 400:
                 logger.warning("download of %s failed: HTTP %d", safe, response.status)
-                raise DownloadError(f"The download failed (HTTP {response.status}).")
+                raise DownloadError("The download failed (HTTP {status}).", status=response.status)
             announced = response.content_length
             if announced is not None and announced > max_bytes:
                 logger.warning("download of %s refused: Content-Length %d > %d", safe, announced, max_bytes)
                 response.close()  # drop the connection instead of draining the body
-                raise DownloadTooLarge(f"The file is too large (over {limit}).")
+                raise DownloadTooLarge("The file is too large (over {limit}).", limit=limit)
             async for chunk in response.content.iter_chunked(_CHUNK):
                 body.extend(chunk)
                 if len(body) > max_bytes:
                     logger.warning("download of %s aborted: more than %d bytes", safe, max_bytes)
                     response.close()
-                    raise DownloadTooLarge(f"The file is too large (over {limit}).")
+                    raise DownloadTooLarge("The file is too large (over {limit}).", limit=limit)
     except MediaError:
         raise
     except TimeoutError as exc:  # aiohttp's ServerTimeoutError is a TimeoutError too

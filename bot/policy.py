@@ -1,5 +1,8 @@
 """Guild policy, as pure functions: who may do what, how many credits a member gets, which prompts and
-channels are allowed, and how a refusal is worded. No I/O here, so every rule is unit-testable."""
+channels are allowed, and how a refusal is worded. No I/O here, so every rule is unit-testable.
+
+Refusals are returned as bot.i18n.Msg (English when used as a `str`); render them in the reader's
+language with `bot.i18n.render(text, locale)`."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import discord
 import regex
 
 from bot import ui
+from bot.i18n import Msg
 from storage.guilds import BlockEntry, GuildConfig
 from storage.quota import (
     BudgetExhausted,
@@ -60,7 +64,7 @@ def is_moderator(perms: discord.Permissions, roles: Iterable[int], config: Guild
 @dataclass(frozen=True, slots=True)
 class Allowance:
     credits: int | None  # per period; None = unlimited
-    source: str  # why, for /quota: "your override", "role <@&1>", ...
+    source: str  # why, for /quota: "your override", "role <@&1>", ... (a bot.i18n.Msg)
 
     @property
     def unlimited(self) -> bool:
@@ -73,16 +77,16 @@ def resolve_allowance(
     """Per-user override > unlimited role > highest role allowance > server default > bot default."""
     roles = set(roles)
     if override is not None:
-        return Allowance(override, "a personal allowance set by an admin")
+        return Allowance(override, Msg("a personal allowance set by an admin"))
     if config.unlimited_role_id is not None and config.unlimited_role_id in roles:
-        return Allowance(None, f"the unlimited role <@&{config.unlimited_role_id}>")
+        return Allowance(None, Msg("the unlimited role <@&{role}>", role=config.unlimited_role_id))
     matching = [(credits, rid) for rid, credits in config.role_allowances.items() if rid in roles]
     if matching:
         credits, rid = max(matching)
-        return Allowance(credits, f"the role <@&{rid}>")
+        return Allowance(credits, Msg("the role <@&{role}>", role=rid))
     if config.allowance is not None:
-        return Allowance(config.allowance, "the server default")
-    return Allowance(default, "the bot default")
+        return Allowance(config.allowance, Msg("the server default"))
+    return Allowance(default, Msg("the bot default"))
 
 
 def cost_of(config: GuildConfig, resolution: str, default_480p: int, default_1080p: int) -> int:
@@ -109,48 +113,97 @@ def limits_for(config: GuildConfig, allowance: Allowance, now: float | None = No
 
 
 def period_word(period: Period) -> str:
-    return "this week" if period.kind == "week" else "today"
+    return Msg("this week") if period.kind == "week" else Msg("today")
 
 
 def describe_limit(exc: LimitExceeded, resolution: str = "480P", *, requester: int | None = None) -> str:
     """A friendly sentence saying which limit refused the job and when it frees up; addressed to the
     requester, or about them (`requester`) when a moderator is approving."""
-    you, you_have, your = (
-        ("You", "you have", "Your")
-        if requester is None
-        else (f"<@{requester}>", f"<@{requester}> has", f"<@{requester}>'s")
-    )
     if isinstance(exc, QuotaExceeded):
         s = exc.standing
         remaining = s.remaining or 0
-        text = (
-            f"{you} {'are' if requester is None else 'is'} out of credits: this job costs {exc.cost} and "
-            f"{you_have} {remaining} of {(s.limit or 0) + s.granted} left {period_word(s.period)}. "
-            f"Credits reset {ui.ts(s.period.resets_at.timestamp())}."
-        )
+        values = {
+            "cost": exc.cost,
+            "remaining": remaining,
+            "total": (s.limit or 0) + s.granted,
+            "when": period_word(s.period),
+            "reset": ui.ts(s.period.resets_at.timestamp()),
+        }
+        if requester is None:
+            parts = [
+                Msg(
+                    "You are out of credits: this job costs {cost} and you have {remaining} of {total} left "
+                    "{when}. Credits reset {reset}.",
+                    **values,
+                )
+            ]
+        else:
+            parts = [
+                Msg(
+                    "<@{user}> is out of credits: this job costs {cost} and <@{user}> has {remaining} of "
+                    "{total} left {when}. Credits reset {reset}.",
+                    user=requester,
+                    **values,
+                )
+            ]
         if exc.held:
-            text += (
-                f" ({exc.held} credit{'s' if exc.held != 1 else ''} are held by requests awaiting approval.)"
+            held = (
+                Msg(" ({n} credit are held by requests awaiting approval.)", n=exc.held)
+                if exc.held == 1
+                else Msg(" ({n} credits are held by requests awaiting approval.)", n=exc.held)
             )
+            parts.append(held)
         if resolution == "1080P" and remaining and requester is None:
-            text += " Try 480P, which costs less."
-        return text
+            parts.append(Msg(" Try 480P, which costs less."))
+        return _joined(parts)
     if isinstance(exc, TooManyJobs):
-        return (
-            f"{you_have[0].upper()}{you_have[1:]} {exc.active} unfinished "
-            f"job{'s' if exc.active != 1 else ''} here already (the limit is {exc.limit}). "
-            f"{your} next job can start when one of them finishes."
+        values = {"active": exc.active, "limit": exc.limit, "user": requester}
+        if requester is None:
+            if exc.active == 1:
+                return Msg(
+                    "You have {active} unfinished job here already (the limit is {limit}). "
+                    "Your next job can start when one of them finishes.",
+                    **values,
+                )
+            return Msg(
+                "You have {active} unfinished jobs here already (the limit is {limit}). "
+                "Your next job can start when one of them finishes.",
+                **values,
+            )
+        if exc.active == 1:
+            return Msg(
+                "<@{user}> has {active} unfinished job here already (the limit is {limit}). "
+                "<@{user}>'s next job can start when one of them finishes.",
+                **values,
+            )
+        return Msg(
+            "<@{user}> has {active} unfinished jobs here already (the limit is {limit}). "
+            "<@{user}>'s next job can start when one of them finishes.",
+            **values,
         )
     if isinstance(exc, CoolingDown):
         assert exc.frees_at is not None
-        who = "you" if requester is None else you
-        return f"Slow down — {who} can start another job {ui.ts(exc.frees_at)}."
-    if isinstance(exc, BudgetExhausted):
-        return (
-            f"This server has used its daily /animate budget ({exc.spent} of {exc.budget} credits; this "
-            f"job costs {exc.cost}). It resets {ui.ts(exc.window.resets_at.timestamp())}."
+        if requester is None:
+            return Msg("Slow down — you can start another job {when}.", when=ui.ts(exc.frees_at))
+        return Msg(
+            "Slow down — <@{user}> can start another job {when}.", user=requester, when=ui.ts(exc.frees_at)
         )
-    return "A usage limit stops this job right now. Please try again later."  # pragma: no cover
+    if isinstance(exc, BudgetExhausted):
+        return Msg(
+            "This server has used its daily /animate budget ({spent} of {budget} credits; this "
+            "job costs {cost}). It resets {reset}.",
+            spent=exc.spent,
+            budget=exc.budget,
+            cost=exc.cost,
+            reset=ui.ts(exc.window.resets_at.timestamp()),
+        )
+    return Msg("A usage limit stops this job right now. Please try again later.")  # pragma: no cover
+
+
+def _joined(parts: list[Msg]) -> Msg:
+    """Sentences rendered one after the other, in whatever language the whole is rendered."""
+    names = [f"p{i}" for i in range(len(parts))]
+    return Msg("".join("{" + n + "}" for n in names), **dict(zip(names, parts, strict=True)))
 
 
 # ----------------------------------------------------------------------------------------------- channels
@@ -160,9 +213,9 @@ def channel_problem(config: GuildConfig, *, channel_id: int, parent_id: int | No
     """Why /animate may not run in this channel (threads count as their parent), or None."""
     if config.channels and channel_id not in config.channels and parent_id not in config.channels:
         where = ", ".join(f"<#{c}>" for c in sorted(config.channels)[:10])
-        return f"/animate isn't enabled in this channel. Use it in {where}."
+        return Msg("/animate isn't enabled in this channel. Use it in {channels}.", channels=where)
     if config.require_age_restricted and not nsfw:
-        return "On this server /animate only runs in age-restricted channels."
+        return Msg("On this server /animate only runs in age-restricted channels.")
     return None
 
 
@@ -172,22 +225,22 @@ def channel_problem(config: GuildConfig, *, channel_id: int, parent_id: int | No
 def validate_pattern(kind: str, pattern: str) -> str | None:
     """Why a blocklist entry is unusable, or None."""
     if not pattern.strip():
-        return "The pattern is empty."
+        return Msg("The pattern is empty.")
     if kind == "word":
-        return None if len(pattern) <= 100 else "A blocked word or phrase can be at most 100 characters."
+        return None if len(pattern) <= 100 else Msg("A blocked word or phrase can be at most 100 characters.")
     if len(pattern) > REGEX_MAX_LENGTH:
-        return f"A regular expression can be at most {REGEX_MAX_LENGTH} characters."
+        return Msg("A regular expression can be at most {limit} characters.", limit=REGEX_MAX_LENGTH)
     try:
         compiled = regex.compile(pattern, regex.IGNORECASE)
     except regex.error as exc:
-        return f"That regular expression doesn't compile: {exc}."
+        return Msg("That regular expression doesn't compile: {error}.", error=str(exc))
     try:
         if compiled.search("", timeout=0.05) is not None:
-            return "That regular expression matches an empty prompt, so it would block everything."
+            return Msg("That regular expression matches an empty prompt, so it would block everything.")
         for probe in _PROBES:
             compiled.search(probe, timeout=0.05)
     except TimeoutError:
-        return "That regular expression is too slow (catastrophic backtracking); please simplify it."
+        return Msg("That regular expression is too slow (catastrophic backtracking); please simplify it.")
     return None
 
 
@@ -244,11 +297,12 @@ def compiled_blocklist(entries: tuple[BlockEntry, ...]) -> Blocklist:
 
 def describe_block(hit: BlockHit) -> str:
     if hit.entry is None:
-        return (
+        return Msg(
             "I couldn't check your prompt against this server's blocklist in time, so I didn't start the "
             "job. Please try a shorter prompt, or ask an admin to simplify the blocklist."
         )
-    return (
-        f"Your prompt contains something this server doesn't allow (`{ui.clip(hit.matched, 50)}`). "
-        "Please rephrase it. Nothing was charged."
+    return Msg(
+        "Your prompt contains something this server doesn't allow (`{matched}`). "
+        "Please rephrase it. Nothing was charged.",
+        matched=ui.clip(hit.matched, 50),
     )

@@ -45,6 +45,7 @@ import aiohttp
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 from yarl import URL
 
+from bot.i18n import Msg
 from bot.media import MAX_PIXELS, DownloadError, DownloadTooLarge, MediaError, download_capped
 from bot.runcomfy import (
     CODE_NOT_FOUND,
@@ -151,7 +152,9 @@ def _load_image(data: bytes, short_side: int, max_side: int) -> tuple[Image.Imag
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size
             if width <= 0 or height <= 0 or width * height > MAX_PIXELS:
-                raise _RenderError(f"the image is too large to decode ({width}x{height} px)")
+                raise _RenderError(
+                    Msg("the image is too large to decode ({width}x{height} px)", width=width, height=height)
+                )
             # JPEG: decode at a reduced scale when the source is much bigger than the clip.
             im.draft("RGB", (max_side * 2, max_side * 2))
             im.load()
@@ -165,9 +168,9 @@ def _load_image(data: bytes, short_side: int, max_side: int) -> tuple[Image.Imag
     except _RenderError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        raise _RenderError("the file is not a readable image") from exc
+        raise _RenderError(Msg("the file is not a readable image")) from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise _RenderError("the image is damaged or incomplete and could not be decoded") from exc
+        raise _RenderError(Msg("the image is damaged or incomplete and could not be decoded")) from exc
     out_w, out_h = _fit(img.width, img.height, short_side, max_side)
     # Keep a little more resolution than the final zoom needs so the zoomed-in frames stay sharp.
     work = (math.ceil(out_w * _ZOOM_END), math.ceil(out_h * _ZOOM_END))
@@ -383,7 +386,9 @@ class PreviewBackend:
         if job is None or job.video is None:
             raise DownloadError("The preview video is no longer available.")
         if len(job.video) > max_bytes:
-            raise DownloadTooLarge(f"The file is too large (over {max_bytes / 1_000_000:g} MB).")
+            raise DownloadTooLarge(
+                "The file is too large (over {limit}).", limit=f"{max_bytes / 1_000_000:g} MB"
+            )
         if job.fetched_mono is None:
             job.fetched_mono = time.monotonic()
         return job.video
@@ -398,7 +403,9 @@ class PreviewBackend:
             await asyncio.gather(*tasks, return_exceptions=True)
         for job in self._jobs.values():
             if job.state in ("in_queue", "in_progress"):
-                self._finish(job, "completed", outcome="failed", error="The preview backend was shut down.")
+                self._finish(
+                    job, "completed", outcome="failed", error=Msg("The preview backend was shut down.")
+                )
 
     # ---------------------------------------------------------------- internals
 
@@ -469,7 +476,7 @@ class PreviewBackend:
             raise
         except Exception:  # pragma: no cover - defensive: never leave a job stuck in progress
             log.exception("Preview job crashed: request_id=%s", job.request_id)
-            self._finish(job, "completed", outcome="failed", error="The preview could not be rendered.")
+            self._finish(job, "completed", outcome="failed", error=Msg("The preview could not be rendered."))
 
     async def _produce(self, params: GenerationParams) -> tuple[str, bytes | None, str | None]:
         try:
@@ -477,7 +484,7 @@ class PreviewBackend:
                 self._session, params.img_url, max_bytes=MAX_IMAGE_DOWNLOAD, timeout=_DOWNLOAD_TIMEOUT
             )
         except MediaError as exc:
-            return "failed", None, f"The image could not be downloaded: {exc.user_message}"
+            return "failed", None, Msg("The image could not be downloaded: {reason}", reason=exc.user_message)
         try:
             video = await asyncio.to_thread(
                 _render_clip,
@@ -489,8 +496,9 @@ class PreviewBackend:
                 seed=params.seed,
             )
         except _RenderError as exc:
-            return "failed", None, f"The image could not be decoded: {exc}."
+            reason = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+            return "failed", None, Msg("The image could not be decoded: {reason}.", reason=reason)
         except Exception as exc:
             log.warning("Preview render failed: %r", exc)
-            return "failed", None, "The preview could not be rendered."
+            return "failed", None, Msg("The preview could not be rendered.")
         return "succeeded", video, None

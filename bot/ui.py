@@ -1,4 +1,7 @@
-"""What users see: the status embed, its Cancel button, and the wording of every message."""
+"""What users see: the status embed, its Cancel button, and the wording of every message.
+
+Public messages about a job (status embed, its buttons, thread name) are in the job's language
+(`job.locale`, the server's language when the job was made); see bot/i18n.py."""
 
 from __future__ import annotations
 
@@ -9,13 +12,14 @@ from urllib.parse import urlsplit
 
 import discord
 
+from bot.i18n import N_, LocaleLike, tr, trn
 from storage.jobs import Job, JobState
 
 if TYPE_CHECKING:
     from bot.client import AnimateBot
 
-MODEL_LABEL = "Wan 2.2 on RunComfy"
-PREVIEW_LABEL = "PREVIEW — a free local zoom/pan, not an AI generation"
+MODEL_LABEL = N_("Wan 2.2 on RunComfy")
+PREVIEW_LABEL = N_("PREVIEW — a free local zoom/pan, not an AI generation")
 # Which backend the messages describe; set once at start-up by `configure`.
 _preview = False
 
@@ -27,6 +31,15 @@ def configure(*, preview: bool) -> None:
 
 def is_preview() -> bool:
     return _preview
+
+
+def backend_label(locale: LocaleLike) -> str:
+    return tr(locale, PREVIEW_LABEL if _preview else MODEL_LABEL)
+
+
+def credits(locale: LocaleLike, n: int) -> str:
+    """ "1 credit", "2 credits"."""
+    return trn(locale, n, "{n} credit", "{n} credits")
 
 
 NO_MENTIONS = discord.AllowedMentions.none()
@@ -53,46 +66,69 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def eta_line(eta: float | None, now: float) -> str:
+def eta_line(eta: float | None, now: float, locale: LocaleLike = None) -> str:
     """When the video should be ready, from the server's recent jobs (a relative Discord timestamp)."""
     if eta is None:
         return ""
     if eta <= now + 5:
-        return "\nExpected any moment now"
-    return f"\nExpected {ts(eta)}"
+        return "\n" + tr(locale, "Expected any moment now")
+    return "\n" + tr(locale, "Expected {when}", when=ts(eta))
 
 
 def state_line(job: Job, now: float | None = None, eta: float | None = None) -> str:
+    """The job's state in words, in the job's language (the error text is stored in it too)."""
     now = time.time() if now is None else now
+    loc = job.locale
     match job.state:
         case JobState.PENDING:
-            return "⏳ Submitting to RunComfy…"
+            return tr(loc, "⏳ Submitting to RunComfy…")
         case JobState.QUEUED:
-            pos = f" — position {job.queue_position}" if job.queue_position is not None else ""
-            return f"🕒 Queued{pos}" + eta_line(eta, now)
+            if job.queue_position is not None:
+                text = tr(loc, "🕒 Queued — position {position}", position=job.queue_position)
+            else:
+                text = tr(loc, "🕒 Queued")
+            return text + eta_line(eta, now, loc)
         case JobState.RUNNING:
             started = job.started_at or job.submitted_at or now
-            return f"🎞️ Generating… started {ts(started)} ({duration(now - started)} so far)" + eta_line(
-                eta, now
+            text = tr(
+                loc,
+                "🎞️ Generating… started {when} ({elapsed} so far)",
+                when=ts(started),
+                elapsed=duration(now - started),
             )
+            return text + eta_line(eta, now, loc)
         case JobState.DELIVERING:
-            return "📦 Done — uploading the video…"
+            return tr(loc, "📦 Done — uploading the video…")
         case JobState.DELIVERED:
-            took = ""
             if job.submitted_at and job.finished_at:
-                took = f" in {duration(job.finished_at - job.submitted_at)}"
-            return f"✅ Done{took} — the video is in the thread."
+                return tr(
+                    loc,
+                    "✅ Done in {took} — the video is in the thread.",
+                    took=duration(job.finished_at - job.submitted_at),
+                )
+            return tr(loc, "✅ Done — the video is in the thread.")
         case JobState.FAILED:
-            return f"❌ Failed: {clip(job.error or 'unknown error', 300)}\nYour credits were refunded."
+            return tr(
+                loc,
+                "❌ Failed: {reason}\nYour credits were refunded.",
+                reason=clip(job.error or tr(loc, "unknown error"), 300),
+            )
         case JobState.CANCELLED if job.request_id is None:
             # Withdrawn while awaiting approval: it was never charged.
-            return f"🚫 {clip(job.error or 'Withdrawn.', 200)}\nNothing was charged."
+            return tr(
+                loc, "🚫 {reason}\nNothing was charged.", reason=clip(job.error or tr(loc, "Withdrawn."), 200)
+            )
         case JobState.CANCELLED:
-            return f"🚫 Cancelled. {clip(job.error or '', 200)}".rstrip() + "\nYour credits were refunded."
+            text = tr(loc, "🚫 Cancelled. {reason}", reason=clip(job.error or "", 200)).rstrip()
+            return text + "\n" + tr(loc, "Your credits were refunded.")
         case JobState.AWAITING_APPROVAL:
-            return "⏸️ Waiting for approval by a moderator — nothing is charged until it is approved."
+            return tr(loc, "⏸️ Waiting for approval by a moderator — nothing is charged until it is approved.")
         case JobState.REJECTED:
-            return f"⛔ {clip(job.error or 'Rejected by a moderator.', 200)}\nNothing was charged."
+            return tr(
+                loc,
+                "⛔ {reason}\nNothing was charged.",
+                reason=clip(job.error or tr(loc, "Rejected by a moderator."), 200),
+            )
     return job.state.value  # pragma: no cover - exhaustive above
 
 
@@ -110,29 +146,34 @@ def image_filename(job: Job) -> str | None:
 
 
 def status_embed(job: Job, now: float | None = None, eta: float | None = None) -> discord.Embed:
+    loc = job.locale
     embed = discord.Embed(
-        title="🎬 Image to video" + (" (preview)" if _preview else ""),
+        title=tr(loc, "🎬 Image to video (preview)") if _preview else tr(loc, "🎬 Image to video"),
         description=clip(job.prompt, 1500),
         colour=_COLOURS[job.state],
     )
-    embed.add_field(name="Requested by", value=f"<@{job.user_id}>", inline=True)
-    embed.add_field(name="Resolution", value=job.resolution, inline=True)
+    embed.add_field(name=tr(loc, "Requested by"), value=f"<@{job.user_id}>", inline=True)
+    embed.add_field(name=tr(loc, "Resolution"), value=job.resolution, inline=True)
     if job.template:
-        embed.add_field(name="Template", value=clip(job.template, 100), inline=True)
+        embed.add_field(name=tr(loc, "Template"), value=clip(job.template, 100), inline=True)
     if job.seed is not None:
-        embed.add_field(name="Seed", value=str(job.seed), inline=True)
-    embed.add_field(name="Magic prompt", value="on" if job.prompt_extend else "off", inline=True)
-    embed.add_field(name="Cost", value=f"{job.cost} credit{'s' if job.cost != 1 else ''}", inline=True)
+        embed.add_field(name=tr(loc, "Seed"), value=str(job.seed), inline=True)
+    embed.add_field(name=tr(loc, "Magic prompt"), value=on_off(loc, job.prompt_extend), inline=True)
+    embed.add_field(name=tr(loc, "Cost"), value=credits(loc, job.cost), inline=True)
     if job.negative_prompt:
-        embed.add_field(name="Negative prompt", value=clip(job.negative_prompt, 1000), inline=False)
+        embed.add_field(name=tr(loc, "Negative prompt"), value=clip(job.negative_prompt, 1000), inline=False)
     if job.image_note:
-        embed.add_field(name="Image", value=clip(job.image_note, 1000), inline=False)
-    embed.add_field(name="Status", value=state_line(job, now, eta), inline=False)
+        embed.add_field(name=tr(loc, "Image"), value=clip(job.image_note, 1000), inline=False)
+    embed.add_field(name=tr(loc, "Status"), value=state_line(job, now, eta), inline=False)
     filename = image_filename(job) if job.status_has_image else None
     if filename:
         embed.set_thumbnail(url=f"attachment://{filename}")
-    embed.set_footer(text=f"Job #{job.id} · {PREVIEW_LABEL if _preview else MODEL_LABEL}")
+    embed.set_footer(text=tr(loc, "Job #{id} · {backend}", id=job.id, backend=backend_label(loc)))
     return embed
+
+
+def on_off(locale: LocaleLike, value: bool) -> str:
+    return tr(locale, "on") if value else tr(locale, "off")
 
 
 class CancelButton(
@@ -140,10 +181,10 @@ class CancelButton(
 ):
     """Persistent: the job id rides in the custom_id, so clicks work after a restart."""
 
-    def __init__(self, job_id: int, *, disabled: bool = False) -> None:
+    def __init__(self, job_id: int, *, disabled: bool = False, locale: LocaleLike = None) -> None:
         super().__init__(
             discord.ui.Button(
-                label="Cancel",
+                label=tr(locale, "Cancel"),
                 style=discord.ButtonStyle.danger,
                 custom_id=f"animate:cancel:{job_id}",
                 disabled=disabled,
@@ -167,9 +208,9 @@ class CancelButton(
 
 
 _DECISION_LOOK = {
-    "approve": ("Approve", discord.ButtonStyle.success, "✔️"),
-    "reject": ("Reject", discord.ButtonStyle.danger, "⛔"),
-    "withdraw": ("Cancel", discord.ButtonStyle.secondary, "✖️"),
+    "approve": (N_("Approve"), discord.ButtonStyle.success, "✔️"),
+    "reject": (N_("Reject"), discord.ButtonStyle.danger, "⛔"),
+    "withdraw": (N_("Cancel"), discord.ButtonStyle.secondary, "✖️"),
 }
 
 
@@ -180,10 +221,12 @@ class DecisionButton(
     """Approval mode: Approve / Reject (moderators) and Cancel (the requester withdraws). Persistent,
     like CancelButton; the Approval cog (cogs/approval.py) decides what a click does."""
 
-    def __init__(self, action: str, job_id: int) -> None:
+    def __init__(self, action: str, job_id: int, *, locale: LocaleLike = None) -> None:
         label, style, emoji = _DECISION_LOOK[action]
         super().__init__(
-            discord.ui.Button(label=label, style=style, custom_id=f"animate:{action}:{job_id}", emoji=emoji)
+            discord.ui.Button(
+                label=tr(locale, label), style=style, custom_id=f"animate:{action}:{job_id}", emoji=emoji
+            )
         )
         self.action = action
         self.job_id = job_id
@@ -201,16 +244,17 @@ class DecisionButton(
         handler = getattr(interaction.client.get_cog("Approval"), "handle_decision", None)
         if handler is None:
             await interaction.response.send_message(
-                "Approvals aren't available right now. Please try again later.", ephemeral=True
+                tr(interaction.locale, "Approvals aren't available right now. Please try again later."),
+                ephemeral=True,
             )
             return
         await handler(interaction, self.job_id, self.action)
 
 
 _RESULT_LOOK = {
-    "again": ("Animate again", discord.ButtonStyle.primary, "🔁"),
-    "edit": ("Edit prompt", discord.ButtonStyle.secondary, "✏️"),
-    "details": ("Details", discord.ButtonStyle.secondary, "ℹ️"),
+    "again": (N_("Animate again"), discord.ButtonStyle.primary, "🔁"),
+    "edit": (N_("Edit prompt"), discord.ButtonStyle.secondary, "✏️"),
+    "details": (N_("Details"), discord.ButtonStyle.secondary, "ℹ️"),
 }
 
 
@@ -221,10 +265,12 @@ class ResultButton(
     """Buttons on a finished video. Persistent like CancelButton; the Remix cog (cogs/remix.py)
     decides what a click does."""
 
-    def __init__(self, action: str, job_id: int) -> None:
+    def __init__(self, action: str, job_id: int, *, locale: LocaleLike = None) -> None:
         label, style, emoji = _RESULT_LOOK[action]
         super().__init__(
-            discord.ui.Button(label=label, style=style, custom_id=f"animate:{action}:{job_id}", emoji=emoji)
+            discord.ui.Button(
+                label=tr(locale, label), style=style, custom_id=f"animate:{action}:{job_id}", emoji=emoji
+            )
         )
         self.action = action
         self.job_id = job_id
@@ -242,7 +288,8 @@ class ResultButton(
         handler = getattr(interaction.client.get_cog("Remix"), "handle_result_button", None)
         if handler is None:
             await interaction.response.send_message(
-                "That button isn't available right now. Please try again later.", ephemeral=True
+                tr(interaction.locale, "That button isn't available right now. Please try again later."),
+                ephemeral=True,
             )
             return
         await handler(interaction, self.job_id, self.action)
@@ -251,7 +298,7 @@ class ResultButton(
 def result_view(job: Job) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     for action in ("again", "edit", "details"):
-        view.add_item(ResultButton(action, job.id))
+        view.add_item(ResultButton(action, job.id, locale=job.locale))
     return view
 
 
@@ -261,20 +308,20 @@ def status_view(job: Job) -> discord.ui.View | None:
     if job.state is JobState.AWAITING_APPROVAL:
         view = discord.ui.View(timeout=None)
         for action in ("approve", "reject", "withdraw"):
-            view.add_item(DecisionButton(action, job.id))
+            view.add_item(DecisionButton(action, job.id, locale=job.locale))
         return view
     if job.state in (JobState.PENDING, JobState.QUEUED):
         view = discord.ui.View(timeout=None)
-        view.add_item(CancelButton(job.id))
+        view.add_item(CancelButton(job.id, locale=job.locale))
         return view
     if job.state in (JobState.RUNNING, JobState.DELIVERING):
         view = discord.ui.View(timeout=None)
-        view.add_item(CancelButton(job.id, disabled=True))
+        view.add_item(CancelButton(job.id, disabled=True, locale=job.locale))
         return view
     return None
 
 
-def thread_name(prompt: str) -> str:
+def thread_name(prompt: str, locale: LocaleLike = None) -> str:
     """Thread names are at most 100 characters and read best as one line."""
-    flat = " ".join(prompt.split()) or "animation"
+    flat = " ".join(prompt.split()) or tr(locale, "animation")
     return clip(f"🎬 {flat}", 100)

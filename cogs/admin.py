@@ -2,7 +2,8 @@
 
 Every subcommand is hidden from non-admins by Discord (`default_permissions(manage_guild)`) *and*
 re-checked here (Manage Server, Administrator or the configured admin role), because a server can
-override command visibility. Every change is echoed back (ephemeral) and written to the audit log.
+override command visibility. Every change is echoed back (ephemeral, in the admin's language) and
+written to the audit log (in the server's language).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str as _l
 from discord.ext import commands
 
 from bot import policy, ui
+from bot.i18n import N_, LocaleLike, Msg, render, tr
 from storage.guilds import GuildConfig, GuildRepository, guild_repository
 from storage.quota import guild_spent
 
@@ -24,46 +27,50 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NONE = discord.AllowedMentions.none()
+# Choice names of `period` and `kind`: Discord shows them translated (the values stay English).
+CHOICE_NAMES = (N_("day"), N_("week"), N_("word"), N_("regex"))
 
 
 async def require_admin(bot: AnimateBot, interaction: discord.Interaction[AnimateBot]) -> GuildConfig | None:
     """The guild's config if the caller is an admin; otherwise answer with a refusal and return None."""
+    loc = interaction.locale
     if interaction.guild_id is None:
-        await interaction.response.send_message("This command only works in a server.", ephemeral=True)
+        await interaction.response.send_message(
+            tr(loc, "This command only works in a server."), ephemeral=True
+        )
         return None
     config = await guild_repository(bot.db).get(interaction.guild_id)
     if policy.is_admin(interaction.permissions, policy.role_ids(interaction.user), config):
         return config
-    extra = f" or the <@&{config.admin_role_id}> role" if config.admin_role_id else ""
-    await interaction.response.send_message(
-        f"Only members with the Manage Server permission{extra} can do that.",
-        ephemeral=True,
-        allowed_mentions=NONE,
-    )
+    if config.admin_role_id:
+        text = tr(
+            loc,
+            "Only members with the Manage Server permission or the <@&{role}> role can do that.",
+            role=config.admin_role_id,
+        )
+    else:
+        text = tr(loc, "Only members with the Manage Server permission can do that.")
+    await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NONE)
     return None
 
 
-def _on_off(value: bool) -> str:
-    return "on" if value else "off"
-
-
-def _role(role_id: int | None, empty: str = "none") -> str:
+def _role(role_id: int | None, empty: str) -> str:
     return f"<@&{role_id}>" if role_id else empty
 
 
 class Admin(commands.Cog):
     admin = app_commands.Group(
         name="animate-admin",
-        description="Configure /animate for this server (admins only)",
+        description=_l("Configure /animate for this server (admins only)"),
         guild_only=True,
         default_permissions=discord.Permissions(manage_guild=True),
     )
-    quota_group = app_commands.Group(name="quota", description="Credits, prices and limits", parent=admin)
+    quota_group = app_commands.Group(name="quota", description=_l("Credits, prices and limits"), parent=admin)
     channels_group = app_commands.Group(
-        name="channels", description="Where /animate may be used", parent=admin
+        name="channels", description=_l("Where /animate may be used"), parent=admin
     )
     moderation_group = app_commands.Group(
-        name="moderation", description="Prompt blocklist, bans and approval mode", parent=admin
+        name="moderation", description=_l("Prompt blocklist, bans and approval mode"), parent=admin
     )
 
     def __init__(self, bot: AnimateBot) -> None:
@@ -74,56 +81,85 @@ class Admin(commands.Cog):
         return guild_repository(self.bot.db)
 
     async def changed(self, interaction: discord.Interaction[AnimateBot], summary: str) -> None:
-        """Echo a change to the admin and record it in the audit log."""
+        """Echo a change to the admin (their language) and record it in the audit log (the server's).
+        `summary` is a bot.i18n.Msg."""
         assert interaction.guild_id is not None
         log.info("Guild %s: %s changed settings: %s", interaction.guild_id, interaction.user.id, summary)
-        await interaction.response.send_message(f"✅ {summary}", ephemeral=True, allowed_mentions=NONE)
+        await interaction.response.send_message(
+            f"✅ {render(summary, interaction.locale)}", ephemeral=True, allowed_mentions=NONE
+        )
+        guild_locale = interaction.guild_locale
         self.bot.dispatch(
-            "animate_audit", interaction.guild_id, interaction.user.id, "Settings changed", summary
+            "animate_audit",
+            interaction.guild_id,
+            interaction.user.id,
+            tr(guild_locale, "Settings changed"),
+            render(summary, guild_locale),
+            guild_locale,
         )
 
     async def refuse(self, interaction: discord.Interaction[AnimateBot], text: str) -> None:
-        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NONE)
+        await interaction.response.send_message(
+            render(text, interaction.locale), ephemeral=True, allowed_mentions=NONE
+        )
 
     # ------------------------------------------------------------------------------------------ show
 
-    @admin.command(name="show", description="Show this server's whole /animate configuration")
+    @admin.command(name="show", description=_l("Show this server's whole /animate configuration"))
     async def show(self, interaction: discord.Interaction[AnimateBot]) -> None:
         config = await require_admin(self.bot, interaction)
         if config is None:
             return
-        embed = await self.config_embed(config)
+        embed = await self.config_embed(config, interaction.locale)
         await interaction.response.send_message(embed=embed, ephemeral=True, allowed_mentions=NONE)
 
-    async def config_embed(self, config: GuildConfig) -> discord.Embed:
+    async def config_embed(self, config: GuildConfig, locale: LocaleLike = None) -> discord.Embed:
+        loc = locale
         settings = self.bot.settings
         period = policy.current_period(config)
-        every = "week (from Monday)" if config.period == "week" else "day"
+        every = tr(loc, "week (from Monday)") if config.period == "week" else tr(loc, "day")
         allowance = config.allowance if config.allowance is not None else settings.daily_quota
-        source = "" if config.allowance is not None else " (bot default)"
-        embed = discord.Embed(title="⚙️ /animate settings for this server", colour=discord.Colour.blurple())
-        embed.add_field(
-            name="Credits",
-            value=f"{allowance} per member per {every}{source}, resetting at "
-            f"{config.reset_hour:02d}:00 UTC — next reset {ui.ts(period.resets_at.timestamp())}",
-            inline=False,
+        values = {
+            "n": allowance,
+            "every": every,
+            "hour": config.reset_hour,
+            "next": ui.ts(period.resets_at.timestamp()),
+        }
+        if config.allowance is not None:
+            credits = tr(
+                loc,
+                "{n} per member per {every}, resetting at {hour:02d}:00 UTC — next reset {next}",
+                **values,
+            )
+        else:
+            credits = tr(
+                loc,
+                "{n} per member per {every} (bot default), resetting at {hour:02d}:00 UTC — "
+                "next reset {next}",
+                **values,
+            )
+        embed = discord.Embed(
+            title=tr(loc, "⚙️ /animate settings for this server"), colour=discord.Colour.blurple()
         )
+        embed.add_field(name=tr(loc, "Credits"), value=credits, inline=False)
         embed.add_field(
-            name="Prices",
+            name=tr(loc, "Prices"),
             value=f"480P: {policy.cost_of(config, '480P', settings.cost_480p, settings.cost_1080p)} · "
             f"1080P: {policy.cost_of(config, '1080P', settings.cost_480p, settings.cost_1080p)}",
         )
         roles = sorted(config.role_allowances.items(), key=lambda kv: -kv[1])
         embed.add_field(
-            name="Role allowances (highest wins)",
-            value=ui.clip("\n".join(f"<@&{r}>: {n}" for r, n in roles) or "none", 1000),
+            name=tr(loc, "Role allowances (highest wins)"),
+            value=ui.clip("\n".join(f"<@&{r}>: {n}" for r, n in roles) or tr(loc, "none"), 1000),
         )
         overrides, total = await self.guilds.user_overrides(config.guild_id, limit=15)
-        text = "\n".join(f"<@{u}>: {n}" for u, n in overrides) or "none"
+        text = "\n".join(f"<@{u}>: {n}" for u, n in overrides) or tr(loc, "none")
         if total > len(overrides):
-            text += f"\n… and {total - len(overrides)} more"
-        embed.add_field(name="Personal allowances", value=ui.clip(text, 1000))
-        embed.add_field(name="Unlimited role", value=_role(config.unlimited_role_id))
+            text += "\n" + tr(loc, "… and {n} more", n=total - len(overrides))
+        embed.add_field(name=tr(loc, "Personal allowances"), value=ui.clip(text, 1000))
+        embed.add_field(
+            name=tr(loc, "Unlimited role"), value=_role(config.unlimited_role_id, tr(loc, "none"))
+        )
         spent = ""
         if config.daily_budget is not None:
             day = policy.limits_for(config, policy.Allowance(0, "")).budget_window
@@ -131,43 +167,56 @@ class Admin(commands.Cog):
             used = await guild_spent(
                 self.bot.db, config.guild_id, day.starts_at.timestamp(), day.resets_at.timestamp()
             )
-            spent = f" ({used} spent today)"
+            spent = tr(loc, " ({n} spent today)", n=used)
+        if config.max_concurrent:
+            concurrent = tr(loc, "Concurrent jobs per member: {n}", n=config.max_concurrent)
+        else:
+            concurrent = tr(loc, "Concurrent jobs per member: no limit")
+        if config.cooldown_seconds:
+            cooldown = tr(loc, "Cooldown: {seconds} s", seconds=config.cooldown_seconds)
+        else:
+            cooldown = tr(loc, "Cooldown: off")
+        if config.daily_budget is not None:
+            budget = tr(loc, "Daily server budget: {n}", n=config.daily_budget)
+        else:
+            budget = tr(loc, "Daily server budget: none")
         embed.add_field(
-            name="Limits",
-            value=f"Concurrent jobs per member: {config.max_concurrent or 'no limit'}\n"
-            f"Cooldown: {f'{config.cooldown_seconds} s' if config.cooldown_seconds else 'off'}\n"
-            f"Daily server budget: {config.daily_budget if config.daily_budget is not None else 'none'}"
-            + spent,
-            inline=False,
+            name=tr(loc, "Limits"), value=f"{concurrent}\n{cooldown}\n{budget}" + spent, inline=False
         )
-        channels = ", ".join(f"<#{c}>" for c in sorted(config.channels)) or "everywhere"
-        embed.add_field(
-            name="Channels",
-            value=ui.clip(channels, 900) + f"\nAge-restricted only: {_on_off(config.require_age_restricted)}",
-            inline=False,
-        )
+        channels = ", ".join(f"<#{c}>" for c in sorted(config.channels)) or tr(loc, "everywhere")
+        age = tr(loc, "Age-restricted only: {value}", value=ui.on_off(loc, config.require_age_restricted))
+        embed.add_field(name=tr(loc, "Channels"), value=ui.clip(channels, 900) + "\n" + age, inline=False)
         words = [e.pattern for e in config.blocklist if e.kind == "word"]
         regexes = [e.pattern for e in config.blocklist if e.kind == "regex"]
-        block = f"{len(words)} word(s): " + (", ".join(f"`{w}`" for w in words) or "—")
-        block += f"\n{len(regexes)} regex(es): " + (", ".join(f"`{r}`" for r in regexes) or "—")
-        embed.add_field(name="Prompt blocklist", value=ui.clip(block, 1000), inline=False)
-        bans = await self.guilds.ban_count(config.guild_id)
-        embed.add_field(name="Banned members", value=str(bans))
-        embed.add_field(
-            name="Approval mode",
-            value=f"{_on_off(config.approval_required)} · moderators: "
-            f"{_role(config.moderator_role_id, 'admins only')}",
+        block = tr(loc, "{n} word(s): ", n=len(words)) + (", ".join(f"`{w}`" for w in words) or "—")
+        block += (
+            "\n" + tr(loc, "{n} regex(es): ", n=len(regexes)) + (", ".join(f"`{r}`" for r in regexes) or "—")
         )
-        embed.add_field(name="Admin role", value=_role(config.admin_role_id, "Manage Server only"))
+        embed.add_field(name=tr(loc, "Prompt blocklist"), value=ui.clip(block, 1000), inline=False)
+        bans = await self.guilds.ban_count(config.guild_id)
+        embed.add_field(name=tr(loc, "Banned members"), value=str(bans))
         embed.add_field(
-            name="Audit channel", value=f"<#{config.audit_channel_id}>" if config.audit_channel_id else "off"
+            name=tr(loc, "Approval mode"),
+            value=tr(
+                loc,
+                "{state} · moderators: {who}",
+                state=ui.on_off(loc, config.approval_required),
+                who=_role(config.moderator_role_id, tr(loc, "admins only")),
+            ),
+        )
+        embed.add_field(
+            name=tr(loc, "Admin role"), value=_role(config.admin_role_id, tr(loc, "Manage Server only"))
+        )
+        embed.add_field(
+            name=tr(loc, "Audit channel"),
+            value=f"<#{config.audit_channel_id}>" if config.audit_channel_id else tr(loc, "off"),
         )
         return embed
 
     # ------------------------------------------------------------------------------------------ general
 
-    @admin.command(name="admin-role", description="Let a role use /animate-admin (leave empty to clear)")
-    @app_commands.describe(role="Members with this role may change these settings")
+    @admin.command(name="admin-role", description=_l("Let a role use /animate-admin (leave empty to clear)"))
+    @app_commands.describe(role=_l("Members with this role may change these settings"))
     async def admin_role(
         self, interaction: discord.Interaction[AnimateBot], role: discord.Role | None = None
     ) -> None:
@@ -175,18 +224,20 @@ class Admin(commands.Cog):
         if config is None:
             return
         if role is not None and role.guild.id != config.guild_id:
-            await self.refuse(interaction, "That role isn't from this server.")
+            await self.refuse(interaction, Msg("That role isn't from this server."))
             return
         await self.guilds.update(
             config.guild_id, interaction.user.id, admin_role_id=role.id if role else None
         )
         await self.changed(
             interaction,
-            f"Admin role set to {role.mention}." if role else "Admin role cleared (Manage Server only).",
+            Msg("Admin role set to {role}.", role=role.mention)
+            if role
+            else Msg("Admin role cleared (Manage Server only)."),
         )
 
-    @admin.command(name="audit-channel", description="Log every job and admin change to a channel")
-    @app_commands.describe(channel="The audit-log channel (leave empty to turn the audit log off)")
+    @admin.command(name="audit-channel", description=_l("Log every job and admin change to a channel"))
+    @app_commands.describe(channel=_l("The audit-log channel (leave empty to turn the audit log off)"))
     async def audit_channel(
         self, interaction: discord.Interaction[AnimateBot], channel: discord.TextChannel | None = None
     ) -> None:
@@ -195,30 +246,36 @@ class Admin(commands.Cog):
             return
         if channel is not None:
             if channel.guild.id != config.guild_id:
-                await self.refuse(interaction, "That channel isn't in this server.")
+                await self.refuse(interaction, Msg("That channel isn't in this server."))
                 return
             perms = channel.permissions_for(channel.guild.me)
             if not (perms.view_channel and perms.send_messages and perms.embed_links):
                 await self.refuse(
                     interaction,
-                    f"I can't post in {channel.mention}: I need View Channel, Send Messages and Embed Links "
-                    "there.",
+                    Msg(
+                        "I can't post in {channel}: I need View Channel, Send Messages and Embed Links "
+                        "there.",
+                        channel=channel.mention,
+                    ),
                 )
                 return
         await self.guilds.update(
             config.guild_id, interaction.user.id, audit_channel_id=channel.id if channel else None
         )
         await self.changed(
-            interaction, f"Audit log goes to {channel.mention}." if channel else "Audit log turned off."
+            interaction,
+            Msg("Audit log goes to {channel}.", channel=channel.mention)
+            if channel
+            else Msg("Audit log turned off."),
         )
 
     # ------------------------------------------------------------------------------------------ quota
 
-    @quota_group.command(name="default", description="Credits every member gets per period")
+    @quota_group.command(name="default", description=_l("Credits every member gets per period"))
     @app_commands.describe(
-        credits="Credits per member per period",
-        period="A day or a week (weeks start on Monday)",
-        reset_hour="UTC hour at which the period resets (0-23)",
+        credits=_l("Credits per member per period"),
+        period=_l("A day or a week (weeks start on Monday)"),
+        reset_hour=_l("UTC hour at which the period resets (0-23)"),
     )
     async def quota_default(
         self,
@@ -238,18 +295,25 @@ class Admin(commands.Cog):
         if reset_hour is not None:
             changes["reset_hour"] = reset_hour
         if not changes:
-            await self.refuse(interaction, "Give at least one of credits, period or reset_hour.")
+            await self.refuse(interaction, Msg("Give at least one of credits, period or reset_hour."))
             return
         new = await self.guilds.update(config.guild_id, interaction.user.id, **changes)
         allowance = new.allowance if new.allowance is not None else self.bot.settings.daily_quota
+        every = Msg("week") if new.period == "week" else Msg("day")
         await self.changed(
             interaction,
-            f"Members get {allowance} credit{'s' if allowance != 1 else ''} per {new.period}, resetting at "
-            f"{new.reset_hour:02d}:00 UTC.",
+            Msg(
+                "Members get {n} credit per {period}, resetting at {hour:02d}:00 UTC."
+                if allowance == 1
+                else "Members get {n} credits per {period}, resetting at {hour:02d}:00 UTC.",
+                n=allowance,
+                period=every,
+                hour=new.reset_hour,
+            ),
         )
 
-    @quota_group.command(name="costs", description="Credits a job costs at each resolution")
-    @app_commands.describe(cost_480p="Credits for a 480P job", cost_1080p="Credits for a 1080P job")
+    @quota_group.command(name="costs", description=_l("Credits a job costs at each resolution"))
+    @app_commands.describe(cost_480p=_l("Credits for a 480P job"), cost_1080p=_l("Credits for a 1080P job"))
     async def quota_costs(
         self,
         interaction: discord.Interaction[AnimateBot],
@@ -265,21 +329,26 @@ class Admin(commands.Cog):
         if cost_1080p is not None:
             changes["cost_1080p"] = cost_1080p
         if not changes:
-            await self.refuse(interaction, "Give cost_480p, cost_1080p or both.")
+            await self.refuse(interaction, Msg("Give cost_480p, cost_1080p or both."))
             return
         new = await self.guilds.update(config.guild_id, interaction.user.id, **changes)
         s = self.bot.settings
         await self.changed(
             interaction,
-            f"Prices: 480P costs {policy.cost_of(new, '480P', s.cost_480p, s.cost_1080p)}, "
-            f"1080P costs {policy.cost_of(new, '1080P', s.cost_480p, s.cost_1080p)} credit(s).",
+            Msg(
+                "Prices: 480P costs {low}, 1080P costs {high} credit(s).",
+                low=policy.cost_of(new, "480P", s.cost_480p, s.cost_1080p),
+                high=policy.cost_of(new, "1080P", s.cost_480p, s.cost_1080p),
+            ),
         )
 
-    @quota_group.command(name="limits", description="Concurrent jobs, cooldown and the daily server budget")
+    @quota_group.command(
+        name="limits", description=_l("Concurrent jobs, cooldown and the daily server budget")
+    )
     @app_commands.describe(
-        max_concurrent="Unfinished jobs per member at once (0 = no limit)",
-        cooldown_seconds="Seconds a member waits between two requests (0 = off)",
-        daily_budget="Credits the whole server may spend per day (0 = no budget)",
+        max_concurrent=_l("Unfinished jobs per member at once (0 = no limit)"),
+        cooldown_seconds=_l("Seconds a member waits between two requests (0 = off)"),
+        daily_budget=_l("Credits the whole server may spend per day (0 = no budget)"),
     )
     async def quota_limits(
         self,
@@ -300,19 +369,28 @@ class Admin(commands.Cog):
             changes["daily_budget"] = daily_budget or None
         if not changes:
             await self.refuse(
-                interaction, "Give at least one of max_concurrent, cooldown_seconds or daily_budget."
+                interaction, Msg("Give at least one of max_concurrent, cooldown_seconds or daily_budget.")
             )
             return
         new = await self.guilds.update(config.guild_id, interaction.user.id, **changes)
+        parts = [
+            Msg("Limits: {n} concurrent job(s) per member", n=new.max_concurrent)
+            if new.max_concurrent
+            else Msg("Limits: no limit on concurrent job(s) per member"),
+            Msg(", cooldown {seconds} s", seconds=new.cooldown_seconds)
+            if new.cooldown_seconds
+            else Msg(", cooldown off"),
+            Msg(", daily server budget {n}.", n=new.daily_budget)
+            if new.daily_budget is not None
+            else Msg(", daily server budget none."),
+        ]
         await self.changed(
             interaction,
-            f"Limits: {new.max_concurrent or 'no limit on'} concurrent job(s) per member, cooldown "
-            f"{f'{new.cooldown_seconds} s' if new.cooldown_seconds else 'off'}, daily server budget "
-            f"{new.daily_budget if new.daily_budget is not None else 'none'}.",
+            Msg("{limits}{cooldown}{budget}", limits=parts[0], cooldown=parts[1], budget=parts[2]),
         )
 
-    @quota_group.command(name="role", description="Credits per period for members with a role")
-    @app_commands.describe(role="The role", credits="Credits per period (leave empty to remove)")
+    @quota_group.command(name="role", description=_l("Credits per period for members with a role"))
+    @app_commands.describe(role=_l("The role"), credits=_l("Credits per period (leave empty to remove)"))
     async def quota_role(
         self,
         interaction: discord.Interaction[AnimateBot],
@@ -323,18 +401,22 @@ class Admin(commands.Cog):
         if config is None:
             return
         if role.guild.id != config.guild_id:
-            await self.refuse(interaction, "That role isn't from this server.")
+            await self.refuse(interaction, Msg("That role isn't from this server."))
             return
         await self.guilds.set_role_allowance(config.guild_id, role.id, credits)
         await self.changed(
             interaction,
-            f"{role.mention} members get {credits} credit(s) per period (highest role wins)."
+            Msg(
+                "{role} members get {n} credit(s) per period (highest role wins).",
+                role=role.mention,
+                n=credits,
+            )
             if credits is not None
-            else f"{role.mention} no longer has its own allowance.",
+            else Msg("{role} no longer has its own allowance.", role=role.mention),
         )
 
-    @quota_group.command(name="user", description="A personal allowance for one member (beats roles)")
-    @app_commands.describe(member="The member", credits="Credits per period (leave empty to remove)")
+    @quota_group.command(name="user", description=_l("A personal allowance for one member (beats roles)"))
+    @app_commands.describe(member=_l("The member"), credits=_l("Credits per period (leave empty to remove)"))
     async def quota_user(
         self,
         interaction: discord.Interaction[AnimateBot],
@@ -347,13 +429,22 @@ class Admin(commands.Cog):
         await self.guilds.set_user_override(config.guild_id, member.id, credits)
         await self.changed(
             interaction,
-            f"{member.mention} gets {credits} credit(s) per period, whatever their roles."
+            Msg(
+                "{member} gets {n} credit(s) per period, whatever their roles.",
+                member=member.mention,
+                n=credits,
+            )
             if credits is not None
-            else f"{member.mention}'s personal allowance removed; roles and the default apply again.",
+            else Msg(
+                "{member}'s personal allowance removed; roles and the default apply again.",
+                member=member.mention,
+            ),
         )
 
-    @quota_group.command(name="grant", description="Give a member extra credits for the current period")
-    @app_commands.describe(member="The member", credits="Extra credits, valid until the period resets")
+    @quota_group.command(name="grant", description=_l("Give a member extra credits for the current period"))
+    @app_commands.describe(
+        member=_l("The member"), credits=_l("Extra credits, valid until the period resets")
+    )
     async def quota_grant(
         self,
         interaction: discord.Interaction[AnimateBot],
@@ -369,12 +460,16 @@ class Admin(commands.Cog):
         )
         await self.changed(
             interaction,
-            f"Granted {member.mention} {credits} extra credit(s), valid until "
-            f"{ui.ts(period.resets_at.timestamp())}.",
+            Msg(
+                "Granted {member} {n} extra credit(s), valid until {until}.",
+                member=member.mention,
+                n=credits,
+                until=ui.ts(period.resets_at.timestamp()),
+            ),
         )
 
-    @quota_group.command(name="unlimited-role", description="Members with this role have no credit limit")
-    @app_commands.describe(role="The unlimited role (leave empty to clear)")
+    @quota_group.command(name="unlimited-role", description=_l("Members with this role have no credit limit"))
+    @app_commands.describe(role=_l("The unlimited role (leave empty to clear)"))
     async def quota_unlimited(
         self, interaction: discord.Interaction[AnimateBot], role: discord.Role | None = None
     ) -> None:
@@ -382,24 +477,27 @@ class Admin(commands.Cog):
         if config is None:
             return
         if role is not None and role.guild.id != config.guild_id:
-            await self.refuse(interaction, "That role isn't from this server.")
+            await self.refuse(interaction, Msg("That role isn't from this server."))
             return
         await self.guilds.update(
             config.guild_id, interaction.user.id, unlimited_role_id=role.id if role else None
         )
         await self.changed(
             interaction,
-            f"{role.mention} members have unlimited credits (concurrency and budget still apply)."
+            Msg(
+                "{role} members have unlimited credits (concurrency and budget still apply).",
+                role=role.mention,
+            )
             if role
-            else "No unlimited role any more.",
+            else Msg("No unlimited role any more."),
         )
 
     # ------------------------------------------------------------------------------------------ channels
 
     @channels_group.command(
-        name="allow", description="Allow /animate in a channel (then only in allowed ones)"
+        name="allow", description=_l("Allow /animate in a channel (then only in allowed ones)")
     )
-    @app_commands.describe(channel="The channel (its threads are included)")
+    @app_commands.describe(channel=_l("The channel (its threads are included)"))
     async def channels_allow(
         self, interaction: discord.Interaction[AnimateBot], channel: discord.TextChannel
     ) -> None:
@@ -407,19 +505,21 @@ class Admin(commands.Cog):
         if config is None:
             return
         if channel.guild.id != config.guild_id:
-            await self.refuse(interaction, "That channel isn't in this server.")
+            await self.refuse(interaction, Msg("That channel isn't in this server."))
             return
         await self.guilds.set_channel(config.guild_id, channel.id, True)
         new = await self.guilds.get(config.guild_id)
         await self.changed(
             interaction,
-            f"/animate is allowed in {channel.mention}. Allowed channels: "
-            + ", ".join(f"<#{c}>" for c in sorted(new.channels))
-            + ".",
+            Msg(
+                "/animate is allowed in {channel}. Allowed channels: {channels}.",
+                channel=channel.mention,
+                channels=", ".join(f"<#{c}>" for c in sorted(new.channels)),
+            ),
         )
 
-    @channels_group.command(name="remove", description="Remove a channel from the allow-list")
-    @app_commands.describe(channel="The channel")
+    @channels_group.command(name="remove", description=_l("Remove a channel from the allow-list"))
+    @app_commands.describe(channel=_l("The channel"))
     async def channels_remove(
         self, interaction: discord.Interaction[AnimateBot], channel: discord.TextChannel
     ) -> None:
@@ -427,26 +527,33 @@ class Admin(commands.Cog):
         if config is None:
             return
         if not await self.guilds.set_channel(config.guild_id, channel.id, False):
-            await self.refuse(interaction, f"{channel.mention} wasn't on the allow-list.")
+            await self.refuse(
+                interaction, Msg("{channel} wasn't on the allow-list.", channel=channel.mention)
+            )
             return
         new = await self.guilds.get(config.guild_id)
         rest = ", ".join(f"<#{c}>" for c in sorted(new.channels))
         await self.changed(
             interaction,
-            f"Removed {channel.mention}. "
-            + (f"Allowed channels: {rest}." if rest else "The list is empty: /animate works everywhere."),
+            Msg("Removed {channel}. Allowed channels: {channels}.", channel=channel.mention, channels=rest)
+            if rest
+            else Msg(
+                "Removed {channel}. The list is empty: /animate works everywhere.", channel=channel.mention
+            ),
         )
 
-    @channels_group.command(name="clear", description="Allow /animate in every channel again")
+    @channels_group.command(name="clear", description=_l("Allow /animate in every channel again"))
     async def channels_clear(self, interaction: discord.Interaction[AnimateBot]) -> None:
         config = await require_admin(self.bot, interaction)
         if config is None:
             return
         await self.guilds.clear_channels(config.guild_id)
-        await self.changed(interaction, "Channel allow-list cleared: /animate works in every channel.")
+        await self.changed(interaction, Msg("Channel allow-list cleared: /animate works in every channel."))
 
-    @channels_group.command(name="age-restricted", description="Only run /animate in age-restricted channels")
-    @app_commands.describe(required="On: /animate refuses to run outside age-restricted (NSFW) channels")
+    @channels_group.command(
+        name="age-restricted", description=_l("Only run /animate in age-restricted channels")
+    )
+    @app_commands.describe(required=_l("On: /animate refuses to run outside age-restricted (NSFW) channels"))
     async def channels_age(self, interaction: discord.Interaction[AnimateBot], required: bool) -> None:
         config = await require_admin(self.bot, interaction)
         if config is None:
@@ -454,17 +561,19 @@ class Admin(commands.Cog):
         await self.guilds.update(config.guild_id, interaction.user.id, require_age_restricted=required)
         await self.changed(
             interaction,
-            "/animate now only runs in age-restricted channels."
+            Msg("/animate now only runs in age-restricted channels.")
             if required
-            else "/animate no longer requires age-restricted channels.",
+            else Msg("/animate no longer requires age-restricted channels."),
         )
 
     # ------------------------------------------------------------------------------------------ moderation
 
-    @moderation_group.command(name="block", description="Block prompts containing a word or matching a regex")
+    @moderation_group.command(
+        name="block", description=_l("Block prompts containing a word or matching a regex")
+    )
     @app_commands.describe(
-        kind="word: a whole word or phrase, any case; regex: a regular expression, any case",
-        pattern="The word, phrase or regular expression",
+        kind=_l("word: a whole word or phrase, any case; regex: a regular expression, any case"),
+        pattern=_l("The word, phrase or regular expression"),
     )
     async def block(
         self,
@@ -478,25 +587,38 @@ class Admin(commands.Cog):
         pattern = pattern.strip()
         problem = policy.validate_pattern(kind, pattern)
         if problem is None and len(config.blocklist) >= policy.BLOCKLIST_MAX_ENTRIES:
-            problem = f"The blocklist is full ({policy.BLOCKLIST_MAX_ENTRIES} entries); remove some first."
+            problem = Msg(
+                "The blocklist is full ({n} entries); remove some first.", n=policy.BLOCKLIST_MAX_ENTRIES
+            )
         if problem:
             await self.refuse(interaction, problem)
             return
         if not await self.guilds.add_block(config.guild_id, kind, pattern, interaction.user.id):
-            await self.refuse(interaction, f"`{ui.clip(pattern, 100)}` is already blocked.")
+            await self.refuse(
+                interaction, Msg("`{pattern}` is already blocked.", pattern=ui.clip(pattern, 100))
+            )
             return
-        await self.changed(interaction, f"Blocked {kind} `{ui.clip(pattern, 200)}` in prompts.")
+        await self.changed(
+            interaction,
+            Msg(
+                "Blocked {kind} `{pattern}` in prompts.",
+                kind=Msg("regex") if kind == "regex" else Msg("word"),
+                pattern=ui.clip(pattern, 200),
+            ),
+        )
 
-    @moderation_group.command(name="unblock", description="Remove an entry from the prompt blocklist")
-    @app_commands.describe(pattern="The blocked word or regex, exactly as listed")
+    @moderation_group.command(name="unblock", description=_l("Remove an entry from the prompt blocklist"))
+    @app_commands.describe(pattern=_l("The blocked word or regex, exactly as listed"))
     async def unblock(self, interaction: discord.Interaction[AnimateBot], pattern: str) -> None:
         config = await require_admin(self.bot, interaction)
         if config is None:
             return
         if not await self.guilds.remove_block(config.guild_id, pattern.strip()):
-            await self.refuse(interaction, f"`{ui.clip(pattern, 100)}` isn't on the blocklist.")
+            await self.refuse(
+                interaction, Msg("`{pattern}` isn't on the blocklist.", pattern=ui.clip(pattern, 100))
+            )
             return
-        await self.changed(interaction, f"Unblocked `{ui.clip(pattern.strip(), 200)}`.")
+        await self.changed(interaction, Msg("Unblocked `{pattern}`.", pattern=ui.clip(pattern.strip(), 200)))
 
     @unblock.autocomplete("pattern")
     async def unblock_autocomplete(
@@ -509,14 +631,17 @@ class Admin(commands.Cog):
         if not policy.is_admin(interaction.permissions, policy.role_ids(interaction.user), config):
             return []
         needle = current.lower()
+        kinds = {"word": tr(interaction.locale, "word"), "regex": tr(interaction.locale, "regex")}
         return [
-            app_commands.Choice(name=ui.clip(f"{e.kind}: {e.pattern}", 100), value=e.pattern)
+            app_commands.Choice(
+                name=ui.clip(f"{kinds.get(e.kind, e.kind)}: {e.pattern}", 100), value=e.pattern
+            )
             for e in config.blocklist
             if needle in e.pattern.lower() and len(e.pattern) <= 100
         ][:25]
 
-    @moderation_group.command(name="ban", description="Stop a member from using /animate here")
-    @app_commands.describe(member="The member", reason="Shown to them when they try")
+    @moderation_group.command(name="ban", description=_l("Stop a member from using /animate here"))
+    @app_commands.describe(member=_l("The member"), reason=_l("Shown to them when they try"))
     async def ban(
         self,
         interaction: discord.Interaction[AnimateBot],
@@ -527,30 +652,37 @@ class Admin(commands.Cog):
         if config is None:
             return
         if member.id == interaction.user.id:
-            await self.refuse(interaction, "You can't ban yourself.")
+            await self.refuse(interaction, Msg("You can't ban yourself."))
             return
         await self.guilds.ban(config.guild_id, member.id, reason, interaction.user.id)
         await self.changed(
             interaction,
-            f"{member.mention} can no longer use /animate here"
-            + (f" (reason: {ui.clip(reason, 200)})." if reason else "."),
+            Msg(
+                "{member} can no longer use /animate here (reason: {reason}).",
+                member=member.mention,
+                reason=ui.clip(reason, 200),
+            )
+            if reason
+            else Msg("{member} can no longer use /animate here.", member=member.mention),
         )
 
-    @moderation_group.command(name="unban", description="Let a banned member use /animate again")
-    @app_commands.describe(member="The member")
+    @moderation_group.command(name="unban", description=_l("Let a banned member use /animate again"))
+    @app_commands.describe(member=_l("The member"))
     async def unban(self, interaction: discord.Interaction[AnimateBot], member: discord.Member) -> None:
         config = await require_admin(self.bot, interaction)
         if config is None:
             return
         if not await self.guilds.unban(config.guild_id, member.id):
-            await self.refuse(interaction, f"{member.mention} wasn't banned.")
+            await self.refuse(interaction, Msg("{member} wasn't banned.", member=member.mention))
             return
-        await self.changed(interaction, f"{member.mention} may use /animate again.")
+        await self.changed(interaction, Msg("{member} may use /animate again.", member=member.mention))
 
-    @moderation_group.command(name="approval", description="Make every job wait for a moderator's approval")
+    @moderation_group.command(
+        name="approval", description=_l("Make every job wait for a moderator's approval")
+    )
     @app_commands.describe(
-        enabled="On: jobs wait, unsubmitted and uncharged, until approved",
-        moderator_role="Who may approve or reject (admins always may)",
+        enabled=_l("On: jobs wait, unsubmitted and uncharged, until approved"),
+        moderator_role=_l("Who may approve or reject (admins always may)"),
     )
     async def approval(
         self,
@@ -564,17 +696,25 @@ class Admin(commands.Cog):
         changes: dict[str, object] = {"approval_required": enabled}
         if moderator_role is not None:
             if moderator_role.guild.id != config.guild_id:
-                await self.refuse(interaction, "That role isn't from this server.")
+                await self.refuse(interaction, Msg("That role isn't from this server."))
                 return
             changes["moderator_role_id"] = moderator_role.id
         new = await self.guilds.update(config.guild_id, interaction.user.id, **changes)
-        who = _role(new.moderator_role_id, "admins")
-        await self.changed(
-            interaction,
-            f"Approval mode on: jobs wait until {who} approve them."
-            if enabled
-            else "Approval mode off." + (f" Moderator role: {who}." if moderator_role else ""),
-        )
+        if enabled:
+            summary = (
+                Msg("Approval mode on: jobs wait until <@&{role}> approve them.", role=new.moderator_role_id)
+                if new.moderator_role_id
+                else Msg("Approval mode on: jobs wait until admins approve them.")
+            )
+        elif moderator_role:
+            summary = (
+                Msg("Approval mode off. Moderator role: <@&{role}>.", role=new.moderator_role_id)
+                if new.moderator_role_id
+                else Msg("Approval mode off. Moderator role: admins.")
+            )
+        else:
+            summary = Msg("Approval mode off.")
+        await self.changed(interaction, summary)
 
 
 async def setup(bot: AnimateBot) -> None:

@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str as _l
 from discord.ext import commands
 
 from bot import policy, ui
+from bot.i18n import N_, Msg, render, tr
 from bot.media import MediaError, download_capped, normalize_image
 from storage.guilds import guild_repository
 from storage.jobs import JobState, NewJob
@@ -81,15 +83,16 @@ class ImageSource:
 
 
 def missing_permissions(perms: discord.Permissions, *, in_thread: bool) -> list[str]:
+    """The names (English, as in Discord's English client; translate with `tr`) of what the bot lacks."""
     needed = {
-        "Send Messages": perms.send_messages_in_threads if in_thread else perms.send_messages,
-        "Embed Links": perms.embed_links,
-        "Attach Files": perms.attach_files,
-        "View Channel": perms.view_channel,
+        N_("Send Messages"): perms.send_messages_in_threads if in_thread else perms.send_messages,
+        N_("Embed Links"): perms.embed_links,
+        N_("Attach Files"): perms.attach_files,
+        N_("View Channel"): perms.view_channel,
     }
     if not in_thread:
-        needed["Create Public Threads"] = perms.create_public_threads
-        needed["Send Messages in Threads"] = perms.send_messages_in_threads
+        needed[N_("Create Public Threads")] = perms.create_public_threads
+        needed[N_("Send Messages in Threads")] = perms.send_messages_in_threads
     return [name for name, ok in needed.items() if not ok]
 
 
@@ -102,16 +105,16 @@ class Animate(commands.Cog):
         settings = self.bot.settings
         return settings.cost_1080p if resolution == "1080P" else settings.cost_480p
 
-    @app_commands.command(name="animate", description="Turn an image into a 5-second video with Wan 2.2")
+    @app_commands.command(name="animate", description=_l("Turn an image into a 5-second video with Wan 2.2"))
     @app_commands.guild_only()
     @app_commands.describe(
-        image="The still image to animate (JPEG, PNG, WebP or BMP)",
-        prompt="What should happen in the video",
-        negative_prompt="What the video should avoid",
-        resolution="Output resolution (1080P costs more credits)",
-        template="An effect template, e.g. squish, flying, carousel",
-        seed="A fixed seed for reproducible results",
-        prompt_extend="Let the model enrich your prompt (default: on)",
+        image=_l("The still image to animate (JPEG, PNG, WebP or BMP)"),
+        prompt=_l("What should happen in the video"),
+        negative_prompt=_l("What the video should avoid"),
+        resolution=_l("Output resolution (1080P costs more credits)"),
+        template=_l("An effect template, e.g. squish, flying, carousel"),
+        seed=_l("A fixed seed for reproducible results"),
+        prompt_extend=_l("Let the model enrich your prompt (default: on)"),
     )
     async def animate(
         self,
@@ -147,17 +150,23 @@ class Animate(commands.Cog):
         (ephemeral) and gets the answer. `channel` defaults to the interaction's channel."""
         prompt, negative_prompt, template = request.prompt, request.negative_prompt, request.template
         resolution = request.resolution
+        # The requester reads the ephemeral answers in their own language; the job's public messages
+        # are in the server's.
+        loc = interaction.locale
+        guild_locale = interaction.guild_locale.value if interaction.guild_locale else None
 
         async def reply(text: str) -> None:
-            await interaction.edit_original_response(content=text, allowed_mentions=ui.NO_MENTIONS)
+            await interaction.edit_original_response(
+                content=render(text, loc), allowed_mentions=ui.NO_MENTIONS
+            )
 
         if not self.bot.engine.accepting:
-            await reply("The bot is restarting — please try again in a minute. Nothing was charged.")
+            await reply(tr(loc, "The bot is restarting — please try again in a minute. Nothing was charged."))
             return
         assert interaction.guild_id is not None
         target = channel if channel is not None else interaction.channel
         if not isinstance(target, POSTABLE):
-            await reply("I can't post in this kind of channel. Use /animate in a text channel.")
+            await reply(tr(loc, "I can't post in this kind of channel. Use /animate in a text channel."))
             return
         channel = target
         in_thread = isinstance(channel, discord.Thread) or channel.type in THREAD_TYPES
@@ -167,8 +176,15 @@ class Animate(commands.Cog):
 
         ban = await guilds.get_ban(interaction.guild_id, user.id)
         if ban is not None:
-            why = f" ({ui.clip(ban.reason, 200)})" if ban.reason else ""
-            await reply(f"A server admin has blocked you from using /animate here{why}.")
+            if ban.reason:
+                text = tr(
+                    loc,
+                    "A server admin has blocked you from using /animate here ({reason}).",
+                    reason=ui.clip(ban.reason, 200),
+                )
+            else:
+                text = tr(loc, "A server admin has blocked you from using /animate here.")
+            await reply(text)
             return
         problem = policy.channel_problem(
             config,
@@ -182,21 +198,39 @@ class Animate(commands.Cog):
         missing = missing_permissions(interaction.app_permissions, in_thread=in_thread)
         if missing:
             await reply(
-                "I can't run jobs in this channel because I'm missing these permissions here: "
-                + ", ".join(missing)
-                + ". Ask a server admin to grant them, or use another channel."
+                tr(
+                    loc,
+                    "I can't run jobs in this channel because I'm missing these permissions here: "
+                    "{permissions}. Ask a server admin to grant them, or use another channel.",
+                    permissions=", ".join(tr(loc, name) for name in missing),
+                )
             )
             return
         blocklist = policy.compiled_blocklist(config.blocklist)
         hit = await asyncio.to_thread(blocklist.check, f"{prompt}\n{template or ''}")
         if hit is not None:
+            if hit.entry:
+                details = tr(
+                    guild_locale,
+                    "<@{user}> in <#{channel}>: matched `{matched}`",
+                    user=user.id,
+                    channel=channel.id,
+                    matched=ui.clip(hit.matched, 80),
+                )
+            else:
+                details = tr(
+                    guild_locale,
+                    "<@{user}> in <#{channel}>: the blocklist check timed out",
+                    user=user.id,
+                    channel=channel.id,
+                )
             self.bot.dispatch(
                 "animate_audit",
                 interaction.guild_id,
                 user.id,
-                "Prompt blocked",
-                f"<@{user.id}> in <#{channel.id}>: "
-                + (f"matched `{ui.clip(hit.matched, 80)}`" if hit.entry else "the blocklist check timed out"),
+                tr(guild_locale, "Prompt blocked"),
+                details,
+                guild_locale,
             )
             await reply(policy.describe_block(hit))
             return
@@ -205,7 +239,7 @@ class Animate(commands.Cog):
             raw = await download_capped(self.bot.session, source.url, max_bytes=MAX_SOURCE_BYTES, timeout=60)
             normalised = await asyncio.to_thread(normalize_image, raw)
         except MediaError as exc:
-            await reply(exc.user_message)
+            await reply(exc.localized(loc))
             return
 
         settings = self.bot.settings
@@ -224,19 +258,23 @@ class Animate(commands.Cog):
             prompt_extend=request.prompt_extend,
             cost=cost,
             upload_limit=interaction.filesize_limit,
+            locale=guild_locale,
         )
         try:
             job_id, standing = await self.bot.quota.reserve_job(
                 new, policy.limits_for(config, allowance), await_approval=config.approval_required
             )
         except LimitExceeded as exc:
-            await reply(policy.describe_limit(exc, resolution))
+            await reply(render(policy.describe_limit(exc, resolution), loc))
             return
 
         job = await self.bot.jobs.get(job_id)
         assert job is not None
         if normalised.adjusted:
-            job.image_note = "Adjusted for the model: " + "; ".join(normalised.changes)
+            # Shown on the public status message: stored in the job's language.
+            job.image_note = tr(
+                job.locale, "Adjusted for the model: {changes}", changes=changes_text(normalised, job.locale)
+            )
             await self.bot.jobs.update(job.id, image_note=job.image_note)
         if config.approval_required:
             await reply(await self.request_approval(job, normalised, channel))
@@ -244,19 +282,27 @@ class Animate(commands.Cog):
         try:
             result = await self.bot.engine.launch(job, normalised, channel, make_thread=not in_thread)
         except BaseException:
-            await self.bot.engine.abandon(job_id, "An internal error stopped this job before it started.")
+            await self.bot.engine.abandon(
+                job_id, Msg("An internal error stopped this job before it started.")
+            )
             raise
-        text = result.message
+        text = render(result.message, loc)
         if result.ok:
             left = standing.remaining
             if left is None:
-                text += " Your credits are unlimited."
+                text += tr(loc, " Your credits are unlimited.")
             else:
-                text += (
-                    f" {left} credit{'s' if left != 1 else ''} left {policy.period_word(standing.period)}."
-                )
+                when = policy.period_word(standing.period)
+                if left == 1:
+                    text += tr(loc, " {n} credit left {when}.", n=left, when=when)
+                else:
+                    text += tr(loc, " {n} credits left {when}.", n=left, when=when)
             if normalised.adjusted:
-                text += "\nI adjusted your image to fit the model: " + "; ".join(normalised.changes) + "."
+                text += "\n" + tr(
+                    loc,
+                    "I adjusted your image to fit the model: {changes}.",
+                    changes=changes_text(normalised, loc),
+                )
         await reply(text)
 
     async def request_approval(
@@ -266,22 +312,34 @@ class Animate(commands.Cog):
         try:
             failure = await self.bot.engine.post_status(job, image, channel)
         except BaseException:
-            await self._end_unapproved(job, "An internal error stopped this request.")
+            await self._end_unapproved(job, Msg("An internal error stopped this request."))
             raise
         if failure is not None:
             await self._end_unapproved(job, failure.message)
             return failure.message
         self.bot.dispatch("job_event", job, "requested", job.user_id)
         link = f"https://discord.com/channels/{job.guild_id}/{job.channel_id}/{job.status_message_id}"
-        return (
-            f"Your request is waiting for a moderator's approval: {link}\n"
-            f"Nothing is charged unless it is approved; it will cost {job.cost} "
-            f"credit{'s' if job.cost != 1 else ''}."
+        if job.cost == 1:
+            return Msg(
+                "Your request is waiting for a moderator's approval: {link}\n"
+                "Nothing is charged unless it is approved; it will cost {n} credit.",
+                link=link,
+                n=job.cost,
+            )
+        return Msg(
+            "Your request is waiting for a moderator's approval: {link}\n"
+            "Nothing is charged unless it is approved; it will cost {n} credits.",
+            link=link,
+            n=job.cost,
         )
 
     async def _end_unapproved(self, job: Job, reason: str) -> None:
         ended = await self.bot.quota.end_job(
-            job.id, JobState.FAILED, expect=(JobState.AWAITING_APPROVAL,), refund=False, error=reason
+            job.id,
+            JobState.FAILED,
+            expect=(JobState.AWAITING_APPROVAL,),
+            refund=False,
+            error=render(reason, job.locale),
         )
         if ended and job.status_message_id is not None:
             fresh = await self.bot.jobs.get(job.id)
@@ -290,26 +348,33 @@ class Animate(commands.Cog):
 
     @staticmethod
     def check_request(prompt: str, negative_prompt: str | None, image: ImageSource) -> str | None:
-        """A friendly sentence for input we can reject before downloading anything."""
+        """A friendly sentence for input we can reject before downloading anything (a bot.i18n.Msg)."""
         if not prompt.strip():
-            return "Please describe what should happen in the video (the prompt is empty)."
+            return Msg("Please describe what should happen in the video (the prompt is empty).")
         if len(prompt) > PROMPT_MAX:
-            return f"Your prompt is {len(prompt)} characters; the model accepts at most {PROMPT_MAX}."
+            return Msg(
+                "Your prompt is {length} characters; the model accepts at most {limit}.",
+                length=len(prompt),
+                limit=PROMPT_MAX,
+            )
         if negative_prompt is not None and len(negative_prompt) > NEGATIVE_MAX:
-            return (
-                f"Your negative prompt is {len(negative_prompt)} characters; "
-                f"the model accepts at most {NEGATIVE_MAX}."
+            return Msg(
+                "Your negative prompt is {length} characters; the model accepts at most {limit}.",
+                length=len(negative_prompt),
+                limit=NEGATIVE_MAX,
             )
         content_type = (image.content_type or "").split(";")[0].strip().lower()
         if content_type and not content_type.startswith("image/"):
-            return (
-                f"`{ui.clip(image.filename, 80)}` isn't an image ({content_type}). "
-                "Attach a JPEG, PNG, WebP or BMP picture."
+            return Msg(
+                "`{filename}` isn't an image ({content_type}). Attach a JPEG, PNG, WebP or BMP picture.",
+                filename=ui.clip(image.filename, 80),
+                content_type=content_type,
             )
         if image.size > MAX_SOURCE_BYTES:
-            return (
-                f"That image is {image.size / 1_048_576:.1f} MB; please attach one under "
-                f"{MAX_SOURCE_BYTES // 1_048_576} MB."
+            return Msg(
+                "That image is {size:.1f} MB; please attach one under {limit} MB.",
+                size=image.size / 1_048_576,
+                limit=MAX_SOURCE_BYTES // 1_048_576,
             )
         return None
 
@@ -326,6 +391,11 @@ class Animate(commands.Cog):
                 app_commands.Choice(name=ui.clip(current.strip(), 100), value=ui.clip(current.strip(), 100))
             )
         return choices[:25]
+
+
+def changes_text(image: NormalizedImage, locale: discord.Locale | str | None) -> str:
+    """What normalisation changed about the image, in the reader's language."""
+    return "; ".join(render(change, locale) for change in image.changes)
 
 
 async def setup(bot: AnimateBot) -> None:

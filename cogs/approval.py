@@ -18,6 +18,7 @@ import discord
 from discord.ext import commands
 
 from bot import policy, ui
+from bot.i18n import Msg, render, tr
 from bot.ui import DecisionButton
 from storage.guilds import guild_repository
 from storage.jobs import Job, JobState
@@ -40,40 +41,42 @@ class Approval(commands.Cog):
         self.bot.remove_dynamic_items(DecisionButton)
 
     async def handle_decision(self, interaction: discord.Interaction[Any], job_id: int, action: str) -> None:
+        loc = interaction.locale
         job = await self.bot.jobs.get(job_id)
         message_id = interaction.message.id if interaction.message else None
         if job is None or job.guild_id != interaction.guild_id or job.status_message_id != message_id:
             # A forged or stale custom_id: never act on another guild's or message's job.
             await interaction.response.send_message(
-                "This button doesn't belong to a job here.", ephemeral=True
+                tr(loc, "This button doesn't belong to a job here."), ephemeral=True
             )
             return
         config = await guild_repository(self.bot.db).get(job.guild_id)
         roles = policy.role_ids(interaction.user)
         if action == "withdraw":
             if interaction.user.id != job.user_id:
-                await interaction.response.send_message(
-                    "Only the person who asked for this job can withdraw it"
-                    + (
-                        " — moderators use Approve or Reject."
-                        if policy.is_moderator(interaction.permissions, roles, config)
-                        else "."
-                    ),
-                    ephemeral=True,
-                )
+                if policy.is_moderator(interaction.permissions, roles, config):
+                    text = tr(
+                        loc,
+                        "Only the person who asked for this job can withdraw it — "
+                        "moderators use Approve or Reject.",
+                    )
+                else:
+                    text = tr(loc, "Only the person who asked for this job can withdraw it.")
+                await interaction.response.send_message(text, ephemeral=True)
                 return
         elif not policy.is_moderator(interaction.permissions, roles, config):
-            who = (
-                f"members with the <@&{config.moderator_role_id}> role"
-                if config.moderator_role_id
-                else "admins"
-            )
-            await interaction.response.send_message(
-                f"Only {who} can approve or reject jobs.", ephemeral=True, allowed_mentions=ui.NO_MENTIONS
-            )
+            if config.moderator_role_id:
+                text = tr(
+                    loc,
+                    "Only members with the <@&{role}> role can approve or reject jobs.",
+                    role=config.moderator_role_id,
+                )
+            else:
+                text = tr(loc, "Only admins can approve or reject jobs.")
+            await interaction.response.send_message(text, ephemeral=True, allowed_mentions=ui.NO_MENTIONS)
             return
         if job.state is not JobState.AWAITING_APPROVAL:
-            await interaction.response.send_message(_already(job), ephemeral=True)
+            await interaction.response.send_message(render(_already(job), loc), ephemeral=True)
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         if action == "approve":
@@ -82,20 +85,25 @@ class Approval(commands.Cog):
             text = await self.finish(
                 job,
                 JobState.REJECTED,
-                f"Rejected by <@{interaction.user.id}>.",
+                Msg("Rejected by <@{user}>.", user=interaction.user.id),
                 interaction.user.id,
                 "rejected",
             )
         else:
             text = await self.finish(
-                job, JobState.CANCELLED, "Withdrawn by the requester.", interaction.user.id, "cancelled"
+                job, JobState.CANCELLED, Msg("Withdrawn by the requester."), interaction.user.id, "cancelled"
             )
-        await interaction.followup.send(text, ephemeral=True, allowed_mentions=ui.NO_MENTIONS)
+        await interaction.followup.send(render(text, loc), ephemeral=True, allowed_mentions=ui.NO_MENTIONS)
 
     async def finish(self, job: Job, state: JobState, reason: str, actor_id: int, event: str) -> str:
-        """Reject or withdraw: a final state, never charged."""
+        """Reject or withdraw: a final state, never charged. `reason` (a bot.i18n.Msg) is stored in the
+        job's language; the answer is a Msg for whoever clicked."""
         ended = await self.bot.quota.end_job(
-            job.id, state, expect=(JobState.AWAITING_APPROVAL,), refund=False, error=reason
+            job.id,
+            state,
+            expect=(JobState.AWAITING_APPROVAL,),
+            refund=False,
+            error=render(reason, job.locale),
         )
         fresh = await self.bot.jobs.get(job.id)
         if not ended or fresh is None:
@@ -104,28 +112,31 @@ class Approval(commands.Cog):
         self.bot.dispatch("job_event", fresh, event, actor_id)
         await self.bot.engine.present(fresh, force=True)
         if state is JobState.REJECTED:
-            return f"Rejected job #{job.id}. <@{job.user_id}> was not charged."
-        return "Withdrawn. Nothing was charged."
+            return Msg("Rejected job #{id}. <@{user}> was not charged.", id=job.id, user=job.user_id)
+        return Msg("Withdrawn. Nothing was charged.")
 
     async def approve(self, interaction: discord.Interaction[Any], job: Job) -> str:
         guilds = guild_repository(self.bot.db)
         config = await guilds.get(job.guild_id)
         guild = interaction.guild
         if guild is None:  # pragma: no cover - component interactions in a guild carry it
-            return "I can't see this server right now. Please try again in a moment."
+            return Msg("I can't see this server right now. Please try again in a moment.")
         # The requester's roles decide their allowance; they are not in this interaction, so ask Discord.
         try:
             member = await guild.fetch_member(job.user_id)
         except discord.NotFound:
             await self.finish(
-                job, JobState.REJECTED, "The requester left the server.", interaction.user.id, "rejected"
+                job, JobState.REJECTED, Msg("The requester left the server."), interaction.user.id, "rejected"
             )
-            return "The requester has left the server, so the request was closed. Nothing was charged."
+            return Msg("The requester has left the server, so the request was closed. Nothing was charged.")
         except discord.HTTPException as exc:
             log.warning("Job %s: could not look up the requester: %s", job.id, exc)
-            return "I couldn't look up the requester on Discord. Please try again in a moment."
+            return Msg("I couldn't look up the requester on Discord. Please try again in a moment.")
         if await guilds.get_ban(job.guild_id, job.user_id) is not None:
-            return f"<@{job.user_id}> is banned from /animate here; reject the request or unban them first."
+            return Msg(
+                "<@{user}> is banned from /animate here; reject the request or unban them first.",
+                user=job.user_id,
+            )
         override = await guilds.user_override(job.guild_id, job.user_id)
         allowance = policy.resolve_allowance(
             config, policy.role_ids(member), override, self.bot.settings.daily_quota
@@ -134,7 +145,10 @@ class Approval(commands.Cog):
             standing = await self.bot.quota.approve_job(job.id, policy.limits_for(config, allowance))
         except LimitExceeded as exc:
             reason = policy.describe_limit(exc, job.resolution, requester=job.user_id)
-            return f"Not approved yet: {reason}\nThe request stays waiting: approve it later, or reject it."
+            return Msg(
+                "Not approved yet: {reason}\nThe request stays waiting: approve it later, or reject it.",
+                reason=reason,
+            )
         if standing is None:
             fresh = await self.bot.jobs.get(job.id)
             return _already(fresh or job)
@@ -145,22 +159,29 @@ class Approval(commands.Cog):
         try:
             result = await self.bot.engine.submit(fresh, make_thread=make_thread)
         except BaseException:
-            await self.bot.engine.abandon(job.id, "An internal error stopped this job before it started.")
+            await self.bot.engine.abandon(
+                job.id, Msg("An internal error stopped this job before it started.")
+            )
             raise
         if not result.ok:
-            return f"Approved, but submitting failed: {result.message}"
-        return f"Approved job #{job.id} and submitted it; <@{job.user_id}> was charged {job.cost} credit(s)."
+            return Msg("Approved, but submitting failed: {reason}", reason=result.message)
+        return Msg(
+            "Approved job #{id} and submitted it; <@{user}> was charged {cost} credit(s).",
+            id=job.id,
+            user=job.user_id,
+            cost=job.cost,
+        )
 
 
-def _already(job: Job) -> str:
+def _already(job: Job) -> Msg:
     match job.state:
         case JobState.REJECTED:
-            return "This request was already rejected."
+            return Msg("This request was already rejected.")
         case JobState.CANCELLED:
-            return "This request was already withdrawn or cancelled."
+            return Msg("This request was already withdrawn or cancelled.")
         case JobState.AWAITING_APPROVAL:
-            return "This request is still waiting for approval."
-    return "This request was already approved."
+            return Msg("This request is still waiting for approval.")
+    return Msg("This request was already approved.")
 
 
 async def setup(bot: AnimateBot) -> None:

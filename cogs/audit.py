@@ -16,6 +16,7 @@ import discord
 from discord.ext import commands
 
 from bot import ui
+from bot.i18n import N_, LocaleLike, tr
 from storage.guilds import guild_repository
 from storage.jobs import Job
 
@@ -24,15 +25,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# event -> (title, colour); events not listed here (e.g. "started") are not audited.
+# event -> (title, colour); events not listed here (e.g. "started") are not audited. Titles are English
+# templates, shown in the job's language.
 JOB_EVENTS: dict[str, tuple[str, discord.Colour]] = {
-    "requested": ("📝 Requested — awaiting approval", discord.Colour.orange()),
-    "approved": ("👍 Approved", discord.Colour.green()),
-    "rejected": ("⛔ Rejected", discord.Colour.dark_red()),
-    "submitted": ("🚀 Submitted", discord.Colour.blurple()),
-    "delivered": ("✅ Delivered", discord.Colour.green()),
-    "failed": ("❌ Failed", discord.Colour.red()),
-    "cancelled": ("🚫 Cancelled", discord.Colour.dark_grey()),
+    "requested": (N_("📝 Requested — awaiting approval"), discord.Colour.orange()),
+    "approved": (N_("👍 Approved"), discord.Colour.green()),
+    "rejected": (N_("⛔ Rejected"), discord.Colour.dark_red()),
+    "submitted": (N_("🚀 Submitted"), discord.Colour.blurple()),
+    "delivered": (N_("✅ Delivered"), discord.Colour.green()),
+    "failed": (N_("❌ Failed"), discord.Colour.red()),
+    "cancelled": (N_("🚫 Cancelled"), discord.Colour.dark_grey()),
 }
 
 
@@ -45,22 +47,24 @@ def job_embed(job: Job, event: str, actor_id: int | None, now: float | None = No
     if look is None:
         return None
     title, colour = look
+    loc = job.locale
     embed = discord.Embed(
-        title=f"{title} · job #{job.id}",
+        title=tr(loc, "{event} · job #{id}", event=tr(loc, title), id=job.id),
         description=ui.clip(job.prompt, 200),
         colour=colour,
         timestamp=datetime.fromtimestamp(time.time() if now is None else now, tz=UTC),
     )
-    embed.add_field(name="Requester", value=f"<@{job.user_id}>")
+    embed.add_field(name=tr(loc, "Requester"), value=f"<@{job.user_id}>")
     if actor_id is not None and (actor_id != job.user_id or event in ("approved", "rejected")):
-        embed.add_field(name="By", value=f"<@{actor_id}>")
-    embed.add_field(name="Cost", value=f"{job.cost} ({job.resolution})")
+        embed.add_field(name=tr(loc, "By"), value=f"<@{actor_id}>")
+    embed.add_field(name=tr(loc, "Cost"), value=f"{job.cost} ({job.resolution})")
     where = f"<#{job.channel_id}>"
     if job.status_message_id is not None:
-        where += f" · [status message]({message_link(job.guild_id, job.channel_id, job.status_message_id)})"
-    embed.add_field(name="Where", value=where, inline=False)
+        url = message_link(job.guild_id, job.channel_id, job.status_message_id)
+        where += " · " + tr(loc, "[status message]({url})", url=url)
+    embed.add_field(name=tr(loc, "Where"), value=where, inline=False)
     if event in ("failed", "cancelled", "rejected") and job.error:
-        embed.add_field(name="Reason", value=ui.clip(job.error, 300), inline=False)
+        embed.add_field(name=tr(loc, "Reason"), value=ui.clip(job.error, 300), inline=False)
     return embed
 
 
@@ -87,8 +91,11 @@ class Audit(commands.Cog):
             await self.post(job.guild_id, embed)
 
     @commands.Cog.listener()
-    async def on_animate_audit(self, guild_id: int, actor_id: int | None, title: str, details: str) -> None:
-        """Admin changes and moderation events: `bot.dispatch("animate_audit", guild, actor, title, text)`."""
+    async def on_animate_audit(
+        self, guild_id: int, actor_id: int | None, title: str, details: str, locale: LocaleLike = None
+    ) -> None:
+        """Admin changes and moderation events: `bot.dispatch("animate_audit", guild, actor, title, text,
+        locale)`; title and text already in the server's language (`locale`, interaction.guild_locale)."""
         embed = discord.Embed(
             title=ui.clip(title, 200),
             description=ui.clip(details, 2000),
@@ -96,7 +103,7 @@ class Audit(commands.Cog):
             timestamp=discord.utils.utcnow(),
         )
         if actor_id is not None:
-            embed.add_field(name="By", value=f"<@{actor_id}>")
+            embed.add_field(name=tr(locale, "By"), value=f"<@{actor_id}>")
         await self.post(guild_id, embed)
 
 

@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str as _l
 from discord.ext import commands
 
 from bot import ui
+from bot.i18n import N_, LocaleLike, tr, trn
 from cogs.admin import require_admin
 from storage.jobs import Job, JobState
 from storage.stats import guild_stats
@@ -17,28 +19,31 @@ from storage.stats import guild_stats
 if TYPE_CHECKING:
     from bot.client import AnimateBot
 
+# English labels; shown with tr(locale, label).
 STATE_LABELS = {
-    JobState.AWAITING_APPROVAL: "⏸️ awaiting approval",
-    JobState.PENDING: "⏳ submitting",
-    JobState.QUEUED: "🕒 queued",
-    JobState.RUNNING: "🎞️ generating",
-    JobState.DELIVERING: "📦 uploading",
-    JobState.DELIVERED: "✅ delivered",
-    JobState.FAILED: "❌ failed",
-    JobState.CANCELLED: "🚫 cancelled",
-    JobState.REJECTED: "⛔ rejected",
+    JobState.AWAITING_APPROVAL: N_("⏸️ awaiting approval"),
+    JobState.PENDING: N_("⏳ submitting"),
+    JobState.QUEUED: N_("🕒 queued"),
+    JobState.RUNNING: N_("🎞️ generating"),
+    JobState.DELIVERING: N_("📦 uploading"),
+    JobState.DELIVERED: N_("✅ delivered"),
+    JobState.FAILED: N_("❌ failed"),
+    JobState.CANCELLED: N_("🚫 cancelled"),
+    JobState.REJECTED: N_("⛔ rejected"),
 }
 
 
-def job_line(job: Job) -> str:
+def job_line(job: Job, locale: LocaleLike = None) -> str:
     if job.thread_id:
         link = f" · <#{job.thread_id}>"
     elif job.status_message_id:
-        link = f" · [status](https://discord.com/channels/{job.guild_id}/{job.channel_id}/{job.status_message_id})"
+        url = f"https://discord.com/channels/{job.guild_id}/{job.channel_id}/{job.status_message_id}"
+        link = " · " + tr(locale, "[status]({url})", url=url)
     else:
         link = ""
     prompt = ui.clip(" ".join(job.prompt.split()), 60).replace("`", "'")
-    return f"**#{job.id}** {STATE_LABELS[job.state]} · {ui.ts(job.created_at)}{link}\n`{prompt}`"
+    state = tr(locale, STATE_LABELS[job.state])
+    return f"**#{job.id}** {state} · {ui.ts(job.created_at)}{link}\n`{prompt}`"
 
 
 def duration(seconds: float) -> str:
@@ -50,56 +55,69 @@ class History(commands.Cog):
     def __init__(self, bot: AnimateBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="jobs", description="Your recent /animate jobs on this server")
+    @app_commands.command(name="jobs", description=_l("Your recent /animate jobs on this server"))
     @app_commands.guild_only()
     async def jobs(self, interaction: discord.Interaction[AnimateBot]) -> None:
         assert interaction.guild_id is not None
+        loc = interaction.locale
         recent = await self.bot.jobs.recent_for_user(interaction.guild_id, interaction.user.id, limit=10)
         if not recent:
             await interaction.response.send_message(
-                "You haven't run /animate on this server yet.", ephemeral=True
+                tr(loc, "You haven't run /animate on this server yet."), ephemeral=True
             )
             return
         embed = discord.Embed(
-            title="Your recent /animate jobs",
-            description="\n".join(job_line(j) for j in recent),
+            title=tr(loc, "Your recent /animate jobs"),
+            description="\n".join(job_line(j, loc) for j in recent),
             colour=discord.Colour.blurple(),
         )
-        embed.set_footer(text="The 10 most recent, newest first.")
+        embed.set_footer(text=tr(loc, "The 10 most recent, newest first."))
         await interaction.response.send_message(embed=embed, ephemeral=True, allowed_mentions=ui.NO_MENTIONS)
 
-    @app_commands.command(name="animate-stats", description="/animate numbers for this server (admins)")
+    @app_commands.command(name="animate-stats", description=_l("/animate numbers for this server (admins)"))
     @app_commands.guild_only()
     @app_commands.default_permissions(manage_guild=True)
-    @app_commands.describe(days="How many days back to count (default 30)")
+    @app_commands.describe(days=_l("How many days back to count (default 30)"))
     async def stats(
         self, interaction: discord.Interaction[AnimateBot], days: app_commands.Range[int, 1, 3650] = 30
     ) -> None:
         config = await require_admin(self.bot, interaction)
         if config is None:
             return
+        loc = interaction.locale
         since = time.time() - days * 86_400
         stats = await guild_stats(self.bot.db, config.guild_id, since)
         embed = discord.Embed(
-            title=f"📊 /animate on this server — last {days} day{'s' if days != 1 else ''}",
+            title=trn(
+                loc,
+                days,
+                "📊 /animate on this server — last {n} day",
+                "📊 /animate on this server — last {n} days",
+            ),
             colour=discord.Colour.blurple(),
         )
         states = "\n".join(
-            f"{STATE_LABELS[s]}: {stats.by_state[s.value]}" for s in JobState if stats.by_state.get(s.value)
+            f"{tr(loc, STATE_LABELS[s])}: {stats.by_state[s.value]}"
+            for s in JobState
+            if stats.by_state.get(s.value)
         )
-        embed.add_field(name=f"Jobs ({stats.total})", value=states or "none", inline=False)
-        embed.add_field(name="Credits spent", value=str(stats.spent))
         embed.add_field(
-            name="Median time to video",
+            name=tr(loc, "Jobs ({total})", total=stats.total), value=states or tr(loc, "none"), inline=False
+        )
+        embed.add_field(name=tr(loc, "Credits spent"), value=str(stats.spent))
+        embed.add_field(
+            name=tr(loc, "Median time to video"),
             value=duration(stats.median_seconds) if stats.median_seconds is not None else "—",
         )
         if stats.top_users:
             embed.add_field(
-                name="Top members by credits",
+                name=tr(loc, "Top members by credits"),
                 value="\n".join(f"<@{u}>: {c}" for u, c in stats.top_users),
                 inline=False,
             )
-        embed.set_footer(text="Refunded credits are not counted; time to video runs from submit to upload.")
+        embed.set_footer(
+            text=tr(loc, "Refunded credits are not counted; time to video runs from submit to upload.")
+        )
         await interaction.response.send_message(embed=embed, ephemeral=True, allowed_mentions=ui.NO_MENTIONS)
 
 

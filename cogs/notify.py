@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str as _l
 from discord.ext import commands
 
 from bot import ui
+from bot.i18n import tr
 from storage.prefs import PrefsRepository
 
 if TYPE_CHECKING:
@@ -24,22 +26,28 @@ class Notify(commands.Cog):
         self.bot = bot
         self.prefs = PrefsRepository(bot.db)
 
-    @app_commands.command(name="animate-notify", description="Get a DM when your /animate jobs finish")
-    @app_commands.describe(dm="On: I DM you when a job is done or fails. Leave empty to see the setting.")
+    @app_commands.command(name="animate-notify", description=_l("Get a DM when your /animate jobs finish"))
+    @app_commands.describe(dm=_l("On: I DM you when a job is done or fails. Leave empty to see the setting."))
     async def notify(self, interaction: discord.Interaction[AnimateBot], dm: bool | None = None) -> None:
+        loc = interaction.locale
         if dm is None:
             enabled = await self.prefs.dm_on_finish(interaction.user.id)
-            text = "You get a DM when your jobs finish." if enabled else "You don't get DMs about your jobs."
+            if enabled:
+                text = tr(loc, "You get a DM when your jobs finish.")
+            else:
+                text = tr(loc, "You don't get DMs about your jobs.")
             await interaction.response.send_message(
-                text + " Change it with `/animate-notify dm:True` or `dm:False`.", ephemeral=True
+                text + tr(loc, " Change it with `/animate-notify dm:True` or `dm:False`."), ephemeral=True
             )
             return
         await self.prefs.set_dm_on_finish(interaction.user.id, dm)
-        text = (
-            "Done — I'll DM you when your jobs finish (make sure DMs from server members are allowed)."
-            if dm
-            else "Done — no more DMs about your jobs."
-        )
+        if dm:
+            text = tr(
+                loc,
+                "Done — I'll DM you when your jobs finish (make sure DMs from server members are allowed).",
+            )
+        else:
+            text = tr(loc, "Done — no more DMs about your jobs.")
         await interaction.response.send_message(text, ephemeral=True)
 
     @commands.Cog.listener()
@@ -47,14 +55,20 @@ class Notify(commands.Cog):
         if event not in ("delivered", "failed") or not await self.prefs.dm_on_finish(job.user_id):
             return
         where = job.thread_id or job.channel_id
+        loc = job.locale  # the job's language (its error text is stored in it)
         if event == "delivered" and job.delivery_message_id:
             link = f"https://discord.com/channels/{job.guild_id}/{where}/{job.delivery_message_id}"
-            text = f"Your video is ready: {link}\n> {ui.clip(job.prompt, 200)}"
+            text = tr(
+                loc, "Your video is ready: {link}\n> {prompt}", link=link, prompt=ui.clip(job.prompt, 200)
+            )
         else:
             link = f"https://discord.com/channels/{job.guild_id}/{where}"
-            text = (
-                f"Your /animate job #{job.id} failed: {ui.clip(job.error or 'unknown error', 300)}\n"
-                f"Your credits were refunded. {link}"
+            text = tr(
+                loc,
+                "Your /animate job #{id} failed: {reason}\nYour credits were refunded. {link}",
+                id=job.id,
+                reason=ui.clip(job.error or tr(loc, "unknown error"), 300),
+                link=link,
             )
         try:
             user = self.bot.get_user(job.user_id) or await self.bot.fetch_user(job.user_id)

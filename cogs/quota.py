@@ -6,9 +6,11 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str as _l
 from discord.ext import commands
 
 from bot import policy, ui
+from bot.i18n import render, tr
 from storage.guilds import guild_repository
 
 if TYPE_CHECKING:
@@ -19,20 +21,24 @@ class Quota(commands.Cog):
     def __init__(self, bot: AnimateBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="quota", description="See how many /animate credits you have left")
+    @app_commands.command(name="quota", description=_l("See how many /animate credits you have left"))
     @app_commands.guild_only()
-    @app_commands.describe(member="Admins: look up another member")
+    @app_commands.describe(member=_l("Admins: look up another member"))
     async def quota(
         self, interaction: discord.Interaction[AnimateBot], member: discord.Member | None = None
     ) -> None:
         assert interaction.guild_id is not None
+        loc = interaction.locale
         guilds = guild_repository(self.bot.db)
         config = await guilds.get(interaction.guild_id)
         target: discord.abc.User = interaction.user
         if member is not None and member.id != interaction.user.id:
             if not policy.is_admin(interaction.permissions, policy.role_ids(interaction.user), config):
                 await interaction.response.send_message(
-                    "Only admins can look up someone else's credits. Use /quota on its own for yours.",
+                    tr(
+                        loc,
+                        "Only admins can look up someone else's credits. Use /quota on its own for yours.",
+                    ),
                     ephemeral=True,
                 )
                 return
@@ -44,38 +50,53 @@ class Quota(commands.Cog):
         standing = await self.bot.quota.standing(config.guild_id, target.id, allowance.credits, period)
         mine = target.id == interaction.user.id
         embed = discord.Embed(
-            title="Your /animate credits" if mine else f"/animate credits of {target.display_name}",
+            title=tr(loc, "Your /animate credits")
+            if mine
+            else tr(loc, "/animate credits of {name}", name=target.display_name),
             colour=discord.Colour.blurple(),
         )
-        label = f"Left {policy.period_word(period)}"
+        label = tr(loc, "Left {when}", when=policy.period_word(period))
         if standing.remaining is None:
-            embed.add_field(name=label, value="**unlimited**")
+            embed.add_field(name=label, value=tr(loc, "**unlimited**"))
         else:
-            granted = f" (+{standing.granted} granted)" if standing.granted else ""
-            embed.add_field(name=label, value=f"**{standing.remaining}** of {standing.limit}{granted}")
-        embed.add_field(name="Resets", value=ui.ts(period.resets_at.timestamp()))
+            if standing.granted:
+                value = tr(
+                    loc,
+                    "**{remaining}** of {limit} (+{granted} granted)",
+                    remaining=standing.remaining,
+                    limit=standing.limit,
+                    granted=standing.granted,
+                )
+            else:
+                value = tr(
+                    loc, "**{remaining}** of {limit}", remaining=standing.remaining, limit=standing.limit
+                )
+            embed.add_field(name=label, value=value)
+        embed.add_field(name=tr(loc, "Resets"), value=ui.ts(period.resets_at.timestamp()))
         embed.add_field(
-            name="Prices",
+            name=tr(loc, "Prices"),
             value=f"480P: {policy.cost_of(config, '480P', settings.cost_480p, settings.cost_1080p)} · "
             f"1080P: {policy.cost_of(config, '1080P', settings.cost_480p, settings.cost_1080p)}",
             inline=False,
         )
         limits = []
         if config.max_concurrent:
-            limits.append(f"{config.max_concurrent} job(s) at a time")
+            limits.append(tr(loc, "{n} job(s) at a time", n=config.max_concurrent))
         if config.cooldown_seconds and not allowance.unlimited:
-            limits.append(f"{config.cooldown_seconds} s between requests")
+            limits.append(tr(loc, "{seconds} s between requests", seconds=config.cooldown_seconds))
         if config.approval_required:
-            limits.append("jobs need a moderator's approval")
+            limits.append(tr(loc, "jobs need a moderator's approval"))
         if limits:
-            embed.add_field(name="Limits", value="; ".join(limits), inline=False)
+            embed.add_field(name=tr(loc, "Limits"), value="; ".join(limits), inline=False)
         ban = await guilds.get_ban(config.guild_id, target.id)
         if ban is not None:
             embed.add_field(
-                name="Blocked", value="An admin has blocked /animate for this member.", inline=False
+                name=tr(loc, "Blocked"),
+                value=tr(loc, "An admin has blocked /animate for this member."),
+                inline=False,
             )
-        embed.add_field(name="Allowance from", value=allowance.source, inline=False)
-        embed.set_footer(text="Failed and cancelled jobs are refunded automatically.")
+        embed.add_field(name=tr(loc, "Allowance from"), value=render(allowance.source, loc), inline=False)
+        embed.set_footer(text=tr(loc, "Failed and cancelled jobs are refunded automatically."))
         await interaction.response.send_message(embed=embed, ephemeral=True, allowed_mentions=ui.NO_MENTIONS)
 
 

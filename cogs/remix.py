@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
+from discord.app_commands import locale_str as _l
 from discord.ext import commands
 
 from bot import ui
+from bot.i18n import N_, LocaleLike, tr
 from cogs.animate import NEGATIVE_MAX, POSTABLE, PROMPT_MAX, AnimateRequest, ImageSource, PostableChannel
 
 if TYPE_CHECKING:
@@ -29,7 +31,8 @@ SourceLoader = Callable[[], Awaitable[ImageSource | None]]
 
 
 class AnimateModal(discord.ui.Modal):
-    """Prompt and options in one form, prefilled; the image comes from `load_source` on submit."""
+    """Prompt and options in one form, prefilled; the image comes from `load_source` on submit. Worded in
+    the language of the user who opens it (`locale`)."""
 
     def __init__(
         self,
@@ -39,37 +42,39 @@ class AnimateModal(discord.ui.Modal):
         defaults: AnimateRequest,
         load_source: SourceLoader,
         channel: PostableChannel | None,
+        locale: LocaleLike = None,
     ) -> None:
-        super().__init__(title=title, timeout=15 * 60)
+        super().__init__(title=tr(locale, title), timeout=15 * 60)
         self.cog = cog
         self.defaults = defaults
         self.load_source = load_source
         self.channel = channel
+        self.locale = locale
         self.prompt: discord.ui.TextInput[AnimateModal] = discord.ui.TextInput(
-            label="Prompt",
+            label=tr(locale, "Prompt"),
             style=discord.TextStyle.paragraph,
             default=defaults.prompt or None,
-            placeholder="What should happen in the video",
+            placeholder=tr(locale, "What should happen in the video"),
             max_length=PROMPT_MAX,
         )
         self.negative: discord.ui.TextInput[AnimateModal] = discord.ui.TextInput(
-            label="Negative prompt (optional)",
+            label=tr(locale, "Negative prompt (optional)"),
             style=discord.TextStyle.paragraph,
             default=defaults.negative_prompt,
             required=False,
             max_length=NEGATIVE_MAX,
         )
         self.resolution: discord.ui.TextInput[AnimateModal] = discord.ui.TextInput(
-            label="Resolution: 480P or 1080P", default=defaults.resolution, max_length=5
+            label=tr(locale, "Resolution: 480P or 1080P"), default=defaults.resolution, max_length=5
         )
         self.template: discord.ui.TextInput[AnimateModal] = discord.ui.TextInput(
-            label="Template (optional), e.g. squish, flying",
+            label=tr(locale, "Template (optional), e.g. squish, flying"),
             default=defaults.template,
             required=False,
             max_length=100,
         )
         self.seed: discord.ui.TextInput[AnimateModal] = discord.ui.TextInput(
-            label="Seed (empty = random)",
+            label=tr(locale, "Seed (empty = random)"),
             default=str(defaults.seed) if defaults.seed is not None else None,
             required=False,
             max_length=10,
@@ -78,18 +83,23 @@ class AnimateModal(discord.ui.Modal):
             self.add_item(item)
 
     def parse(self) -> AnimateRequest | str:
-        """The request, or a sentence saying which field to fix."""
+        """The request, or a sentence saying which field to fix (in the form's language)."""
+        loc = self.locale
         resolution = self.resolution.value.strip().upper()
         if resolution not in ("480P", "1080P"):
-            return f"Resolution must be 480P or 1080P, not “{ui.clip(self.resolution.value, 20)}”."
+            return tr(
+                loc,
+                "Resolution must be 480P or 1080P, not “{value}”.",
+                value=ui.clip(self.resolution.value, 20),
+            )
         seed: int | None = None
         if self.seed.value.strip():
             try:
                 seed = int(self.seed.value.strip())
             except ValueError:
-                return "The seed must be a whole number (or empty for a random one)."
+                return tr(loc, "The seed must be a whole number (or empty for a random one).")
             if not 0 <= seed <= SEED_MAX:
-                return f"The seed must be between 0 and {SEED_MAX}."
+                return tr(loc, "The seed must be between 0 and {max}.", max=SEED_MAX)
         return AnimateRequest(
             prompt=self.prompt.value,
             negative_prompt=self.negative.value.strip() or None,
@@ -107,20 +117,22 @@ class AnimateModal(discord.ui.Modal):
         await interaction.response.defer(ephemeral=True, thinking=True)
         source = await self.load_source()
         if source is None:
-            await interaction.edit_original_response(content=SOURCE_GONE)
+            await interaction.edit_original_response(content=tr(interaction.locale, SOURCE_GONE))
             return
         await self.cog.animate.start(interaction, request, source, self.channel)
 
     async def on_error(self, interaction: discord.Interaction[Any], error: Exception, /) -> None:  # type: ignore[override]
         log.error("Animate form failed", exc_info=error)
-        text = "Something went wrong on my side. Nothing was charged; please try again."
+        text = tr(
+            interaction.locale, "Something went wrong on my side. Nothing was charged; please try again."
+        )
         if interaction.response.is_done():
             await interaction.followup.send(text, ephemeral=True)
         else:
             await interaction.response.send_message(text, ephemeral=True)
 
 
-SOURCE_GONE = (
+SOURCE_GONE = N_(
     "The original image is no longer available (its message was deleted). "
     "Use /animate with the image attached instead."
 )
@@ -129,7 +141,9 @@ SOURCE_GONE = (
 class Remix(commands.Cog):
     def __init__(self, bot: AnimateBot) -> None:
         self.bot = bot
-        self.menu = app_commands.ContextMenu(name="Animate this image", callback=self.animate_message)
+        # The menu's name is what users read in the message menu: it is localised (slash command names
+        # are not).
+        self.menu = app_commands.ContextMenu(name=_l("Animate this image"), callback=self.animate_message)
         self.menu.guild_only = True
 
     @property
@@ -149,31 +163,36 @@ class Remix(commands.Cog):
     async def handle_result_button(
         self, interaction: discord.Interaction[Any], job_id: int, action: str
     ) -> None:
+        loc = interaction.locale
         job = await self.bot.jobs.get(job_id)
         message_id = interaction.message.id if interaction.message else None
         if job is None or job.guild_id != interaction.guild_id or job.delivery_message_id != message_id:
             await interaction.response.send_message(
-                "This button doesn't belong to a video here.", ephemeral=True
+                tr(loc, "This button doesn't belong to a video here."), ephemeral=True
             )
             return
         if interaction.user.id != job.user_id and not interaction.permissions.manage_messages:
             await interaction.response.send_message(
-                "Only the person who made this video, or a moderator with Manage Messages, can use this.",
+                tr(
+                    loc,
+                    "Only the person who made this video, or a moderator with Manage Messages, can use this.",
+                ),
                 ephemeral=True,
             )
             return
         if action == "details":
-            await interaction.response.send_message(embed=details_embed(job), ephemeral=True)
+            await interaction.response.send_message(embed=details_embed(job, loc), ephemeral=True)
             return
         defaults = request_of(job)
         channel = self.job_channel(job)
         if action == "edit":
             modal = AnimateModal(
                 self,
-                title="Edit prompt and animate again",
+                title=N_("Edit prompt and animate again"),
                 defaults=defaults,
                 load_source=lambda: self.source_of(job),
                 channel=channel,
+                locale=loc,
             )
             await interaction.response.send_modal(modal)
             return
@@ -181,7 +200,7 @@ class Remix(commands.Cog):
         await interaction.response.defer(ephemeral=True, thinking=True)
         source = await self.source_of(job)
         if source is None:
-            await interaction.edit_original_response(content=SOURCE_GONE)
+            await interaction.edit_original_response(content=tr(loc, SOURCE_GONE))
             return
         again = AnimateRequest(
             prompt=defaults.prompt,
@@ -224,7 +243,11 @@ class Remix(commands.Cog):
         attachment = first_image(message)
         if attachment is None:
             await interaction.response.send_message(
-                "That message has no image attachment. Use it on a message with a picture.", ephemeral=True
+                tr(
+                    interaction.locale,
+                    "That message has no image attachment. Use it on a message with a picture.",
+                ),
+                ephemeral=True,
             )
             return
         source = ImageSource.from_attachment(attachment)
@@ -234,10 +257,11 @@ class Remix(commands.Cog):
 
         modal = AnimateModal(
             self,
-            title="Animate this image",
+            title=N_("Animate this image"),
             defaults=AnimateRequest(prompt=""),
             load_source=load,
             channel=None,
+            locale=interaction.locale,
         )
         await interaction.response.send_modal(modal)
 
@@ -261,27 +285,35 @@ def request_of(job: Job) -> AnimateRequest:
     )
 
 
-def details_embed(job: Job) -> discord.Embed:
+def details_embed(job: Job, locale: LocaleLike = None) -> discord.Embed:
+    """A finished job's settings, for whoever clicked Details (in their language). The image note is
+    stored in the job's language."""
+    loc = locale
     embed = discord.Embed(
-        title=f"Job #{job.id}", description=ui.clip(job.prompt, 2000), colour=discord.Colour.blurple()
+        title=tr(loc, "Job #{id}", id=job.id),
+        description=ui.clip(job.prompt, 2000),
+        colour=discord.Colour.blurple(),
     )
     if job.negative_prompt:
-        embed.add_field(name="Negative prompt", value=ui.clip(job.negative_prompt, 1000), inline=False)
-    embed.add_field(name="Resolution", value=job.resolution)
-    embed.add_field(name="Template", value=job.template or "none")
+        embed.add_field(
+            name=tr(loc, "Negative prompt"), value=ui.clip(job.negative_prompt, 1000), inline=False
+        )
+    embed.add_field(name=tr(loc, "Resolution"), value=job.resolution)
+    embed.add_field(name=tr(loc, "Template"), value=job.template or tr(loc, "none"))
     embed.add_field(
-        name="Seed", value=str(job.seed) if job.seed is not None else "random (RunComfy does not report it)"
+        name=tr(loc, "Seed"),
+        value=str(job.seed) if job.seed is not None else tr(loc, "random (RunComfy does not report it)"),
     )
-    embed.add_field(name="Magic prompt", value="on" if job.prompt_extend else "off")
-    embed.add_field(name="Cost", value=f"{job.cost} credit{'s' if job.cost != 1 else ''}")
-    embed.add_field(name="Request id", value=f"`{job.request_id or '—'}`", inline=False)
+    embed.add_field(name=tr(loc, "Magic prompt"), value=ui.on_off(loc, job.prompt_extend))
+    embed.add_field(name=tr(loc, "Cost"), value=ui.credits(loc, job.cost))
+    embed.add_field(name=tr(loc, "Request id"), value=f"`{job.request_id or '—'}`", inline=False)
     if job.submitted_at:
-        embed.add_field(name="Submitted", value=ui.ts(job.submitted_at, "f"))
+        embed.add_field(name=tr(loc, "Submitted"), value=ui.ts(job.submitted_at, "f"))
     if job.submitted_at and job.finished_at:
-        embed.add_field(name="Took", value=ui.duration(job.finished_at - job.submitted_at))
+        embed.add_field(name=tr(loc, "Took"), value=ui.duration(job.finished_at - job.submitted_at))
     if job.image_note:
-        embed.add_field(name="Image", value=ui.clip(job.image_note, 1000), inline=False)
-    embed.set_footer(text=ui.PREVIEW_LABEL if ui.is_preview() else ui.MODEL_LABEL)
+        embed.add_field(name=tr(loc, "Image"), value=ui.clip(job.image_note, 1000), inline=False)
+    embed.set_footer(text=ui.backend_label(loc))
     return embed
 
 

@@ -65,6 +65,7 @@ class Job:
     started_at: float | None
     finished_at: float | None
     updated_at: float
+    locale: str | None  # language of the job's public messages (the server's, at creation); None: English
 
     @classmethod
     def from_row(cls, row: aiosqlite.Row) -> Job:
@@ -88,6 +89,7 @@ class NewJob:
     prompt_extend: bool
     cost: int
     upload_limit: int
+    locale: str | None = None  # the server's Discord locale (interaction.guild_locale), e.g. "de"
 
 
 # Columns callers may change through `update`; anything else is a programming error.
@@ -123,8 +125,8 @@ class JobRepository:
         now = time.time() if now is None else now
         cur = await tx.execute(
             "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, negative_prompt, resolution, template,"
-            " seed, prompt_extend, cost, upload_limit, state, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " seed, prompt_extend, cost, upload_limit, state, created_at, updated_at, locale)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 new.guild_id,
                 new.channel_id,
@@ -140,6 +142,7 @@ class JobRepository:
                 JobState.PENDING.value,
                 now,
                 now,
+                new.locale,
             ),
         )
         assert cur.lastrowid is not None

@@ -65,6 +65,41 @@ SUPPRESS_NOTIFICATIONS = 1 << 12
 IS_COMPONENTS_V2 = 1 << 15
 
 INTERACTIVE_COMPONENT_TYPES = {2, 3, 5, 6, 7, 8}
+# The locales Discord accepts in `*_localizations` (and sends as `locale` / `guild_locale`).
+DISCORD_LOCALES = (
+    "id",
+    "da",
+    "de",
+    "en-GB",
+    "en-US",
+    "es-ES",
+    "es-419",
+    "fr",
+    "hr",
+    "it",
+    "lt",
+    "hu",
+    "nl",
+    "no",
+    "pl",
+    "pt-BR",
+    "ro",
+    "fi",
+    "sv-SE",
+    "vi",
+    "tr",
+    "cs",
+    "el",
+    "bg",
+    "ru",
+    "uk",
+    "hi",
+    "th",
+    "zh-CN",
+    "ja",
+    "zh-TW",
+    "ko",
+)
 SELECT_TYPES = {3, 5, 6, 7, 8}
 THREAD_TYPES = {10, 11, 12}
 
@@ -693,13 +728,14 @@ class FakeDiscord:
         self.user_ids[name] = uid
         return uid
 
-    def add_guild(self, name: str, *, owner: str | int = "owner") -> int:
+    def add_guild(self, name: str, *, owner: str | int = "owner", preferred_locale: str = "en-US") -> int:
         gid = self._snowflake()
         owner_id = self._resolve_user(owner) if not isinstance(owner, str) else self.add_user(owner)
         self.guilds[gid] = {
             "id": gid,
             "name": name,
             "owner_id": owner_id,
+            "preferred_locale": preferred_locale,
             "roles": {},
             "members": {},
             "channel_ids": [],
@@ -712,6 +748,12 @@ class FakeDiscord:
         self.add_member(self.application_id, roles=[bot_role], guild_id=gid)
         self.add_member(owner_id, guild_id=gid)
         return gid
+
+    def set_guild_locale(self, locale: str, guild_id: int | None = None) -> None:
+        """The guild's preferred locale (Server Settings > Community > Server Primary Language): sent as
+        `preferred_locale` in guild payloads and as `guild_locale` on every interaction from the guild.
+        Only changes the fake's state (dispatch GUILD_UPDATE yourself if the bot should see it)."""
+        self.guilds[guild_id or self.guild_id]["preferred_locale"] = locale
 
     def _add_role_raw(self, gid: int, rid: int, name: str, permissions: int, *, managed: bool = False) -> int:
         roles = self.guilds[gid]["roles"]
@@ -1032,7 +1074,7 @@ class FakeDiscord:
             "description": None,
             "premium_tier": 0,
             "premium_subscription_count": 0,
-            "preferred_locale": "en-US",
+            "preferred_locale": g.get("preferred_locale", "en-US"),
             "public_updates_channel_id": None,
             "safety_alerts_channel_id": None,
             "nsfw_level": 0,
@@ -1357,11 +1399,12 @@ class FakeDiscord:
             gid_int = int(gid)
             ch = self.channel_payload(channel_id)
             ch["permissions"] = str(self.permissions_for(user_id, channel_id))
+            guild_locale = self.guilds[gid_int].get("preferred_locale", "en-US")
             payload.update(
                 {
                     "guild_id": str(gid_int),
-                    "guild": {"id": str(gid_int), "locale": "en-US", "features": []},
-                    "guild_locale": "en-US",
+                    "guild": {"id": str(gid_int), "locale": guild_locale, "features": []},
+                    "guild_locale": guild_locale,
                     "channel": ch,
                     "member": self.member_payload(user_id, guild_id=gid_int, channel_id=channel_id),
                     "app_permissions": str(self.permissions_for(self.application_id, channel_id)),
@@ -1655,9 +1698,11 @@ class FakeDiscord:
         user: str | int = "alice",
         channel_id: int | None = None,
         values: Sequence[str] | None = None,
+        locale: str = "en-US",
     ) -> FakeInteraction:
         """Dispatch a MESSAGE_COMPONENT (type 3) interaction for a button (or select, with ``values``) of a
-        stored message.  Raises if the message has no such enabled component."""
+        stored message, from a client set to ``locale``.  Raises if the message has no such enabled
+        component."""
         uid = self._resolve_user(user)
         msg = self.get_message(message_id)
         if msg is None:
@@ -1677,7 +1722,7 @@ class FakeDiscord:
         if ctype in SELECT_TYPES:
             data["values"] = list(values or [])
         cid = channel_id or int(msg["channel_id"])
-        payload = self._base_interaction(3, data, uid, cid, message=self._public_message(msg))
+        payload = self._base_interaction(3, data, uid, cid, locale=locale, message=self._public_message(msg))
         return await self._dispatch_interaction(payload, uid)
 
     async def click_forged(
@@ -1698,8 +1743,8 @@ class FakeDiscord:
     async def submit_modal(
         self, source: FakeInteraction, values: dict[str, Any], *, user: str | int | None = None
     ) -> FakeInteraction:
-        """Submit the modal the bot opened in answer to ``source`` (type 5).  ``values`` maps input
-        custom_id -> text (or list of values for selects)."""
+        """Submit the modal the bot opened in answer to ``source`` (type 5), from the same client (and
+        so the same ``locale``).  ``values`` maps input custom_id -> text (or list of values for selects)."""
         modal = source.modal
         if modal is None:
             raise ValueError(f"{source!r} did not answer with a modal")
@@ -1735,7 +1780,8 @@ class FakeDiscord:
         if source.type == 3 and source.source_message_id is not None:
             src = self.get_message(source.source_message_id)
             message = self._public_message(src) if src else None
-        payload = self._base_interaction(5, data, uid, source.channel_id, message=message)
+        locale = str(source.payload.get("locale") or "en-US")
+        payload = self._base_interaction(5, data, uid, source.channel_id, locale=locale, message=message)
         return await self._dispatch_interaction(payload, uid)
 
     async def post_user_message(
@@ -2519,6 +2565,7 @@ class FakeDiscord:
             errors.add((*path, "name"), "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 32 in length.")
         elif ctype == 1 and (not re.fullmatch(r"[-_\w]{1,32}", name) or name != name.lower()):
             errors.add((*path, "name"), "APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid")
+        self._validate_localizations(cmd, errors, path, slash=ctype == 1)
         if ctype == 1:
             desc = cmd.get("description")
             if not isinstance(desc, str) or not 1 <= len(desc) <= 100:
@@ -2526,6 +2573,42 @@ class FakeDiscord:
                     (*path, "description"), "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."
                 )
             self._validate_options(cmd.get("options") or [], errors, (*path, "options"))
+
+    def _validate_localizations(
+        self,
+        obj: dict[str, Any],
+        errors: _FormErrors,
+        path: tuple[Any, ...],
+        *,
+        slash: bool,
+        max_name: int = 32,
+    ) -> None:
+        """`name_localizations` / `description_localizations`: known locales, and the same rules as the
+        field itself (names of slash commands and options: lower-case, no spaces; 1-32 / 1-100 chars)."""
+        for key, limit in (("name_localizations", max_name), ("description_localizations", 100)):
+            values = obj.get(key)
+            if values is None:
+                continue
+            if not isinstance(values, dict):
+                errors.add((*path, key), "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
+                continue
+            for locale, text in values.items():
+                if locale not in DISCORD_LOCALES:
+                    errors.add(
+                        (*path, key, locale), "BASE_TYPE_CHOICES", f"Value must be one of {DISCORD_LOCALES}."
+                    )
+                elif not isinstance(text, str) or not 1 <= len(text) <= limit:
+                    errors.add(
+                        (*path, key, locale),
+                        "BASE_TYPE_BAD_LENGTH",
+                        f"Must be between 1 and {limit} in length.",
+                    )
+                elif (
+                    key == "name_localizations" and slash and not re.fullmatch(r"[-_\w]{1,32}", text.lower())
+                ):
+                    errors.add(
+                        (*path, key, locale), "APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid"
+                    )
 
     def _validate_options(
         self, options: list[dict[str, Any]], errors: _FormErrors, path: tuple[Any, ...]
@@ -2549,6 +2632,7 @@ class FakeDiscord:
                 errors.add(
                     (*path, i, "description"), "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."
                 )
+            self._validate_localizations(opt, errors, (*path, i), slash=True)
             if opt.get("type") in (1, 2):
                 self._validate_options(opt.get("options") or [], errors, (*path, i, "options"))
                 continue
@@ -2563,6 +2647,11 @@ class FakeDiscord:
                 seen_optional = True
             choices = opt.get("choices") or []
             errors.max_len((*path, i, "choices"), choices, 25)
+            for j, choice in enumerate(choices):
+                if isinstance(choice, dict):
+                    self._validate_localizations(
+                        choice, errors, (*path, i, "choices", j), slash=False, max_name=100
+                    )
             if choices and opt.get("autocomplete"):
                 errors.add(
                     (*path, i, "autocomplete"),
