@@ -99,6 +99,8 @@ class JobEngine:
         self._closing = False
         self.accepting = True  # False once shutting down: new commands are turned away, uncharged
         self._eta_cache: dict[tuple[int, str], tuple[float, float | None]] = {}
+        self._channel_next: dict[int, float] = {}  # earliest next routine edit per channel
+        self._edit_locks: dict[int, asyncio.Lock] = {}
         self._reconciled: set[int] = set()  # jobs whose earlier delivery attempt was checked
         self._launches: set[asyncio.Task[Any]] = set()
         # Set when the backend serves outputs itself (the preview backend): url, max_bytes -> bytes.
@@ -356,8 +358,6 @@ class JobEngine:
         elif status.status == "in_progress":
             if job.state is JobState.QUEUED:
                 await self._mark_running(job)
-            else:
-                await self.present(job)  # refreshes the elapsed time, coalesced
         elif status.status == "completed":
             await self._collect(job)
             return
@@ -448,7 +448,8 @@ class JobEngine:
             ):
                 fresh = await self.jobs.get(job.id)
                 assert fresh is not None
-                await self.present(fresh, force=True)
+                # The video first; the "uploading" edit must not hold it up behind a rate limit.
+                self._spawn(self.present(fresh, force=True), f"present-{job.id}")
                 await self._deliver(fresh)
         elif result.status == "failed":
             await self._fail(
@@ -774,27 +775,45 @@ class JobEngine:
             await self.present(job, force=force)
 
     async def present(self, job: Job, *, force: bool = False) -> None:
-        """Edit the status message, at most once per `status_edit_interval` unless forced.
+        """Edit the status message. Routine edits are coalesced to one per message per
+        `status_edit_interval` and spaced `channel_edit_interval` apart within a channel (all status
+        messages of a channel share Discord's rate limit); forced edits -- state changes -- go at once.
 
-        Coalescing keeps a busy guild well under Discord's per-channel edit rate limits; the delayed
-        edit re-reads the job so it always shows the newest state.
+        Edits of one message run one at a time and each re-reads the job, so the last edit always
+        shows the newest state, whatever order they were asked for in.
         """
         if job.status_message_id is None or self._closing:
             return
+        channel_id = job.status_channel_id or job.channel_id
         now = time.monotonic()
-        wait = self._last_edit.get(job.id, -1e9) + self.settings.status_edit_interval - now
-        if not force and wait > 0:
-            if job.id not in self._edit_pending:
-                self._edit_pending.add(job.id)
-                self._spawn(self._delayed_present(job.id, wait), f"present-{job.id}")
-            return
+        if not force:
+            wait = max(
+                self._last_edit.get(job.id, -1e9) + self.settings.status_edit_interval - now,
+                self._channel_next.get(channel_id, 0.0) - now,
+            )
+            if wait > 0:
+                if job.id not in self._edit_pending:
+                    self._edit_pending.add(job.id)
+                    self._spawn(self._delayed_present(job.id, wait), f"present-{job.id}")
+                return
         self._last_edit[job.id] = now
-        if job.state.finished:
+        self._channel_next[channel_id] = max(now, self._channel_next.get(channel_id, 0.0)) + (
+            self.settings.channel_edit_interval
+        )
+        lock = self._edit_locks.setdefault(job.id, asyncio.Lock())
+        async with lock:
+            fresh = await self.jobs.get(job.id) or job
+            if fresh.status_message_id is None:
+                return
+            await self._edit_status(fresh)
+        if fresh.state.finished:
             self._last_edit.pop(job.id, None)
-        message = self._status_message(job)
+            self._edit_locks.pop(job.id, None)
+
+    async def _edit_status(self, job: Job) -> None:
         eta = await self.eta(job)
         try:
-            await message.edit(
+            await self._status_message(job).edit(
                 embed=ui.status_embed(job, eta=eta), view=ui.status_view(job), allowed_mentions=ui.NO_MENTIONS
             )
         except discord.NotFound as exc:
@@ -848,7 +867,7 @@ class JobEngine:
             await asyncio.sleep(wait)
         finally:
             self._edit_pending.discard(job_id)
-        await self._present_id(job_id, force=True)
+        await self._present_id(job_id)  # not forced: waits again if its channel is still busy
 
 
 _NOT_CANCELLABLE = Msg(

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(default=5.0, ge=0)
     # At most one status-message edit per job this often, unless the state changes.
     status_edit_interval: float = Field(default=10.0, ge=0)
+    # Routine status edits within one channel are spaced this far apart (state changes are not).
+    channel_edit_interval: float = Field(default=1.0, ge=0)
     http_timeout: float = Field(default=30.0, gt=0)
     retry_backoff_base: float = Field(default=1.0, gt=0)
     retry_backoff_cap: float = Field(default=30.0, gt=0)

@@ -89,14 +89,10 @@ def state_line(job: Job, now: float | None = None, eta: float | None = None) -> 
                 text = tr(loc, "🕒 Queued")
             return text + eta_line(eta, now, loc)
         case JobState.RUNNING:
+            # A live relative timestamp: Discord keeps it current, so the message needs no edits
+            # just to show the time passing.
             started = job.started_at or job.submitted_at or now
-            text = tr(
-                loc,
-                "🎞️ Generating… started {when} ({elapsed} so far)",
-                when=ts(started),
-                elapsed=duration(now - started),
-            )
-            return text + eta_line(eta, now, loc)
+            return tr(loc, "🎞️ Generating… started {when}", when=ts(started)) + eta_line(eta, now, loc)
         case JobState.DELIVERING:
             return tr(loc, "📦 Done — uploading the video…")
         case JobState.DELIVERED:

@@ -62,6 +62,7 @@ class Harness:
             "poll_first_delay": 0.05,
             "poll_max_interval": 0.2,
             "status_edit_interval": 0.0,
+            "channel_edit_interval": 0.0,
             "http_timeout": 5.0,
             "retry_backoff_base": 0.01,
             "retry_backoff_cap": 0.2,
@@ -166,11 +167,18 @@ class Harness:
             job = await self.running.jobs.get(job_id)
             return job if job is not None and job.state.value in states else None
 
-        deadline = asyncio.get_running_loop().time() + timeout
+        def step_done() -> bool:
+            return job_id not in self.running.engine._busy
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         while True:
             job = await reached()
             if job is not None:
-                return job
+                # The state is written first, then the same engine step edits the status message and
+                # posts in the thread: let that step finish so tests see what users would.
+                await self.discord.wait_for(step_done, timeout=max(0.1, deadline - loop.time()))
+                return await self.job(job_id)
             if asyncio.get_running_loop().time() > deadline:
                 current = await self.running.jobs.get(job_id)
                 raise AssertionError(f"job {job_id} never reached {states}; now {current and current.state}")

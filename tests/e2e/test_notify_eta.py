@@ -23,9 +23,8 @@ async def test_dm_when_done_is_opt_in(harness: Harness) -> None:
     assert "I'll DM you" in await h.reply(inter)
     await h.reply(await h.animate("second"))
     job = await h.wait_job(2, "delivered")
-    dm = h.discord.dm_channel_id("alice")
-    assert dm is not None
-    [message] = h.discord.messages(dm)
+    dm = await h.discord.wait_for(lambda: h.discord.dm_channel_id("alice"))  # sent just after delivery
+    [message] = await h.discord.wait_for(lambda: h.discord.messages(dm))
     assert f"/{job.delivery_message_id}" in message["content"] and "second" in message["content"]
 
     h.runcomfy.scripts.append(JobScript(outcome="failed", error="out of memory"))
