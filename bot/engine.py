@@ -17,7 +17,7 @@ import re
 import statistics
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import aiohttp
 import discord
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Output videos above this are not downloaded at all (a 5 s clip is a few MB; this is a safety cap).
 MAX_VIDEO_DOWNLOAD = 200 * 1024 * 1024
@@ -340,14 +341,8 @@ class JobEngine:
         overdue = age > self.settings.job_timeout and job.overdue_notified_at is None
         if overdue and await self._overdue(job):
             return
-        try:
-            status = await self.runcomfy.status(job.request_id)
-        except RunComfyNotFoundError:
-            await self._fail(job, _EXPIRED)
-            return
-        except RunComfyError as exc:
-            log.warning("Job %s: status check failed (%s); will retry", job.id, exc)
-            self.schedule(job.id, self.settings.poll_max_interval)
+        status = await self._read(job, self.runcomfy.status, "status check")
+        if status is None:
             return
         await self.jobs.count_polls(job.id)
 
@@ -423,16 +418,22 @@ class JobEngine:
             self._emit(job, "started")
             await self._present_id(job.id, force=True)  # grey out Cancel promptly
 
-    async def _collect(self, job: Job) -> None:
+    async def _read(self, job: Job, call: Callable[[str], Awaitable[_T]], what: str) -> _T | None:
+        """One RunComfy read for a job. None if it failed: a job RunComfy forgot is failed and
+        refunded; anything else (outage, rate limit, garbage) is retried at the next poll."""
         assert job.request_id is not None
         try:
-            result = await self.runcomfy.result(job.request_id)
+            return await call(job.request_id)
         except RunComfyNotFoundError:
             await self._fail(job, _EXPIRED)
-            return
         except RunComfyError as exc:
-            log.warning("Job %s: result fetch failed (%s); will retry", job.id, exc)
+            log.warning("Job %s: %s failed (%s); will retry", job.id, what, exc)
             self.schedule(job.id, self.settings.poll_max_interval)
+        return None
+
+    async def _collect(self, job: Job) -> None:
+        result = await self._read(job, self.runcomfy.result, "result fetch")
+        if result is None:
             return
         if result.status == "succeeded":
             if not result.video_urls:

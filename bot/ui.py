@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import urlsplit
 
 import discord
@@ -203,92 +203,69 @@ class CancelButton(
         await bot.engine.handle_cancel_click(interaction, self.job_id)
 
 
-_DECISION_LOOK = {
-    "approve": (N_("Approve"), discord.ButtonStyle.success, "✔️"),
-    "reject": (N_("Reject"), discord.ButtonStyle.danger, "⛔"),
-    "withdraw": (N_("Cancel"), discord.ButtonStyle.secondary, "✖️"),
-}
+class _ActionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?!)"):
+    """A persistent button with custom_id `animate:<action>:<job_id>` whose clicks a cog handles.
+
+    Subclasses give the real template (this never-matching one keeps the base unregistrable) and
+    say which cog method decides what a click does, so a restart loses no button.
+    """
+
+    LOOKS: ClassVar[dict[str, tuple[str, discord.ButtonStyle, str]]]
+    COG: ClassVar[str]
+    HANDLER: ClassVar[str]
+    UNAVAILABLE: ClassVar[str]
+
+    def __init__(self, action: str, job_id: int, *, locale: LocaleLike = None) -> None:
+        label, style, emoji = self.LOOKS[action]
+        super().__init__(
+            discord.ui.Button(
+                label=tr(locale, label), style=style, custom_id=f"animate:{action}:{job_id}", emoji=emoji
+            )
+        )
+        self.action = action
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+    ) -> Self:
+        return cls(match["action"], int(match["job_id"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        handler = getattr(interaction.client.get_cog(self.COG), self.HANDLER, None)
+        if handler is None:
+            await interaction.response.send_message(tr(interaction.locale, self.UNAVAILABLE), ephemeral=True)
+            return
+        await handler(interaction, self.job_id, self.action)
 
 
 class DecisionButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"animate:(?P<action>approve|reject|withdraw):(?P<job_id>[0-9]{1,18})",
+    _ActionButton, template=r"animate:(?P<action>approve|reject|withdraw):(?P<job_id>[0-9]{1,18})"
 ):
-    """Approval mode: Approve / Reject (moderators) and Cancel (the requester withdraws). Persistent,
-    like CancelButton; the Approval cog (cogs/approval.py) decides what a click does."""
+    """Approval mode: Approve / Reject (moderators) and Cancel (the requester withdraws)."""
 
-    def __init__(self, action: str, job_id: int, *, locale: LocaleLike = None) -> None:
-        label, style, emoji = _DECISION_LOOK[action]
-        super().__init__(
-            discord.ui.Button(
-                label=tr(locale, label), style=style, custom_id=f"animate:{action}:{job_id}", emoji=emoji
-            )
-        )
-        self.action = action
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls,
-        interaction: discord.Interaction[Any],
-        item: discord.ui.Item[Any],
-        match: re.Match[str],
-    ) -> DecisionButton:
-        return cls(match["action"], int(match["job_id"]))
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        handler = getattr(interaction.client.get_cog("Approval"), "handle_decision", None)
-        if handler is None:
-            await interaction.response.send_message(
-                tr(interaction.locale, "Approvals aren't available right now. Please try again later."),
-                ephemeral=True,
-            )
-            return
-        await handler(interaction, self.job_id, self.action)
+    LOOKS: ClassVar[dict[str, tuple[str, discord.ButtonStyle, str]]] = {
+        "approve": (N_("Approve"), discord.ButtonStyle.success, "✔️"),
+        "reject": (N_("Reject"), discord.ButtonStyle.danger, "⛔"),
+        "withdraw": (N_("Cancel"), discord.ButtonStyle.secondary, "✖️"),
+    }
+    COG, HANDLER = "Approval", "handle_decision"
+    UNAVAILABLE = N_("Approvals aren't available right now. Please try again later.")
 
 
-_RESULT_LOOK = {
-    "again": (N_("Animate again"), discord.ButtonStyle.primary, "🔁"),
-    "edit": (N_("Edit prompt"), discord.ButtonStyle.secondary, "✏️"),
-    "details": (N_("Details"), discord.ButtonStyle.secondary, "ℹ️"),
-}
+class ResultButton(_ActionButton, template=r"animate:(?P<action>again|edit|details):(?P<job_id>[0-9]{1,18})"):
+    """Buttons on a finished video: Animate again, Edit prompt, Details (cogs/remix.py)."""
 
-
-class ResultButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"animate:(?P<action>again|edit|details):(?P<job_id>[0-9]{1,18})",
-):
-    """Buttons on a finished video. Persistent like CancelButton; the Remix cog (cogs/remix.py)
-    decides what a click does."""
-
-    def __init__(self, action: str, job_id: int, *, locale: LocaleLike = None) -> None:
-        label, style, emoji = _RESULT_LOOK[action]
-        super().__init__(
-            discord.ui.Button(
-                label=tr(locale, label), style=style, custom_id=f"animate:{action}:{job_id}", emoji=emoji
-            )
-        )
-        self.action = action
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls,
-        interaction: discord.Interaction[Any],
-        item: discord.ui.Item[Any],
-        match: re.Match[str],
-    ) -> ResultButton:
-        return cls(match["action"], int(match["job_id"]))
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        handler = getattr(interaction.client.get_cog("Remix"), "handle_result_button", None)
-        if handler is None:
-            await interaction.response.send_message(
-                tr(interaction.locale, "That button isn't available right now. Please try again later."),
-                ephemeral=True,
-            )
-            return
-        await handler(interaction, self.job_id, self.action)
+    LOOKS: ClassVar[dict[str, tuple[str, discord.ButtonStyle, str]]] = {
+        "again": (N_("Animate again"), discord.ButtonStyle.primary, "🔁"),
+        "edit": (N_("Edit prompt"), discord.ButtonStyle.secondary, "✏️"),
+        "details": (N_("Details"), discord.ButtonStyle.secondary, "ℹ️"),
+    }
+    COG, HANDLER = "Remix", "handle_result_button"
+    UNAVAILABLE = N_("That button isn't available right now. Please try again later.")
 
 
 def result_view(job: Job) -> discord.ui.View:
