@@ -707,13 +707,8 @@ class JobEngine:
     # ------------------------------------------------------------------ cancel button
 
     async def handle_cancel_click(self, interaction: discord.Interaction[Any], job_id: int) -> None:
-        job = await self.jobs.get(job_id)
-        message_id = interaction.message.id if interaction.message else None
-        if job is None or job.guild_id != interaction.guild_id or job.status_message_id != message_id:
-            # A forged or stale custom_id: never act on another guild's or message's job.
-            await interaction.response.send_message(
-                tr(interaction.locale, "This button doesn't belong to a job here."), ephemeral=True
-            )
+        job = await ui.job_for_button(interaction, job_id)
+        if job is None:
             return
         is_requester = interaction.user.id == job.user_id
         if not is_requester and not interaction.permissions.manage_messages:

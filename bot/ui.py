@@ -268,6 +268,27 @@ class ResultButton(_ActionButton, template=r"animate:(?P<action>again|edit|detai
     UNAVAILABLE = N_("That button isn't available right now. Please try again later.")
 
 
+async def job_for_button(
+    interaction: discord.Interaction[Any], job_id: int, *, delivery: bool = False
+) -> Job | None:
+    """The job a persistent button names, if it is this server's job and the button sits on its status
+    message (or, with `delivery`, its video). A forged or stale custom_id is refused: None."""
+    bot: AnimateBot = interaction.client
+    job = await bot.jobs.get(job_id)
+    message_id = interaction.message.id if interaction.message else None
+    if job is not None and job.guild_id == interaction.guild_id:
+        anchor = job.delivery_message_id if delivery else job.status_message_id
+        if message_id == anchor:
+            return job
+    text = (
+        tr(interaction.locale, "This button doesn't belong to a video here.")
+        if delivery
+        else tr(interaction.locale, "This button doesn't belong to a job here.")
+    )
+    await interaction.response.send_message(text, ephemeral=True)
+    return None
+
+
 def result_view(job: Job) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     for action in ("again", "edit", "details"):

@@ -98,6 +98,33 @@ class Admin(commands.Cog):
             guild_locale,
         )
 
+    async def admin_with_roles(
+        self, interaction: discord.Interaction[AnimateBot], *roles: discord.Role | None
+    ) -> GuildConfig | None:
+        """`require_admin`, plus: every role given must belong to this server."""
+        config = await require_admin(self.bot, interaction)
+        if config is None:
+            return None
+        if any(role is not None and role.guild.id != config.guild_id for role in roles):
+            await self.refuse(interaction, Msg("That role isn't from this server."))
+            return None
+        return config
+
+    async def set_role(
+        self,
+        interaction: discord.Interaction[AnimateBot],
+        field: str,
+        role: discord.Role | None,
+        when_set: str | None,
+        when_cleared: str,
+    ) -> None:
+        """Set (or, with no role, clear) a one-role setting and echo it back."""
+        config = await self.admin_with_roles(interaction, role)
+        if config is None:
+            return
+        await self.guilds.update(config.guild_id, interaction.user.id, **{field: role.id if role else None})
+        await self.changed(interaction, when_set if role and when_set else when_cleared)
+
     async def refuse(self, interaction: discord.Interaction[AnimateBot], text: str) -> None:
         await interaction.response.send_message(
             render(text, interaction.locale), ephemeral=True, allowed_mentions=NONE
@@ -220,20 +247,12 @@ class Admin(commands.Cog):
     async def admin_role(
         self, interaction: discord.Interaction[AnimateBot], role: discord.Role | None = None
     ) -> None:
-        config = await require_admin(self.bot, interaction)
-        if config is None:
-            return
-        if role is not None and role.guild.id != config.guild_id:
-            await self.refuse(interaction, Msg("That role isn't from this server."))
-            return
-        await self.guilds.update(
-            config.guild_id, interaction.user.id, admin_role_id=role.id if role else None
-        )
-        await self.changed(
+        await self.set_role(
             interaction,
-            Msg("Admin role set to {role}.", role=role.mention)
-            if role
-            else Msg("Admin role cleared (Manage Server only)."),
+            "admin_role_id",
+            role,
+            Msg("Admin role set to {role}.", role=role.mention) if role else None,
+            Msg("Admin role cleared (Manage Server only)."),
         )
 
     @admin.command(name="audit-channel", description=_l("Log every job and admin change to a channel"))
@@ -397,11 +416,8 @@ class Admin(commands.Cog):
         role: discord.Role,
         credits: app_commands.Range[int, 0, 100_000] | None = None,
     ) -> None:
-        config = await require_admin(self.bot, interaction)
+        config = await self.admin_with_roles(interaction, role)
         if config is None:
-            return
-        if role.guild.id != config.guild_id:
-            await self.refuse(interaction, Msg("That role isn't from this server."))
             return
         await self.guilds.set_role_allowance(config.guild_id, role.id, credits)
         await self.changed(
@@ -473,23 +489,17 @@ class Admin(commands.Cog):
     async def quota_unlimited(
         self, interaction: discord.Interaction[AnimateBot], role: discord.Role | None = None
     ) -> None:
-        config = await require_admin(self.bot, interaction)
-        if config is None:
-            return
-        if role is not None and role.guild.id != config.guild_id:
-            await self.refuse(interaction, Msg("That role isn't from this server."))
-            return
-        await self.guilds.update(
-            config.guild_id, interaction.user.id, unlimited_role_id=role.id if role else None
-        )
-        await self.changed(
+        await self.set_role(
             interaction,
+            "unlimited_role_id",
+            role,
             Msg(
                 "{role} members have unlimited credits (concurrency and budget still apply).",
                 role=role.mention,
             )
             if role
-            else Msg("No unlimited role any more."),
+            else None,
+            Msg("No unlimited role any more."),
         )
 
     # ------------------------------------------------------------------------------------------ channels
@@ -690,14 +700,11 @@ class Admin(commands.Cog):
         enabled: bool,
         moderator_role: discord.Role | None = None,
     ) -> None:
-        config = await require_admin(self.bot, interaction)
+        config = await self.admin_with_roles(interaction, moderator_role)
         if config is None:
             return
         changes: dict[str, object] = {"approval_required": enabled}
         if moderator_role is not None:
-            if moderator_role.guild.id != config.guild_id:
-                await self.refuse(interaction, Msg("That role isn't from this server."))
-                return
             changes["moderator_role_id"] = moderator_role.id
         new = await self.guilds.update(config.guild_id, interaction.user.id, **changes)
         if enabled:

@@ -42,13 +42,8 @@ class Approval(commands.Cog):
 
     async def handle_decision(self, interaction: discord.Interaction[Any], job_id: int, action: str) -> None:
         loc = interaction.locale
-        job = await self.bot.jobs.get(job_id)
-        message_id = interaction.message.id if interaction.message else None
-        if job is None or job.guild_id != interaction.guild_id or job.status_message_id != message_id:
-            # A forged or stale custom_id: never act on another guild's or message's job.
-            await interaction.response.send_message(
-                tr(loc, "This button doesn't belong to a job here."), ephemeral=True
-            )
+        job = await ui.job_for_button(interaction, job_id)
+        if job is None:
             return
         config = await guild_repository(self.bot.db).get(job.guild_id)
         roles = policy.role_ids(interaction.user)

@@ -164,12 +164,8 @@ class Remix(commands.Cog):
         self, interaction: discord.Interaction[Any], job_id: int, action: str
     ) -> None:
         loc = interaction.locale
-        job = await self.bot.jobs.get(job_id)
-        message_id = interaction.message.id if interaction.message else None
-        if job is None or job.guild_id != interaction.guild_id or job.delivery_message_id != message_id:
-            await interaction.response.send_message(
-                tr(loc, "This button doesn't belong to a video here."), ephemeral=True
-            )
+        job = await ui.job_for_button(interaction, job_id, delivery=True)
+        if job is None:
             return
         if interaction.user.id != job.user_id and not interaction.permissions.manage_messages:
             await interaction.response.send_message(
