@@ -30,8 +30,10 @@ from bot.runcomfy import (
     GenerationParams,
     JobResult,
     JobStatus,
+    RunComfyAuthError,
     RunComfyBalanceError,
     RunComfyError,
+    RunComfyModelError,
     RunComfyNotFoundError,
     RunComfyValidationError,
     Submission,
@@ -888,6 +890,18 @@ def _submit_failure(exc: RunComfyError) -> tuple[Msg, Msg]:
         return (
             Msg("The RunComfy account is out of balance."),
             Msg("The bot's RunComfy account is out of credit — please tell a server admin."),
+        )
+    if isinstance(exc, RunComfyAuthError):
+        log.error("RunComfy rejected RUNCOMFY_API_TOKEN: %s", exc)
+        return (
+            Msg("RunComfy refused the bot's API token."),
+            Msg("RunComfy refused the bot's API token – please tell a server admin."),
+        )
+    if isinstance(exc, RunComfyModelError):
+        log.error("RunComfy does not know RUNCOMFY_MODEL: %s", exc)
+        return (
+            Msg("RunComfy does not know the configured model."),
+            Msg("The bot is set up with a model RunComfy does not know – please tell a server admin."),
         )
     if isinstance(exc, RunComfyValidationError):
         return (

@@ -110,3 +110,13 @@ async def test_mentions_in_the_prompt_never_ping(harness: Harness) -> None:
             mentions = call.json.get("allowed_mentions")
             assert mentions is not None, call.path
             assert mentions.get("parse") == [] and not mentions.get("roles")
+
+
+async def test_rejected_runcomfy_token_is_reported_for_an_admin(harness: Harness) -> None:
+    h = harness
+    await h.start_bot(runcomfy_api_token="not-the-right-token")
+    inter = await h.animate()
+    text = await h.reply(inter)
+    assert "refused the bot's API token" in text and "admin" in text and "not charged" in text
+    job = await h.job(await h.last_job_id())
+    assert await h.running.quota.job_ledger(job.id) == [("charge", 1), ("refund", -1)]

@@ -83,3 +83,42 @@ async def test_sigkill_mid_upload_never_posts_twice(harness: Harness, tmp_path: 
     assert len(deliveries(h)) == 1
     assert job.delivery_message_id == int(str(deliveries(h)[0]["id"]))
     assert await h.running.quota.job_ledger(1) == [("charge", 1)]
+
+
+async def test_sigterm_mid_job_exits_promptly_and_resumes(harness: Harness, tmp_path: Path) -> None:
+    h = harness
+    proc = await start_in_process(h, tmp_path, JobScript(queue_seconds=None, run_seconds=None))
+    await h.discord.wait_for(lambda: h.runcomfy.jobs, timeout=10)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), timeout=10) == 0
+    assert loop.time() - started < 10
+    assert "Traceback" not in h.process_logs[0].read_text()
+
+    [request_id] = h.runcomfy.jobs
+    h.runcomfy.advance(request_id)
+    h.runcomfy.advance(request_id)
+    await h.start_bot()
+    await h.wait_job(1, "delivered")
+    assert len(deliveries(h)) == 1
+    assert len(h.runcomfy.requests_to("submit")) == 1
+
+
+async def test_sigterm_during_a_submit_lets_it_finish(harness: Harness, tmp_path: Path) -> None:
+    h = harness
+    h.runcomfy.fail_next("submit", 0, delay=1.5)  # RunComfy is slow to answer, then accepts the job
+    h.runcomfy.scripts.append(JobScript(queue_seconds=None, run_seconds=None))
+    proc = await h.spawn_bot_process(tmp_path)
+    await h.discord.wait_until_ready(timeout=30)
+    await h.discord.wait_for(lambda: h.discord.find_command("animate"), timeout=30)
+    inter = await h.animate("submitted while stopping")
+    await h.discord.wait_for(lambda: h.runcomfy.requests_to("submit"), timeout=20)
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), timeout=10) == 0
+    assert "on its way" in await h.reply(inter)  # the submit completed before the process exited
+
+    await h.start_bot()
+    job = await h.wait_job(1, "queued")
+    assert job.request_id in h.runcomfy.jobs
+    assert await h.running.quota.job_ledger(1) == [("charge", 1)]  # not refunded: it is running

@@ -41,3 +41,17 @@ async def test_video_that_cannot_be_downloaded_is_linked(harness: Harness) -> No
     assert "may expire" in delivered["content"]
     assert h.runcomfy.output_url(job.request_id or "") in delivered["content"]
     assert f"<@{h.discord.user_ids['alice']}>" in delivered["content"]
+
+
+async def test_video_over_10_mib_that_cannot_be_recompressed_is_linked(harness: Harness) -> None:
+    h = harness
+    h.runcomfy.scripts.append(JobScript(video=b"\x00\x00\x00\x18ftypmp42" + bytes(11 * 1024 * 1024)))
+    await h.start_bot()
+    inter = await h.animate()
+    await h.reply(inter)
+    job = await h.wait_job(1, "delivered", timeout=30)
+    delivered = h.message(job.delivery_message_id or 0)
+    assert delivered["attachments"] == []
+    assert "too large to upload here" in delivered["content"]
+    assert h.runcomfy.output_url(job.request_id or "") in delivered["content"]
+    assert await h.running.quota.job_ledger(1) == [("charge", 1)]  # it was generated: no refund
