@@ -90,3 +90,15 @@ def test_preview_backend_needs_no_runcomfy_token(monkeypatch: pytest.MonkeyPatch
         load_settings(discord_token="x")
     with pytest.raises(SettingsError, match="BACKEND is invalid"):
         load_settings(discord_token="x", runcomfy_api_token="y", backend="magic")
+
+
+def test_every_setting_is_documented() -> None:
+    from bot.settings import Settings
+
+    env_example = (ROOT / ".env.example").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for name in (field.upper() for field in Settings.model_fields):
+        assert f"{name}=" in env_example, f"{name} missing from .env.example"
+        assert f"`{name}`" in readme or f"`{name}`," in readme or name in readme, (
+            f"{name} missing from README"
+        )
