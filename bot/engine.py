@@ -53,6 +53,10 @@ _T = TypeVar("_T")
 # Output videos above this are not downloaded at all (a 5 s clip is a few MB; this is a safety cap).
 MAX_VIDEO_DOWNLOAD = 200 * 1024 * 1024
 ACTIVE = (JobState.QUEUED, JobState.RUNNING)
+# Older jobs get their image URL re-signed before submit (Discord's attachment URLs expire).
+IMAGE_URL_MAX_AGE = 3600.0
+# A finished video that could not be posted for this long is sent by DM with a refund instead.
+DELIVERY_TIMEOUT = 3600.0
 ETA_MIN_SAMPLES = 3  # fewer finished jobs than this say too little to promise a time
 
 
@@ -99,6 +103,7 @@ class JobEngine:
         self._last_edit: dict[int, float] = {}
         self._edit_pending: set[int] = set()
         self._limit = asyncio.Semaphore(32)  # RunComfy calls in flight at once
+        self._encoders = asyncio.Semaphore(2)  # video re-encodes at once (CPU and memory heavy)
         self._closing = False
         self.accepting = True  # False once shutting down: new commands are turned away, uncharged
         self._eta_cache: dict[tuple[int, str], tuple[float, float | None]] = {}
@@ -207,10 +212,6 @@ class JobEngine:
 
         The job row already exists with its credits reserved; every failure path here refunds them.
         """
-        task = asyncio.current_task()
-        if task is not None:
-            self._launches.add(task)
-            task.add_done_callback(self._launches.discard)
         failure = await self.post_status(job, image, channel)
         if failure is not None:
             await self._fail(job, failure.message, present=job.status_message_id is not None)
@@ -249,8 +250,23 @@ class JobEngine:
         return None
 
     async def submit(self, job: Job, *, make_thread: bool = True) -> LaunchResult:
-        """Submit a job whose status message is posted and whose credits are reserved (state pending)."""
+        """Submit a job whose status message is posted and whose credits are reserved (state pending).
+
+        Once RunComfy accepted it, the job is polled whatever else fails here (thread, status edit).
+        """
         assert job.image_url is not None and job.status_message_id is not None
+        if not self.accepting:
+            await self._fail(job, _RESTARTING)
+            return LaunchResult(
+                False, Msg("The bot is restarting — please try again in a minute. Nothing was charged.")
+            )
+        task = asyncio.current_task()
+        if task is not None:  # shutdown waits for submits in flight (see stop)
+            self._launches.add(task)
+            task.add_done_callback(self._launches.discard)
+        if time.time() - job.created_at > IMAGE_URL_MAX_AGE:
+            # A request that waited for approval: Discord's signed attachment URL may have expired.
+            await self._refresh_image_url(job)
         params = GenerationParams(
             prompt=job.prompt,
             img_url=job.image_url,
@@ -279,30 +295,56 @@ class JobEngine:
         if not moved:  # pragma: no cover - nothing else moves a pending job
             log.error("Job %s changed state during submit", job.id)
         log.info("Job %s submitted as %s", job.id, submission.request_id)
+        self.schedule(job.id, self.settings.poll_first_delay)
 
         thread_id: int | None = None
-        if make_thread:
-            message = self._status_message(job)
-            try:
-                thread = await message.create_thread(
-                    name=ui.thread_name(job.prompt, job.locale), auto_archive_duration=1440
-                )
-                thread_id = thread.id
-                await self.jobs.update(job.id, thread_id=thread_id)
-            except discord.HTTPException as exc:
-                # Without a thread the video goes to the channel itself; the job still runs.
-                log.warning("Job %s: could not create a thread: %s", job.id, exc)
-
-        fresh = await self.jobs.get(job.id)
-        assert fresh is not None
-        self._emit(fresh, "submitted")
-        await self.present(fresh, force=True)
-        self.schedule(job.id, self.settings.poll_first_delay)
+        fresh = job
+        try:
+            if make_thread:
+                thread_id = await self._open_thread(job)
+            fresh = await self.jobs.get(job.id) or job
+            self._emit(fresh, "submitted")
+            await self.present(fresh, force=True)
+        except Exception:
+            # RunComfy has the job and polling is scheduled: a Discord or disk hiccup here must not
+            # make the requester think it failed.
+            log.exception("Job %s: follow-up after submit failed; the job runs on", job.id)
         if thread_id:
             text = Msg("Your video is on its way — follow it in <#{thread}>.", thread=thread_id)
         else:
             text = Msg("Your video is on its way — follow it in this channel.")
         return LaunchResult(True, text, fresh)
+
+    async def _open_thread(self, job: Job) -> int | None:
+        try:
+            thread = await self._status_message(job).create_thread(
+                name=ui.thread_name(job.prompt, job.locale), auto_archive_duration=1440
+            )
+        except discord.HTTPException as exc:
+            # Without a thread the video goes to the channel itself; the job still runs.
+            log.warning("Job %s: could not create a thread: %s", job.id, exc)
+            return None
+        await self.jobs.update(job.id, thread_id=thread.id)
+        return thread.id
+
+    async def hosted_image(self, job: Job) -> discord.Attachment | None:
+        """The normalised image on the job's status message, with a freshly signed URL (Discord's
+        attachment URLs expire); None if the message or the image is gone."""
+        if job.status_message_id is None or not job.status_has_image:
+            return None
+        try:
+            message = await self._status_message(job).fetch()
+        except discord.HTTPException as exc:
+            log.info("Job %s: status message unavailable: %s", job.id, exc)
+            return None
+        wanted = ui.image_filename(job)
+        return next((a for a in message.attachments if a.filename == wanted), None)
+
+    async def _refresh_image_url(self, job: Job) -> None:
+        attachment = await self.hosted_image(job)
+        if attachment is not None:
+            job.image_url = attachment.url
+            await self.jobs.update(job.id, image_url=attachment.url)
 
     def _status_message(self, job: Job) -> discord.PartialMessage:
         assert job.status_message_id is not None
@@ -333,7 +375,11 @@ class JobEngine:
         if job is None or job.state.finished or job.state is JobState.PENDING:
             return
         if job.state is JobState.DELIVERING:
-            await self._deliver(job)
+            if time.time() - (job.finished_at or job.created_at) > DELIVERY_TIMEOUT:
+                log.warning("Job %s: could not post the video for an hour; sending the link by DM", job.id)
+                await self._undeliverable(job)
+            else:
+                await self._deliver(job)
             return
         assert job.request_id is not None
         age = time.time() - (job.submitted_at or job.created_at)
@@ -377,20 +423,20 @@ class JobEngine:
             except RunComfyError as exc:
                 log.info("Job %s: cancel of an overdue queued job failed: %s", job.id, exc)
             else:
+                reason = Msg("RunComfy did not start it within {minutes} minutes.", minutes=minutes)
                 if result.cancelled:
-                    await self._cancelled(
-                        job, Msg("RunComfy did not start it within {minutes} minutes.", minutes=minutes)
-                    )
-                    await self._notify_thread(
-                        job,
-                        tr(
-                            job.locale,
-                            "<@{user}> RunComfy did not start this job within {minutes} minutes, so I "
-                            "cancelled it. Your credits were refunded — please try again later.",
-                            user=job.user_id,
-                            minutes=minutes,
-                        ),
-                    )
+                    # If a user's Cancel won the race, the job has ended already: say nothing more.
+                    if await self._cancelled(job, reason):
+                        await self._notify_thread(
+                            job,
+                            tr(
+                                job.locale,
+                                "<@{user}> RunComfy did not start this job within {minutes} minutes, so I "
+                                "cancelled it. Your credits were refunded — please try again later.",
+                                user=job.user_id,
+                                minutes=minutes,
+                            ),
+                        )
                     return True
         await self.jobs.update(job.id, overdue_notified_at=time.time())
         hours = self.settings.job_hard_timeout / 3600
@@ -536,7 +582,8 @@ class JobEngine:
         if len(data) <= job.upload_limit:
             return ready, data
         try:
-            fitted = await asyncio.to_thread(fit_video, data, job.upload_limit)
+            async with self._encoders:  # each re-encode holds a whole video in memory
+                fitted = await asyncio.to_thread(fit_video, data, job.upload_limit)
         except MediaError as exc:
             log.warning("Job %s: could not fit the video into %d bytes: %s", job.id, job.upload_limit, exc)
             return (
@@ -571,7 +618,9 @@ class JobEngine:
                     else:
                         message = await target.send(content=content, view=view, allowed_mentions=mentions)
                 except discord.HTTPException as exc:
-                    if video is not None and exc.status == 413:
+                    refused = 400 <= exc.status < 500 and exc.status != 429
+                    if video is not None and refused and exc.status not in (403, 404):
+                        # Too large (413) or otherwise refused with the file: the link still works.
                         video = None
                         content = tr(
                             job.locale,
@@ -582,10 +631,12 @@ class JobEngine:
                             marker=_delivery_marker(job.id),
                         )
                         continue
-                    if exc.status in (403, 404):
-                        # Thread deleted or closed to us: fall back to the channel, then to a DM.
+                    if refused:
+                        # Thread deleted or closed to us, or a request Discord will never accept:
+                        # fall back to the channel, then to a DM.
                         log.warning("Job %s: cannot post in %s (%s)", job.id, target_id, exc.status)
                         break
+                    # Discord trouble (5xx, network): the whole delivery is retried, up to DELIVERY_TIMEOUT.
                     log.warning("Job %s: could not post the video (%s); will retry", job.id, exc)
                     self.schedule(job.id, self.settings.poll_max_interval)
                     return
@@ -594,6 +645,7 @@ class JobEngine:
         await self._undeliverable(job)
 
     async def _delivered(self, job: Job, message_id: int) -> None:
+        self._reconciled.discard(job.id)
         if await self.jobs.update(
             job.id, expect=(JobState.DELIVERING,), state=JobState.DELIVERED, delivery_message_id=message_id
         ):
@@ -669,6 +721,7 @@ class JobEngine:
             error=render(reason, job.locale),
         )
         if ended:
+            self._reconciled.discard(job.id)
             log.info("Job %s failed: %s", job.id, reason)
             self._emit(await self.jobs.get(job.id) or job, "failed")
             if present:
@@ -694,7 +747,7 @@ class JobEngine:
             error=render(reason, job.locale),
         )
         if ended:
-            self._emit(job, "cancelled", actor_id)
+            self._emit(await self.jobs.get(job.id) or job, "cancelled", actor_id)
             await self._present_id(job.id, force=True)
         return ended
 
@@ -873,6 +926,7 @@ _NOT_CANCELLABLE = Msg(
     "so it will run to the end and the video will still be posted."
 )
 _EXPIRED = Msg("RunComfy no longer knows this job (it may have expired).")
+_RESTARTING = Msg("The bot was shutting down, so this job was not started.")
 
 
 def _credits(n: int) -> Msg:

@@ -8,6 +8,7 @@ written to the audit log (in the server's language).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Literal
 
@@ -595,7 +596,7 @@ class Admin(commands.Cog):
         if config is None:
             return
         pattern = pattern.strip()
-        problem = policy.validate_pattern(kind, pattern)
+        problem = await asyncio.to_thread(policy.validate_pattern, kind, pattern)  # runs test matches
         if problem is None and len(config.blocklist) >= policy.BLOCKLIST_MAX_ENTRIES:
             problem = Msg(
                 "The blocklist is full ({n} entries); remove some first.", n=policy.BLOCKLIST_MAX_ENTRIES

@@ -99,6 +99,7 @@ def missing_permissions(perms: discord.Permissions, *, in_thread: bool) -> list[
 class Animate(commands.Cog):
     def __init__(self, bot: AnimateBot) -> None:
         self.bot = bot
+        self.decoders = asyncio.Semaphore(4)
 
     def cost_of(self, resolution: str) -> int:
         """The bot-wide price (a guild's own prices come from policy.cost_of)."""
@@ -206,7 +207,8 @@ class Animate(commands.Cog):
                 )
             )
             return
-        blocklist = policy.compiled_blocklist(config.blocklist)
+        # Compiling (cached) and matching admins' regexes stays off the event loop.
+        blocklist = await asyncio.to_thread(policy.compiled_blocklist, config.blocklist)
         hit = await asyncio.to_thread(blocklist.check, f"{prompt}\n{template or ''}")
         if hit is not None:
             if hit.entry:
@@ -237,7 +239,8 @@ class Animate(commands.Cog):
 
         try:
             raw = await download_capped(self.bot.session, source.url, max_bytes=MAX_SOURCE_BYTES, timeout=60)
-            normalised = await asyncio.to_thread(normalize_image, raw)
+            async with self.decoders:  # a large photo takes hundreds of MB while it is decoded
+                normalised = await asyncio.to_thread(normalize_image, raw)
         except MediaError as exc:
             await reply(exc.localized(loc))
             return
@@ -268,18 +271,21 @@ class Animate(commands.Cog):
             await reply(render(policy.describe_limit(exc, resolution), loc))
             return
 
-        job = await self.bot.jobs.get(job_id)
-        assert job is not None
-        if normalised.adjusted:
-            # Shown on the public status message: stored in the job's language.
-            job.image_note = tr(
-                job.locale, "Adjusted for the model: {changes}", changes=changes_text(normalised, job.locale)
-            )
-            await self.bot.jobs.update(job.id, image_note=job.image_note)
-        if config.approval_required:
-            await reply(await self.request_approval(job, normalised, channel))
-            return
+        # From here on the credits are reserved: any failure before RunComfy has the job refunds them.
         try:
+            job = await self.bot.jobs.get(job_id)
+            assert job is not None
+            if normalised.adjusted:
+                # Shown on the public status message: stored in the job's language.
+                job.image_note = tr(
+                    job.locale,
+                    "Adjusted for the model: {changes}",
+                    changes=changes_text(normalised, job.locale),
+                )
+                await self.bot.jobs.update(job.id, image_note=job.image_note)
+            if config.approval_required:
+                await reply(await self.request_approval(job, normalised, channel))
+                return
             result = await self.bot.engine.launch(job, normalised, channel, make_thread=not in_thread)
         except BaseException:
             await self.bot.engine.abandon(

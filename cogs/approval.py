@@ -147,11 +147,12 @@ class Approval(commands.Cog):
         if standing is None:
             fresh = await self.bot.jobs.get(job.id)
             return _already(fresh or job)
-        fresh = await self.bot.jobs.get(job.id)
-        assert fresh is not None
-        self.bot.dispatch("job_event", fresh, "approved", interaction.user.id)
-        make_thread = not isinstance(interaction.channel, discord.Thread)
+        # Charged now: any failure before RunComfy has the job refunds it.
         try:
+            fresh = await self.bot.jobs.get(job.id)
+            assert fresh is not None
+            self.bot.dispatch("job_event", fresh, "approved", interaction.user.id)
+            make_thread = not isinstance(interaction.channel, discord.Thread)
             result = await self.bot.engine.submit(fresh, make_thread=make_thread)
         except BaseException:
             await self.bot.engine.abandon(

@@ -54,6 +54,8 @@ class Notify(commands.Cog):
     async def on_job_event(self, job: Job, event: str, actor_id: int | None) -> None:
         if event not in ("delivered", "failed") or not await self.prefs.dm_on_finish(job.user_id):
             return
+        if event == "failed" and job.result_url:
+            return  # a finished video the bot could not post: the engine already DMed its link
         where = job.thread_id or job.channel_id
         loc = job.locale  # the job's language (its error text is stored in it)
         if event == "delivered" and job.delivery_message_id:

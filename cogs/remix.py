@@ -215,21 +215,8 @@ class Remix(commands.Cog):
 
     async def source_of(self, job: Job) -> ImageSource | None:
         """The normalised image hosted on the job's status message, with a freshly signed URL."""
-        if job.status_message_id is None or not job.status_has_image:
-            return None
-        channel = self.bot.get_partial_messageable(
-            job.status_channel_id or job.channel_id, guild_id=job.guild_id
-        )
-        try:
-            message = await channel.fetch_message(job.status_message_id)
-        except discord.HTTPException as exc:
-            log.info("Job %s: status message unavailable for a remix: %s", job.id, exc)
-            return None
-        wanted = ui.image_filename(job)
-        for attachment in message.attachments:
-            if wanted is None or attachment.filename == wanted:
-                return ImageSource.from_attachment(attachment)
-        return None
+        attachment = await self.bot.engine.hosted_image(job)
+        return None if attachment is None else ImageSource.from_attachment(attachment)
 
     # ------------------------------------------------------------------ message command
 

@@ -81,14 +81,18 @@ class GuildRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._cache: dict[int, GuildConfig] = {}
+        # Bumped by every change: a read that overlapped a change is not cached (it may be stale).
+        self._version: dict[int, int] = {}
 
     def _invalidate(self, guild_id: int) -> None:
         self._cache.pop(guild_id, None)
+        self._version[guild_id] = self._version.get(guild_id, 0) + 1
 
     async def get(self, guild_id: int) -> GuildConfig:
         cached = self._cache.get(guild_id)
         if cached is not None:
             return cached
+        version = self._version.get(guild_id, 0)
         row = await self.db.fetchone("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
         values: dict[str, Any] = {}
         if row is not None:
@@ -111,7 +115,8 @@ class GuildRepository:
             channels=frozenset(int(r["channel_id"]) for r in channels),
             blocklist=tuple(BlockEntry(int(r["id"]), r["kind"], str(r["pattern"])) for r in blocks),
         )
-        self._cache[guild_id] = config
+        if self._version.get(guild_id, 0) == version:
+            self._cache[guild_id] = config
         return config
 
     async def update(self, guild_id: int, actor_id: int | None, **changes: Any) -> GuildConfig:

@@ -17,7 +17,7 @@ class GuildStats:
     since: float
     by_state: dict[str, int]
     spent: int  # credits charged and not refunded
-    median_seconds: float | None  # submit -> video posted, over delivered jobs
+    median_seconds: float | None  # submit -> RunComfy finished, over delivered jobs
     top_users: list[tuple[int, int]]  # (user_id, credits)
 
     @property
@@ -33,8 +33,9 @@ async def guild_stats(db: Database, guild_id: int, since: float) -> GuildStats:
     by_state = {str(r["state"]): int(r["n"]) for r in rows}
     spent = await guild_spent(db, guild_id, since, time.time() + 1)
     durations = await db.fetchall(
-        "SELECT updated_at - submitted_at AS took FROM jobs WHERE guild_id = ? AND state = 'delivered'"
-        " AND created_at >= ? AND submitted_at IS NOT NULL ORDER BY id DESC LIMIT ?",
+        "SELECT finished_at - submitted_at AS took FROM jobs WHERE guild_id = ? AND state = 'delivered'"
+        " AND created_at >= ? AND submitted_at IS NOT NULL AND finished_at IS NOT NULL"
+        " ORDER BY id DESC LIMIT ?",
         (guild_id, since, _MEDIAN_SAMPLE),
     )
     took = [float(r["took"]) for r in durations if r["took"] is not None]

@@ -144,3 +144,21 @@ async def test_forged_button_for_another_guilds_job_does_nothing(harness: Harnes
     assert "doesn't belong to a job here" in await h.reply(click_)
     assert (await h.job(job_id)).state.value == "awaiting_approval"
     assert h.runcomfy.requests_to("submit") == []
+
+
+async def test_a_request_approved_a_day_later_gets_a_fresh_image_url(harness: Harness) -> None:
+    h = harness
+    await h.start_bot()
+    await approval_on(h)
+    job_id, message_id = await request(h)
+    # Discord's signed attachment URLs expire after about a day: make the request a day old.
+    await h.running.db.execute(
+        "UPDATE jobs SET created_at = created_at - 86400, image_url = ? WHERE id = ?",
+        ("https://expired.invalid/source.jpg", job_id),
+    )
+    assert "Approved" in await click(h, message_id, "approve", job_id, "mod")
+    job = await h.wait_job(job_id, "delivered")
+    assert h.discord.calls_to("GET", rf"/channels/\d+/messages/{message_id}$")  # the message was re-read
+    submitted = h.runcomfy.jobs[job.request_id or ""].params["img_url"]
+    assert submitted == job.image_url and "expired.invalid" not in submitted
+    assert submitted == h.message(message_id)["attachments"][0]["url"]

@@ -218,3 +218,64 @@ async def test_tokens_never_appear_in_logs_or_messages(
         assert not secrets.search(str(call.json)), call.path
     jobs = await h.running.db.fetchall("SELECT error FROM jobs")
     assert not any(secrets.search(str(r["error"])) for r in jobs)
+
+
+async def test_a_discord_hiccup_right_after_submit_does_not_orphan_the_job(harness: Harness) -> None:
+    h = harness
+    await h.start_bot()
+    engine = h.running.engine
+    real_present = engine.present
+    calls = 0
+
+    async def flaky_present(job: object, *, force: bool = False) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionResetError("network blip")  # not an HTTPException: discord.py lets it through
+        await real_present(job, force=force)  # type: ignore[arg-type]
+
+    engine.present = flaky_present  # type: ignore[method-assign]
+    inter = await h.animate()
+    assert "on its way" in await h.reply(inter)
+    job = await h.wait_job(1, "delivered")
+    assert await h.running.quota.job_ledger(job.id) == [("charge", 1)]
+
+
+async def test_video_discord_keeps_refusing_is_sent_by_dm_and_refunded(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot import engine as engine_module
+
+    h = harness
+    monkeypatch.setattr(engine_module, "DELIVERY_TIMEOUT", 1.0)
+    await h.start_bot()
+    job_id = await start_job(h, queue_seconds=None)
+    job = await h.job(job_id)
+    # Discord answers 503 to every post in the thread and the channel for a while.
+    h.discord.fail_next(
+        "POST", rf"/channels/({h.discord.channel_id}|{job.thread_id})/messages$", 503, times=1000
+    )
+    h.runcomfy.advance(job.request_id or "")
+    h.runcomfy.advance(job.request_id or "")
+    job = await h.wait_job(job_id, "failed", timeout=20)
+    assert await h.running.quota.job_ledger(job_id) == [("charge", 1), ("refund", -1)]
+    dm = await h.discord.wait_for(lambda: h.discord.dm_channel_id("alice"))
+    assert h.runcomfy.output_url(job.request_id or "") in h.discord.messages(dm)[0]["content"]
+
+
+async def test_upload_refused_for_another_reason_falls_back_to_the_link(harness: Harness) -> None:
+    h = harness
+    await h.start_bot()
+    job_id = await start_job(h, queue_seconds=None)
+    job = await h.job(job_id)
+    h.discord.fail_next(
+        "POST",
+        rf"/channels/{job.thread_id}/messages$",
+        400,
+        body={"code": 50035, "message": "Invalid Form Body"},
+    )
+    h.runcomfy.advance(job.request_id or "")
+    h.runcomfy.advance(job.request_id or "")
+    job = await h.wait_job(job_id, "delivered")
+    delivered = h.message(job.delivery_message_id or 0)
+    assert delivered["attachments"] == [] and "Discord refused the upload" in delivered["content"]
