@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 1024 * 1024
 
 DEFAULT_MODEL: Final = "wan-ai/wan-2-2/image-to-video"
 
@@ -534,7 +535,7 @@ class RunComfyClient:
         async with self._session.request(
             method, url, json=payload, headers=headers, timeout=self._timeout
         ) as resp:
-            raw = await resp.read()
+            raw = await _read_capped(resp)
             retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
             status = resp.status
         body: Any
@@ -743,3 +744,16 @@ class RunComfyClient:
             delay,
         )
         await self._sleep(delay)
+
+
+async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
+    """The body, or b"" (unparseable) past MAX_BODY_BYTES: API answers are small JSON documents, so
+    a runaway body is treated as garbage instead of being buffered."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return b""
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -794,3 +794,20 @@ async def test_null_error_code_on_200_is_not_an_error(
 ) -> None:
     fake.fail_next("status", 200, body={"request_id": "r", "status": "IN_PROGRESS", "error_code": code})
     assert await client.status("r") == JobStatus(status="in_progress", queue_position=None)
+
+
+async def test_runaway_status_body_is_treated_as_garbage_not_buffered() -> None:
+    from bot import runcomfy as runcomfy_module
+
+    async with FakeRunComfy() as fake, aiohttp.ClientSession() as session:
+        client = RunComfyClient(
+            session, base_url=fake.base_url, token=fake.token, backoff_base=0.01, max_attempts=2
+        )
+        sub = await client.submit(
+            GenerationParams(prompt="p", img_url=fake.host_file("a.png", make_image(400, 400), "image/png"))
+        )
+        huge = b'{"status": "in_queue", "pad": "' + b"x" * (runcomfy_module.MAX_BODY_BYTES + 10) + b'"}'
+        fake.fail_next("status", 200, raw=huge, times=2)
+        with pytest.raises(RunComfyProtocolError):
+            await client.status(sub.request_id)
+        assert (await client.status(sub.request_id)).status in ("in_queue", "in_progress", "completed")
