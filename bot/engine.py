@@ -538,7 +538,7 @@ class JobEngine:
             self._reconciled.add(job.id)
             if found is not None:
                 log.info("Job %s: found the video posted before a restart", job.id)
-                await self._delivered(job, found)
+                await self._delivered(job, *found)
                 return
         self._reconciled.add(job.id)
         content, video = await self._prepare_delivery(job)
@@ -640,14 +640,18 @@ class JobEngine:
                     log.warning("Job %s: could not post the video (%s); will retry", job.id, exc)
                     self.schedule(job.id, self.settings.poll_max_interval)
                     return
-                await self._delivered(job, message.id)
+                await self._delivered(job, target_id, message.id)
                 return
         await self._undeliverable(job)
 
-    async def _delivered(self, job: Job, message_id: int) -> None:
+    async def _delivered(self, job: Job, channel_id: int, message_id: int) -> None:
         self._reconciled.discard(job.id)
         if await self.jobs.update(
-            job.id, expect=(JobState.DELIVERING,), state=JobState.DELIVERED, delivery_message_id=message_id
+            job.id,
+            expect=(JobState.DELIVERING,),
+            state=JobState.DELIVERED,
+            delivery_channel_id=channel_id,
+            delivery_message_id=message_id,
         ):
             log.info("Job %s delivered", job.id)
             fresh = await self.jobs.get(job.id)
@@ -674,8 +678,8 @@ class JobEngine:
             log.info("Job %s: could not DM the requester either: %s", job.id, exc)
         await self._fail(job, Msg("I could not post the video in this channel (missing access)."))
 
-    async def _find_delivery(self, job: Job) -> int | None:
-        """The id of a message of ours that already carries this job's video, if any."""
+    async def _find_delivery(self, job: Job) -> tuple[int, int] | None:
+        """(channel id, message id) of a message of ours that already carries this job's video, if any."""
         me = self.client.user
         if me is None:
             return None
@@ -692,7 +696,7 @@ class JobEngine:
                     if marker.search(message.content) or any(
                         a.filename == filename for a in message.attachments
                     ):
-                        return message.id
+                        return target_id, message.id
             except discord.HTTPException as exc:
                 log.info("Job %s: could not read %s to reconcile: %s", job.id, target_id, exc)
         return None

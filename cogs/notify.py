@@ -56,7 +56,7 @@ class Notify(commands.Cog):
             return
         if event == "failed" and job.result_url:
             return  # a finished video the bot could not post: the engine already DMed its link
-        where = job.thread_id or job.channel_id
+        where = job.delivery_channel_id or job.thread_id or job.channel_id
         loc = job.locale  # the job's language (its error text is stored in it)
         if event == "delivered" and job.delivery_message_id:
             link = f"https://discord.com/channels/{job.guild_id}/{where}/{job.delivery_message_id}"

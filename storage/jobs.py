@@ -66,6 +66,7 @@ class Job:
     finished_at: float | None
     updated_at: float
     locale: str | None  # language of the job's public messages (the server's, at creation); None: English
+    delivery_channel_id: int | None
 
     @classmethod
     def from_row(cls, row: aiosqlite.Row) -> Job:
@@ -109,6 +110,7 @@ _UPDATABLE = frozenset(
         "overdue_notified_at",
         "status_has_image",
         "status_channel_id",
+        "delivery_channel_id",
         "submitted_at",
         "started_at",
         "finished_at",

@@ -34,7 +34,7 @@ async def test_happy_path_delivers_the_video_in_a_thread(harness: Harness) -> No
     assert h.buttons(job.status_message_id) == []
 
     delivered = h.message(job.delivery_message_id or 0)
-    assert int(delivered["channel_id"]) == job.thread_id
+    assert int(delivered["channel_id"]) == job.thread_id == job.delivery_channel_id
     assert delivered["attachments"][0]["data"] == h.runcomfy.video_bytes
     assert f"<@{h.discord.user_ids['alice']}>" in delivered["content"]
     assert [int(u) for u in delivered["allowed_mentions"]["users"]] == [h.discord.user_ids["alice"]]

@@ -82,6 +82,7 @@ async def test_sigkill_mid_upload_never_posts_twice(harness: Harness, tmp_path: 
     job = await h.wait_job(1, "delivered")
     assert len(deliveries(h)) == 1
     assert job.delivery_message_id == int(str(deliveries(h)[0]["id"]))
+    assert job.delivery_channel_id == int(str(deliveries(h)[0]["channel_id"]))
     assert await h.running.quota.job_ledger(1) == [("charge", 1)]
 
 

@@ -135,7 +135,7 @@ async def test_deleted_thread_falls_back_to_the_channel(harness: Harness) -> Non
     h.runcomfy.advance(job.request_id or "")
     job = await h.wait_job(job_id, "delivered")
     delivered = h.message(job.delivery_message_id or 0)
-    assert int(delivered["channel_id"]) == h.discord.channel_id
+    assert int(delivered["channel_id"]) == h.discord.channel_id == job.delivery_channel_id
     assert delivered["attachments"]
 
 
