@@ -31,7 +31,6 @@ PROMPT_MAX = 800
 NEGATIVE_MAX = 500
 # Larger uploads are refused before download; the API itself recommends images of at most 50 MB.
 MAX_SOURCE_BYTES = 50 * 1024 * 1024
-IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff", "image/heic")
 
 
 # Channels a job can live in (a forum post is a Thread; DMs are excluded by guild_only).
@@ -100,11 +99,6 @@ class Animate(commands.Cog):
     def __init__(self, bot: AnimateBot) -> None:
         self.bot = bot
         self.decoders = asyncio.Semaphore(4)
-
-    def cost_of(self, resolution: str) -> int:
-        """The bot-wide price (a guild's own prices come from policy.cost_of)."""
-        settings = self.bot.settings
-        return settings.cost_1080p if resolution == "1080P" else settings.cost_480p
 
     @app_commands.command(name="animate", description=_l("Turn an image into a 5-second video with Wan 2.2"))
     @app_commands.guild_only()
