@@ -14,7 +14,7 @@ from discord.ext import commands
 
 from bot import i18n, ui
 from bot.engine import JobEngine, VideoBackend
-from bot.i18n import tr
+from bot.i18n import Msg, render, tr
 from bot.preview import PreviewBackend
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
@@ -35,6 +35,15 @@ EXTENSIONS = (
     "cogs.history",
     "cogs.notify",
 )
+
+
+class CommandRefused(app_commands.CheckFailure):
+    """A check refused the command for a reason the caller can fix or should know: the tree's error
+    handler shows `message` (a bot.i18n.Msg) to them, ephemeral, in their language."""
+
+    def __init__(self, message: Msg) -> None:
+        super().__init__(str(message))
+        self.message = message
 
 
 class AnimateBot(commands.Bot):
@@ -153,6 +162,8 @@ class AnimateBot(commands.Bot):
             text = tr(loc, "Slow down — try again in {seconds:.0f} s.", seconds=error.retry_after)
         elif isinstance(error, app_commands.NoPrivateMessage):
             text = tr(loc, "This command only works in a server.")
+        elif isinstance(error, CommandRefused):
+            text = render(error.message, loc)
         elif isinstance(error, app_commands.CheckFailure):
             text = tr(loc, "You can't use this command here.")
         elif isinstance(error, app_commands.CommandInvokeError) and isinstance(error.original, StorageError):
@@ -171,8 +182,8 @@ class AnimateBot(commands.Bot):
             text = tr(loc, "Something went wrong on my side. Nothing was charged; please try again.")
         try:
             if interaction.response.is_done():
-                await interaction.followup.send(text, ephemeral=True)
+                await interaction.followup.send(text, ephemeral=True, allowed_mentions=ui.NO_MENTIONS)
             else:
-                await interaction.response.send_message(text, ephemeral=True)
+                await interaction.response.send_message(text, ephemeral=True, allowed_mentions=ui.NO_MENTIONS)
         except discord.HTTPException:
             log.warning("Could not tell the user about the error")

@@ -12,7 +12,7 @@ from discord.ext import commands
 
 from bot import ui
 from bot.i18n import N_, LocaleLike, tr, trn
-from cogs.admin import require_admin
+from cogs.admin.checks import admin_config, admin_only
 from storage.jobs import Job, JobState
 from storage.stats import guild_stats
 
@@ -77,13 +77,12 @@ class History(commands.Cog):
     @app_commands.command(name="animate-stats", description=_l("/animate numbers for this server (admins)"))
     @app_commands.guild_only()
     @app_commands.default_permissions(manage_guild=True)
+    @admin_only()
     @app_commands.describe(days=_l("How many days back to count (default 30)"))
     async def stats(
         self, interaction: discord.Interaction[AnimateBot], days: app_commands.Range[int, 1, 3650] = 30
     ) -> None:
-        config = await require_admin(self.bot, interaction)
-        if config is None:
-            return
+        config = admin_config(interaction)
         loc = interaction.locale
         since = time.time() - days * 86_400
         stats = await guild_stats(self.bot.db, config.guild_id, since)
