@@ -23,8 +23,9 @@ import aiohttp
 import discord
 
 from bot import ui
+from bot.fetch import OutputFetcher, check_video
 from bot.i18n import Msg, render, tr
-from bot.media import MediaError, NormalizedImage, download_capped, fit_video
+from bot.media import MediaError, NormalizedImage, fit_video
 from bot.runcomfy import (
     CancelResult,
     GenerationParams,
@@ -87,6 +88,7 @@ class JobEngine:
         quota: QuotaRepository,
         runcomfy: VideoBackend,
         session: aiohttp.ClientSession,
+        outputs: OutputFetcher,
     ) -> None:
         self.client = client
         self.settings = settings
@@ -94,6 +96,7 @@ class JobEngine:
         self.quota = quota
         self.runcomfy = runcomfy
         self.session = session
+        self.outputs = outputs  # output videos are fetched through this (SSRF-safe); the bot closes it
         self._heap: list[tuple[float, int, int]] = []
         self._due: dict[int, float] = {}
         self._seq = itertools.count()
@@ -610,11 +613,23 @@ class JobEngine:
         if self._fetch_output is not None and job.result_url.startswith("preview://"):
             fetch = self._fetch_output(job.result_url, MAX_VIDEO_DOWNLOAD)
         else:
-            fetch = download_capped(self.session, job.result_url, max_bytes=MAX_VIDEO_DOWNLOAD, timeout=120)
+            # RunComfy's URL is untrusted: https to public hosts (or RunComfy's own origin) only.
+            fetch = self.outputs.fetch(job.result_url, max_bytes=MAX_VIDEO_DOWNLOAD, timeout=120)
         try:
-            data = await fetch
+            data = check_video(await fetch)
         except MediaError as exc:
             log.warning("Job %s: video download failed: %s", job.id, exc)
+            if not self.outputs.linkable(job.result_url):
+                return (
+                    tr(
+                        loc,
+                        "<@{user}> your video is ready, but I couldn't fetch it, and RunComfy's link "
+                        "is not a secure (https) one I can pass on. · {marker}",
+                        user=user,
+                        marker=marker,
+                    ),
+                    None,
+                )
             return (
                 tr(
                     loc,
