@@ -439,7 +439,7 @@ class JobEngine:
         if age <= self.settings.job_timeout:
             return False
         assert job.request_id is not None
-        log.warning("Job %s: still in unknown status %r after the deadline; giving up", job.id, word)
+        log.warning("Job %s: RunComfy still says %r after the deadline; giving up", job.id, word)
         try:  # if it is really still queued, this keeps it from being billed
             await self.runcomfy.cancel(job.request_id)
         except RunComfyError as exc:
