@@ -50,6 +50,7 @@ __all__ = [
     "RunComfyValidationError",
     "Submission",
     "SubmitOutcomeUnknown",
+    "normalize_status",
 ]
 
 log = logging.getLogger(__name__)
