@@ -143,7 +143,7 @@ async def test_unknown_status_is_warned_once_and_given_up_at_the_deadline(
     script = h.runcomfy.scripts[0]
     if started:
         script.unknown_status = None
-    await h.start_bot(job_timeout=1.5, job_hard_timeout=3600)
+    await h.start_bot(job_timeout=2.5, job_hard_timeout=3600)
     await h.reply(await h.animate())
     if started:
         await h.wait_job(1, "running")
