@@ -14,6 +14,7 @@ from discord.ext import commands
 
 from bot import i18n, ui
 from bot.engine import JobEngine, VideoBackend
+from bot.fetch import OutputFetcher
 from bot.i18n import Msg, render, tr
 from bot.preview import PreviewBackend
 from bot.runcomfy import RunComfyClient
@@ -49,6 +50,7 @@ class CommandRefused(app_commands.CheckFailure):
 class AnimateBot(commands.Bot):
     # Set in setup_hook, which discord.py runs after login and before the gateway connects.
     session: aiohttp.ClientSession
+    outputs: OutputFetcher
     db: Database
     jobs: JobRepository
     quota: QuotaRepository
@@ -75,9 +77,14 @@ class AnimateBot(commands.Bot):
         self.tree.error(self.on_app_command_error)
 
     async def setup_hook(self) -> None:
+        user_agent = "animate-bot (+https://github.com/; discord image-to-video)"
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.settings.http_timeout, connect=10),
-            headers={"User-Agent": "animate-bot (+https://github.com/; discord image-to-video)"},
+            headers={"User-Agent": user_agent},
+        )
+        # RunComfy's output URLs are fetched through their own guarded session (see bot/fetch.py).
+        self.outputs = OutputFetcher(
+            self.session, trusted_origin=self.settings.runcomfy_base_url, user_agent=user_agent
         )
         self.db = await Database.open(self.settings.database_path)
         self.jobs = JobRepository(self.db)
@@ -104,6 +111,7 @@ class AnimateBot(commands.Bot):
             quota=self.quota,
             runcomfy=self.runcomfy,
             session=self.session,
+            outputs=self.outputs,
         )
         self.add_dynamic_items(CancelButton, ResultButton)
         for extension in EXTENSIONS:
@@ -120,6 +128,8 @@ class AnimateBot(commands.Bot):
         if self.preview is not None:
             await self.preview.close()
         await super().close()
+        if hasattr(self, "outputs"):
+            await self.outputs.close()
         if hasattr(self, "session"):
             await self.session.close()
         if hasattr(self, "db"):

@@ -23,13 +23,15 @@ import aiohttp
 import discord
 
 from bot import ui
+from bot.fetch import OutputFetcher, check_video
 from bot.i18n import Msg, render, tr
-from bot.media import MediaError, NormalizedImage, download_capped, fit_video
+from bot.media import MediaError, NormalizedImage, fit_video
 from bot.runcomfy import (
     CancelResult,
     GenerationParams,
     JobResult,
     JobStatus,
+    Phase,
     RunComfyAuthError,
     RunComfyBalanceError,
     RunComfyError,
@@ -86,6 +88,7 @@ class JobEngine:
         quota: QuotaRepository,
         runcomfy: VideoBackend,
         session: aiohttp.ClientSession,
+        outputs: OutputFetcher,
     ) -> None:
         self.client = client
         self.settings = settings
@@ -93,6 +96,7 @@ class JobEngine:
         self.quota = quota
         self.runcomfy = runcomfy
         self.session = session
+        self.outputs = outputs  # output videos are fetched through this (SSRF-safe); the bot closes it
         self._heap: list[tuple[float, int, int]] = []
         self._due: dict[int, float] = {}
         self._seq = itertools.count()
@@ -110,6 +114,8 @@ class JobEngine:
         self._channel_next: dict[int, float] = {}  # earliest next routine edit per channel
         self._edit_locks: dict[int, asyncio.Lock] = {}
         self._reconciled: set[int] = set()  # jobs whose earlier delivery attempt was checked
+        self._unknown_word: dict[int, str] = {}  # job id -> the unknown status word its last poll saw
+        self._unknown_warned: set[int] = set()  # jobs whose unknown word was logged (once per job)
         self._launches: set[asyncio.Task[Any]] = set()
         # Set when the backend serves outputs itself (the preview backend): url, max_bytes -> bytes.
         self._fetch_output: Callable[[str, int], Awaitable[bytes]] | None = getattr(
@@ -386,7 +392,13 @@ class JobEngine:
         if age > self.settings.job_hard_timeout:
             await self._give_up(job)
             return
-        overdue = age > self.settings.job_timeout and job.overdue_notified_at is None
+        # After an unknown word the job is neither queued nor running as far as we know: the deadline
+        # is decided by the next read (below), not by the queued/running overdue rules.
+        overdue = (
+            age > self.settings.job_timeout
+            and job.overdue_notified_at is None
+            and job.id not in self._unknown_word
+        )
         if overdue and await self._overdue(job):
             return
         status = await self._read(job, self.runcomfy.status, "status check")
@@ -394,22 +406,59 @@ class JobEngine:
             return
         await self.jobs.count_polls(job.id)
 
-        if status.status == "in_queue":
+        phase = status.phase
+        if phase is not Phase.UNKNOWN:
+            self._unknown_word.pop(job.id, None)
+        if phase is Phase.QUEUED:
             if job.state is not JobState.QUEUED or job.queue_position != status.queue_position:
                 await self.jobs.update(job.id, expect=ACTIVE, queue_position=status.queue_position)
                 await self._present_id(job.id)
-        elif status.status == "in_progress":
+        elif phase is Phase.RUNNING:
             if job.state is JobState.QUEUED:
                 await self._mark_running(job)
-        elif status.status == "completed":
-            await self._collect(job)
+        elif phase in (Phase.SUCCEEDED, Phase.FAILED):
+            # /result decides: a failed run may say "completed" on /status, and it holds the reason.
+            await self._collect(job, status)
             return
-        elif status.status == "cancelled":
+        elif phase is Phase.CANCELLED:
             await self._cancelled(job, Msg("RunComfy cancelled the job."))
             return
-        else:
-            log.warning("Job %s: unknown status %r; still waiting", job.id, status.status)
+        elif await self._unknown(job, status.status, "status", age):
+            return
         self.schedule(job.id, self.poll_interval(job))
+
+    async def _unknown(self, job: Job, word: str, endpoint: str, age: float) -> bool:
+        """RunComfy said a word we don't know: keep polling (warning once per job), but only until the
+        normal deadline -- never for JOB_HARD_TIMEOUT hours. Returns True if the job ended."""
+        self._unknown_word[job.id] = word
+        if job.id not in self._unknown_warned:
+            self._unknown_warned.add(job.id)
+            log.warning(
+                "Job %s: RunComfy /%s reported an unknown status %r; still waiting", job.id, endpoint, word
+            )
+        if age <= self.settings.job_timeout:
+            return False
+        assert job.request_id is not None
+        log.warning("Job %s: RunComfy still says %r after the deadline; giving up", job.id, word)
+        try:  # if it is really still queued, this keeps it from being billed
+            await self.runcomfy.cancel(job.request_id)
+        except RunComfyError as exc:
+            log.info("Job %s: cancel after an unknown status failed: %s", job.id, exc)
+        minutes = int(self.settings.job_timeout // 60)
+        await self._fail(
+            job,
+            Msg(
+                "RunComfy reported a state the bot does not understand ({word}) for over {minutes} minutes.",
+                word=_word(word),
+                minutes=minutes,
+            ),
+        )
+        self._forget_unknown(job.id)
+        return True
+
+    def _forget_unknown(self, job_id: int) -> None:
+        self._unknown_word.pop(job_id, None)
+        self._unknown_warned.discard(job_id)
 
     async def _overdue(self, job: Job) -> bool:
         """Past `job_timeout`: a queued job is cancelled (nobody waits 30 minutes for a queue); a
@@ -473,20 +522,23 @@ class JobEngine:
         try:
             return await call(job.request_id)
         except RunComfyNotFoundError:
+            self._forget_unknown(job.id)
             await self._fail(job, _EXPIRED)
         except RunComfyError as exc:
             log.warning("Job %s: %s failed (%s); will retry", job.id, what, exc)
             self.schedule(job.id, self.settings.poll_max_interval)
         return None
 
-    async def _collect(self, job: Job) -> None:
+    async def _collect(self, job: Job, status: JobStatus) -> None:
+        """/status says the job ended (succeeded or failed): /result decides how, and says why."""
         result = await self._read(job, self.runcomfy.result, "result fetch")
         if result is None:
             return
-        if result.status == "succeeded":
-            if not result.video_urls:
-                await self._fail(job, Msg("RunComfy finished but returned no video."))
-                return
+        phase = result.phase
+        if phase is not Phase.UNKNOWN:
+            self._unknown_word.pop(job.id, None)
+        if phase is Phase.SUCCEEDED:
+            self._forget_unknown(job.id)
             if await self.jobs.update(
                 job.id,
                 expect=ACTIVE,
@@ -500,17 +552,24 @@ class JobEngine:
                 # The video first; the "uploading" edit must not hold it up behind a rate limit.
                 self._spawn(self.present(fresh, force=True), f"present-{job.id}")
                 await self._deliver(fresh)
-        elif result.status == "failed":
-            await self._fail(
-                job,
-                Msg(
-                    "RunComfy could not generate the video: {reason}",
-                    reason=result.error or Msg("no reason given"),
-                ),
-            )
-        elif result.status == "cancelled":
+        elif phase is Phase.FAILED:
+            self._forget_unknown(job.id)
+            if result.no_video:
+                await self._fail(job, Msg("RunComfy finished but returned no video."))
+                return
+            await self._fail(job, _generation_failed(result.error))
+        elif phase is Phase.CANCELLED:
+            self._forget_unknown(job.id)
             await self._cancelled(job, Msg("RunComfy cancelled the job."))
+        elif status.phase is Phase.FAILED:
+            # /status says failed and /result has no verdict (yet): failure on either endpoint counts.
+            self._forget_unknown(job.id)
+            await self._fail(job, _generation_failed(status.error))
         else:
+            if phase is Phase.UNKNOWN:
+                age = time.time() - (job.submitted_at or job.created_at)
+                if await self._unknown(job, result.status, "result", age):
+                    return
             # /status said completed but /result is not final yet: keep polling.
             self.schedule(job.id, self.poll_interval(job))
 
@@ -554,11 +613,23 @@ class JobEngine:
         if self._fetch_output is not None and job.result_url.startswith("preview://"):
             fetch = self._fetch_output(job.result_url, MAX_VIDEO_DOWNLOAD)
         else:
-            fetch = download_capped(self.session, job.result_url, max_bytes=MAX_VIDEO_DOWNLOAD, timeout=120)
+            # RunComfy's URL is untrusted: https to public hosts (or RunComfy's own origin) only.
+            fetch = self.outputs.fetch(job.result_url, max_bytes=MAX_VIDEO_DOWNLOAD, timeout=120)
         try:
-            data = await fetch
+            data = check_video(await fetch)
         except MediaError as exc:
             log.warning("Job %s: video download failed: %s", job.id, exc)
+            if not self.outputs.linkable(job.result_url):
+                return (
+                    tr(
+                        loc,
+                        "<@{user}> your video is ready, but I couldn't fetch it, and RunComfy's link "
+                        "is not a secure (https) one I can pass on. · {marker}",
+                        user=user,
+                        marker=marker,
+                    ),
+                    None,
+                )
             return (
                 tr(
                     loc,
@@ -930,6 +1001,18 @@ _NOT_CANCELLABLE = Msg(
     "so it will run to the end and the video will still be posted."
 )
 _EXPIRED = Msg("RunComfy no longer knows this job (it may have expired).")
+
+
+def _generation_failed(error: str | None) -> Msg:
+    return Msg("RunComfy could not generate the video: {reason}", reason=error or Msg("no reason given"))
+
+
+def _word(word: str) -> str:
+    """A remote status word, made safe to show: short, and unable to break out of the code span."""
+    cleaned = "".join(ch for ch in word if ch.isprintable() and ch not in "`<>@")[:40]
+    return f"`{cleaned}`" if cleaned else "—"
+
+
 _RESTARTING = Msg("The bot was shutting down, so this job was not started.")
 
 

@@ -27,6 +27,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Final, NoReturn
 
 import aiohttp
@@ -36,6 +37,7 @@ __all__ = [
     "GenerationParams",
     "JobResult",
     "JobStatus",
+    "Phase",
     "RunComfyAuthError",
     "RunComfyBalanceError",
     "RunComfyClient",
@@ -48,6 +50,7 @@ __all__ = [
     "RunComfyValidationError",
     "Submission",
     "SubmitOutcomeUnknown",
+    "normalize_status",
 ]
 
 log = logging.getLogger(__name__)
@@ -186,21 +189,77 @@ class Submission:
     cancel_url: str | None
 
 
+class Phase(StrEnum):
+    """A RunComfy status word, normalised. The words are not settled (the seed document, RunComfy's
+    CLI and its docs disagree), so every known spelling maps here and anything else is UNKNOWN."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"  # on /status: finished, /result decides; on /result: a video is there
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+
+
+# Lower-cased words; RunComfy's CLI treats completed|succeeded|failed|cancelled|canceled as terminal on
+# both endpoints and succeeded|completed on /result as success.
+_WORDS: Final[Mapping[str, Phase]] = {
+    "in_queue": Phase.QUEUED,
+    "queued": Phase.QUEUED,
+    "in_progress": Phase.RUNNING,
+    "running": Phase.RUNNING,
+    "completed": Phase.SUCCEEDED,
+    "succeeded": Phase.SUCCEEDED,
+    "failed": Phase.FAILED,
+    "cancelled": Phase.CANCELLED,
+    "canceled": Phase.CANCELLED,
+}
+SUCCESS_WORDS: Final = frozenset(w for w, p in _WORDS.items() if p is Phase.SUCCEEDED)
+
+
+def normalize_status(word: str, *, error: str | None = None) -> Phase:
+    """The phase a status word means; an ``error`` field means failure unless the word says cancelled."""
+    phase = _WORDS.get(word.strip().lower(), Phase.UNKNOWN)
+    if error is not None and phase is not Phase.CANCELLED:
+        return Phase.FAILED
+    return phase
+
+
 @dataclass(frozen=True, slots=True)
 class JobStatus:
     status: str
-    """``in_queue`` | ``in_progress`` | ``completed`` | ``cancelled`` | any other string, lower-cased."""
+    """The raw word, lower-cased (``in_queue``, ``Completed`` -> ``completed``, or anything else); empty
+    when RunComfy sent only an ``error``. Decide on :attr:`phase`, log this."""
     queue_position: int | None
+    error: str | None = None
+
+    @property
+    def phase(self) -> Phase:
+        return normalize_status(self.status, error=self.error)
 
 
 @dataclass(frozen=True, slots=True)
 class JobResult:
     status: str
-    """``succeeded`` | ``failed`` | ``in_queue`` | ``in_progress`` | ``cancelled`` | other, lower-cased."""
+    """The raw word, lower-cased (``succeeded``, ``completed``, ``failed``, ...); empty when RunComfy sent
+    only an ``error``. Decide on :attr:`phase`, log this."""
     video_urls: tuple[str, ...]
     error: str | None
     created_at: str | None
     finished_at: str | None
+
+    @property
+    def phase(self) -> Phase:
+        """SUCCEEDED only with a video: a "success" without one is a failure (see :attr:`no_video`)."""
+        phase = normalize_status(self.status, error=self.error)
+        if phase is Phase.SUCCEEDED and not self.video_urls:
+            return Phase.FAILED
+        return phase
+
+    @property
+    def no_video(self) -> bool:
+        """RunComfy said it succeeded but sent no video URL."""
+        return self.error is None and self.status in SUCCESS_WORDS and not self.video_urls
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,20 +536,13 @@ class RunComfyClient:
     async def status(self, request_id: str) -> JobStatus:
         rid = _validate_request_id(request_id)
         body = await self._call_idempotent("GET", f"/requests/{rid}/status")
-        raw_status = body.get("status")
-        if not isinstance(raw_status, str) or not raw_status.strip():
-            raise RunComfyProtocolError("RunComfy status response has no 'status' string")
-        return JobStatus(
-            status=raw_status.strip().lower(),
-            queue_position=_opt_int(body.get("queue_position")),
-        )
+        word, error = self._word_and_error(body, "status")
+        return JobStatus(status=word, queue_position=_opt_int(body.get("queue_position")), error=error)
 
     async def result(self, request_id: str) -> JobResult:
         rid = _validate_request_id(request_id)
         body = await self._call_idempotent("GET", f"/requests/{rid}/result")
-        raw_status = body.get("status")
-        if not isinstance(raw_status, str) or not raw_status.strip():
-            raise RunComfyProtocolError("RunComfy result response has no 'status' string")
+        word, error = self._word_and_error(body, "result")
         output = body.get("output")
         urls: list[str] = []
         if isinstance(output, Mapping):
@@ -504,11 +556,10 @@ class RunComfyClient:
                 urls.append(videos)
         elif output is not None:
             raise RunComfyProtocolError("RunComfy result 'output' is not an object")
-        error = _render_error(body.get("error"))
         return JobResult(
-            status=raw_status.strip().lower(),
+            status=word,
             video_urls=tuple(dict.fromkeys(urls)),
-            error=self._safe(error) if error is not None else None,
+            error=error,
             created_at=_opt_str(body.get("created_at")),
             finished_at=_opt_str(body.get("finished_at")),
         )
@@ -525,8 +576,21 @@ class RunComfyClient:
         return CancelResult(
             status=status,
             outcome=outcome,
-            cancelled=outcome == "cancelled" or status == "cancelled",
+            cancelled=Phase.CANCELLED in (_WORDS.get(outcome or ""), _WORDS.get(status or "")),
         )
+
+    def _word_and_error(self, body: Mapping[str, Any], endpoint: str) -> tuple[str, str | None]:
+        """The lower-cased status word ("" if absent) and the rendered ``error`` field (None if absent).
+        An ``error`` without a word is a failure; neither is a protocol error."""
+        raw_error = body.get("error")
+        error = None
+        if raw_error not in (None, "", [], {}, False):
+            error = self._safe(_render_error(raw_error) or "unknown error")
+        raw_status = body.get("status")
+        word = raw_status.strip().lower() if isinstance(raw_status, str) else ""
+        if not word and error is None:
+            raise RunComfyProtocolError(f"RunComfy {endpoint} response has no 'status' string")
+        return word, error
 
     # ---------------------------------------------------------------- transport
 

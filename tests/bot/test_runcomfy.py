@@ -19,6 +19,7 @@ from bot.runcomfy import (
     GenerationParams,
     JobResult,
     JobStatus,
+    Phase,
     RunComfyAuthError,
     RunComfyBalanceError,
     RunComfyClient,
@@ -30,6 +31,7 @@ from bot.runcomfy import (
     RunComfyUnavailableError,
     RunComfyValidationError,
     SubmitOutcomeUnknown,
+    normalize_status,
 )
 from tests.fakes.runcomfy import FakeRunComfy, JobScript, make_image
 
@@ -811,3 +813,96 @@ async def test_runaway_status_body_is_treated_as_garbage_not_buffered() -> None:
         with pytest.raises(RunComfyProtocolError):
             await client.status(sub.request_id)
         assert (await client.status(sub.request_id)).status in ("in_queue", "in_progress", "completed")
+
+
+# ------------------------------------------------------------------------------------------ vocabulary
+
+
+@pytest.mark.parametrize(
+    ("word", "phase"),
+    [
+        ("in_queue", Phase.QUEUED),
+        ("IN_QUEUE", Phase.QUEUED),
+        ("queued", Phase.QUEUED),
+        ("In_Progress", Phase.RUNNING),
+        ("running", Phase.RUNNING),
+        ("completed", Phase.SUCCEEDED),
+        ("Completed", Phase.SUCCEEDED),
+        ("SUCCEEDED", Phase.SUCCEEDED),
+        ("failed", Phase.FAILED),
+        ("Failed", Phase.FAILED),
+        ("cancelled", Phase.CANCELLED),
+        ("canceled", Phase.CANCELLED),
+        ("CANCELED", Phase.CANCELLED),
+        ("warming_up", Phase.UNKNOWN),
+        ("", Phase.UNKNOWN),
+    ],
+)
+def test_status_words_are_normalised(word: str, phase: Phase) -> None:
+    assert normalize_status(word) is phase
+    assert JobStatus(status=word.lower(), queue_position=None).phase is phase
+
+
+def test_an_error_field_means_failure_unless_cancelled() -> None:
+    assert normalize_status("completed", error="boom") is Phase.FAILED
+    assert normalize_status("", error="boom") is Phase.FAILED
+    assert normalize_status("in_progress", error="boom") is Phase.FAILED
+    assert normalize_status("canceled", error="boom") is Phase.CANCELLED
+    assert JobStatus(status="completed", queue_position=None, error="x").phase is Phase.FAILED
+
+
+def test_result_succeeds_only_with_a_video() -> None:
+    ok = JobResult("completed", ("https://cdn/x.mp4",), None, None, None)
+    assert ok.phase is Phase.SUCCEEDED and not ok.no_video
+    empty = JobResult("succeeded", (), None, None, None)
+    assert empty.phase is Phase.FAILED and empty.no_video
+    failed = JobResult("completed", (), "out of memory", None, None)
+    assert failed.phase is Phase.FAILED and not failed.no_video
+
+
+@pytest.mark.parametrize("dialect", ["seed", "cli", "terse"])
+async def test_every_dialect_parses_to_the_same_phases(
+    fake: FakeRunComfy, client: RunComfyClient, params: GenerationParams, dialect: str
+) -> None:
+    fake.dialect = dialect
+    fake.scripts.extend(
+        [
+            JobScript(queue_seconds=None, run_seconds=None),
+            JobScript(queue_seconds=0, run_seconds=0, outcome="failed", error="GPU fell over"),
+            JobScript(queue_seconds=None, run_seconds=None),
+        ]
+    )
+    ok, bad, cancelled = [await client.submit(params) for _ in range(3)]
+    assert (await client.status(ok.request_id)).phase is Phase.QUEUED
+    assert (await client.result(ok.request_id)).phase is Phase.QUEUED
+    fake.advance(ok.request_id)
+    assert (await client.status(ok.request_id)).phase is Phase.RUNNING
+    fake.advance(ok.request_id)
+    assert (await client.status(ok.request_id)).phase is Phase.SUCCEEDED
+    done = await client.result(ok.request_id)
+    assert done.phase is Phase.SUCCEEDED and done.video_urls == (fake.output_url(ok.request_id),)
+
+    assert (await client.status(bad.request_id)).phase in (Phase.SUCCEEDED, Phase.FAILED)  # /result decides
+    failure = await client.result(bad.request_id)
+    assert failure.phase is Phase.FAILED and failure.error == "GPU fell over"
+
+    answer = await client.cancel(cancelled.request_id)
+    assert answer.cancelled
+    assert (await client.status(cancelled.request_id)).phase is Phase.CANCELLED
+    assert (await client.result(cancelled.request_id)).phase is Phase.CANCELLED
+
+
+@pytest.mark.parametrize("endpoint", ["status", "result"])
+async def test_error_without_a_status_word_is_a_failure(
+    fake: FakeRunComfy, client: RunComfyClient, params: GenerationParams, endpoint: str
+) -> None:
+    sub = await client.submit(params)
+    fake.fail_next(endpoint, 200, body={"request_id": sub.request_id, "error": {"message": "bad input"}})
+    answer: JobStatus | JobResult = await (client.status if endpoint == "status" else client.result)(
+        sub.request_id
+    )
+    assert answer.phase is Phase.FAILED and answer.error == "bad input" and answer.status == ""
+    # Neither a word nor an error is still a protocol error.
+    fake.fail_next(endpoint, 200, body={"request_id": sub.request_id, "error": None})
+    with pytest.raises(RunComfyProtocolError):
+        await (client.status if endpoint == "status" else client.result)(sub.request_id)

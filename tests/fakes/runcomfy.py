@@ -35,6 +35,64 @@ from PIL import Image
 
 KNOWN_MODEL = "wan-ai/wan-2-2/image-to-video"
 ENDPOINTS = frozenset({"submit", "status", "result", "cancel", "video"})
+
+# How the fake words its statuses (the docs, RunComfy's CLI and its notes disagree; the bot must accept
+# them all). Per dialect: endpoint -> state -> word; a None word means "no status, only an `error`".
+#   seed:  the seed document -- /status completed for success and failure, /result succeeded | failed
+#   cli:   as RunComfy's CLI expects -- /result completed on success, /status failed on failure,
+#          American "canceled", mixed case (IN_QUEUE, Completed)
+#   terse: succeeded on both, and a failure is only an `error` field, with no status word at all
+DIALECTS = ("seed", "cli", "terse")
+_WORDS: dict[str, dict[str, dict[str, str | None]]] = {
+    "seed": {
+        "status": {
+            "in_queue": "in_queue",
+            "in_progress": "in_progress",
+            "succeeded": "completed",
+            "failed": "completed",
+            "cancelled": "cancelled",
+        },
+        "result": {
+            "in_queue": "in_queue",
+            "in_progress": "in_progress",
+            "succeeded": "succeeded",
+            "failed": "failed",
+            "cancelled": "cancelled",
+        },
+    },
+    "cli": {
+        "status": {
+            "in_queue": "IN_QUEUE",
+            "in_progress": "In_Progress",
+            "succeeded": "Completed",
+            "failed": "failed",
+            "cancelled": "canceled",
+        },
+        "result": {
+            "in_queue": "IN_QUEUE",
+            "in_progress": "In_Progress",
+            "succeeded": "completed",
+            "failed": "Failed",
+            "cancelled": "Canceled",
+        },
+    },
+    "terse": {
+        "status": {
+            "in_queue": "in_queue",
+            "in_progress": "in_progress",
+            "succeeded": "succeeded",
+            "failed": None,
+            "cancelled": "cancelled",
+        },
+        "result": {
+            "in_queue": "in_queue",
+            "in_progress": "in_progress",
+            "succeeded": "succeeded",
+            "failed": None,
+            "cancelled": "CANCELLED",
+        },
+    },
+}
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MIN_SIDE = 360
 MAX_SIDE = 2000
@@ -58,12 +116,13 @@ class JobScript:
     run_seconds: float | None = 0.2  # None = stays in progress until advanced
     outcome: str = "succeeded"  # or "failed"
     error: Any = None  # error payload returned on a failed result (any JSON type)
-    output_shape: str = "video"  # "video" (string) or "videos" (list)
+    output_shape: str = "video"  # "video" (string), "videos" (list), or "none" (success without a video)
     video: bytes | None = None  # bytes served at the output URL; default fake.video_bytes
     video_status: int = 200  # e.g. 404 to make the output URL 404
-    status_when_failed: str = "completed"  # what /status says for a failed job
+    status_when_failed: str | None = None  # what /status says for a failed job (None: the dialect's word)
     initial_queue_position: int = 3
     unknown_status: str | None = None  # if set, /status reports this string while the job is running
+    output_url: str | None = None  # the URL /result hands out instead of the fake's own /files/{id}.mp4
 
 
 @dataclass
@@ -146,9 +205,15 @@ class FakeRunComfy:
     """In-process fake of the RunComfy Model API. See tests/fakes/README.md."""
 
     def __init__(
-        self, token: str = "test-runcomfy-token", *, validate_images: bool = True, port: int = 0
+        self,
+        token: str = "test-runcomfy-token",
+        *,
+        validate_images: bool = True,
+        port: int = 0,
+        dialect: str = "seed",
     ) -> None:
         self.token = token
+        self.dialect = dialect
         self.port = port  # 0 = pick a free port; the real one is known after start()
         self.validate_images = validate_images
         self.default_script = JobScript()
@@ -158,6 +223,7 @@ class FakeRunComfy:
         self.video_bytes: bytes = DEFAULT_VIDEO_BYTES
         self.balance: int | None = None
         self.hosted: dict[str, tuple[bytes, str]] = {}
+        self.redirects: dict[str, tuple[str, int]] = {}
         self.url = ""
         self.base_url = ""
         self._faults: dict[str, deque[_Fault]] = {name: deque() for name in ENDPOINTS}
@@ -165,6 +231,17 @@ class FakeRunComfy:
         self._session: aiohttp.ClientSession | None = None
         self._closing: asyncio.Event | None = None
         self._ids = itertools.count(1)
+
+    @property
+    def dialect(self) -> str:
+        """Which wording the fake speaks (see DIALECTS); may be changed at any time."""
+        return self._dialect
+
+    @dialect.setter
+    def dialect(self, value: str) -> None:
+        if value not in DIALECTS:
+            raise ValueError(f"unknown dialect {value!r}; expected one of {DIALECTS}")
+        self._dialect = value
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -179,6 +256,7 @@ class FakeRunComfy:
         app.router.add_post("/v1/requests/{request_id}/cancel", self._handle_cancel)
         app.router.add_get("/files/{request_id}.mp4", self._handle_video)
         app.router.add_get("/uploads/{name}", self._handle_upload)
+        app.router.add_get("/redirect/{name}", self._handle_redirect)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", self.port)
@@ -266,7 +344,16 @@ class FakeRunComfy:
         self.hosted[name] = (data, content_type)
         return f"{self.url}/uploads/{name}"
 
+    def redirect(self, name: str, location: str, status: int = 302) -> str:
+        """Serve a ``status`` redirect to ``location`` at ``{url}/redirect/{name}``; returns that URL."""
+        self.redirects[name] = (location, status)
+        return f"{self.url}/redirect/{name}"
+
     def output_url(self, request_id: str) -> str:
+        """The URL /result hands out for this job (``script.output_url``, else the fake's own file)."""
+        job = self.jobs.get(request_id)
+        if job is not None and job.script.output_url is not None:
+            return job.script.output_url
         return f"{self.url}/files/{request_id}.mp4"
 
     def requests_to(self, endpoint: str) -> list[RecordedRequest]:
@@ -359,15 +446,19 @@ class FakeRunComfy:
         self._refresh(job, self._loop_time())
         return job
 
-    def _status_string(self, job: FakeJob) -> str:
+    def _status_string(self, job: FakeJob) -> str | None:
         state = job.state
         if state in ("in_queue", "in_progress") and job.script.unknown_status is not None:
             return job.script.unknown_status
-        if state == "succeeded":
-            return "completed"
-        if state == "failed":
+        if state == "failed" and job.script.status_when_failed is not None:
             return job.script.status_when_failed
-        return state
+        return _WORDS[self.dialect]["status"][state]
+
+    def _failure_error(self, job: FakeJob) -> Any:
+        """The `error` a failed job carries; a dialect without a failure word always sends one."""
+        if job.script.error is not None:
+            return job.script.error
+        return None if _WORDS[self.dialect]["result"]["failed"] else {"message": "generation failed"}
 
     def _job_urls(self, request_id: str) -> dict[str, str]:
         base = f"{self.base_url}/requests/{request_id}"
@@ -503,7 +594,12 @@ class FakeRunComfy:
         if isinstance(job, web.Response):
             return job
         job.status_calls += 1
-        body: dict[str, Any] = {"request_id": job.request_id, "status": self._status_string(job)}
+        body: dict[str, Any] = {"request_id": job.request_id}
+        word = self._status_string(job)
+        if word is not None:
+            body["status"] = word
+        else:
+            body["error"] = self._failure_error(job)
         if job.state == "in_queue":
             body["queue_position"] = self._queue_position(job, self._loop_time())
         urls = self._job_urls(job.request_id)
@@ -522,17 +618,17 @@ class FakeRunComfy:
             return job
         job.result_calls += 1
         state = job.state
-        body: dict[str, Any] = {
-            "request_id": job.request_id,
-            "status": state,
-            "created_at": job.created_at,
-            "finished_at": job.finished_at,
-        }
-        if state == "succeeded":
+        body: dict[str, Any] = {"request_id": job.request_id}
+        word = _WORDS[self.dialect]["result"][state]
+        if word is not None:
+            body["status"] = word
+        body["created_at"] = job.created_at
+        body["finished_at"] = job.finished_at
+        if state == "succeeded" and job.script.output_shape != "none":
             url = self.output_url(job.request_id)
             body["output"] = {"videos": [url]} if job.script.output_shape == "videos" else {"video": url}
-        elif state == "failed" and job.script.error is not None:
-            body["error"] = job.script.error
+        elif state == "failed" and (error := self._failure_error(job)) is not None:
+            body["error"] = error
         return _json_response(body)
 
     async def _handle_cancel(self, request: web.Request) -> web.StreamResponse:
@@ -545,12 +641,13 @@ class FakeRunComfy:
         if isinstance(job, web.Response):
             return job
         job.cancel_calls += 1
+        cancelled = "canceled" if self.dialect == "cli" else "cancelled"
         if job.phase == "in_queue":
             job.phase, job.phase_started = "cancelled", self._loop_time()
             job.finished_at = _now_iso()
-            outcome = "cancelled"
+            outcome = cancelled
         elif job.phase == "cancelled":
-            outcome = "cancelled"
+            outcome = cancelled
         else:
             outcome = "not_cancellable"
         return _json_response(
@@ -573,6 +670,14 @@ class FakeRunComfy:
             return web.Response(status=job.script.video_status, text=f"HTTP {job.script.video_status}")
         data = job.script.video if job.script.video is not None else self.video_bytes
         return web.Response(body=data, content_type="video/mp4")
+
+    async def _handle_redirect(self, request: web.Request) -> web.StreamResponse:
+        await self._record(request, "redirect")
+        entry = self.redirects.get(request.match_info["name"])
+        if entry is None:
+            return web.Response(status=404, text="Not Found")
+        location, status = entry
+        return web.Response(status=status, headers={"Location": location})
 
     async def _handle_upload(self, request: web.Request) -> web.StreamResponse:
         await self._record(request, "upload")
