@@ -158,10 +158,12 @@ _LATER = ("Database", "Discord token", "Invite URL", "RunComfy token")
 
 def render(lines: list[Line], stream: IO[str]) -> None:
     marks = MARKS
+    encoding = getattr(stream, "encoding", None)  # None: an in-memory text stream takes anything
     try:
-        "".join(MARKS.values()).encode(getattr(stream, "encoding", None) or "ascii")
+        if encoding:
+            "".join(MARKS.values()).encode(encoding)
     except (UnicodeEncodeError, LookupError):
-        marks = ASCII_MARKS
+        marks = ASCII_MARKS  # e.g. a C-locale terminal: plain marks rather than a crash
     width = max(len(line.name) for line in lines)
     for line in lines:
         print(f"{marks[line.state]} {line.name.ljust(width)}  {line.detail}", file=stream)
