@@ -125,6 +125,8 @@ def check_locales(settings: Settings) -> Line:
     problems, extra = [], []
     for path in sorted(settings.locales_dir.glob("*.json")):
         try:
+            if not i18n.known_locale(path.stem):
+                raise i18n.CatalogError(f"{path.name}: {path.stem!r} is not a Discord locale code")
             i18n.read_catalog(path)
         except i18n.CatalogError as exc:
             problems.append(str(exc))

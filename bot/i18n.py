@@ -72,18 +72,26 @@ def read_catalog(path: Path) -> dict[str, str]:
     return {str(k): v for k, v in data.items()}
 
 
+def known_locale(code: str) -> bool:
+    """A Discord locale code ("fr", "pt-BR") or the language part of one ("pt")."""
+    codes = {locale.value for locale in discord.Locale}
+    return code in codes or any(c.split("-", 1)[0] == code for c in codes)
+
+
 def add_catalogs(folder: Path) -> list[str]:
     """Load every `<code>.json` in `folder` (the LOCALES_DIR setting) on top of the bundled catalogs,
     so a language can be added without reinstalling the package. Returns the codes loaded; a file
     that cannot be used is logged and skipped (the bot still answers, in English)."""
     loaded: list[str] = []
     for path in sorted(folder.glob("*.json")):
+        code = path.stem
         try:
+            if not known_locale(code):
+                raise CatalogError(f"{path.name}: {code!r} is not a Discord locale code (fr, pt-BR, ja, ...)")
             catalog = read_catalog(path)
         except CatalogError as exc:
             log.error("LOCALES_DIR: %s; skipped", exc)
             continue
-        code = path.stem
         CATALOGS[code] = {**CATALOGS.get(code, {}), **catalog}
         loaded.append(code)
     if loaded:

@@ -8,6 +8,7 @@ tests) never collide.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -265,6 +266,7 @@ class DatabaseCollector(Collector):
         self.charged = 0
         self.refunded = 0
         self._ledger_cursor: int | None = None
+        self._lock = asyncio.Lock()  # two scrapes at once must not count the same ledger rows twice
 
     async def start(self) -> None:
         """Count credits from now on (counters start at zero with the process, as Prometheus expects)."""
@@ -272,6 +274,10 @@ class DatabaseCollector(Collector):
         self._ledger_cursor = int(row["id"]) if row is not None else 0
 
     async def refresh(self) -> None:
+        async with self._lock:
+            await self._refresh()
+
+    async def _refresh(self) -> None:
         rows = await self.db.fetchall(
             "SELECT state, COUNT(*) AS n FROM jobs"
             " WHERE state IN ('pending', 'queued', 'running', 'delivering') GROUP BY state"

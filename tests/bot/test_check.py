@@ -146,8 +146,10 @@ async def test_a_broken_catalog_in_locales_dir_fails(
     lines = await check.run_checks(loader(runcomfy, tmp_path, locales_dir=locales))
     assert states(lines)["Languages"] == "ok" and "fr" in lines[1].detail
     (locales / "it.json").write_text("{not json")
+    (locales / "french.json").write_text("{}")
     lines = await check.run_checks(loader(runcomfy, tmp_path, locales_dir=locales))
     assert states(lines)["Languages"] == "fail" and "it.json" in lines[1].detail
+    assert "'french' is not a Discord locale code" in lines[1].detail
 
 
 def test_ascii_terminal_gets_ascii_marks() -> None:

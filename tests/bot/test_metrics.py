@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -168,6 +169,11 @@ async def test_database_collector_counts_from_the_ledger_incrementally(tmp_path:
         assert sample(collector, "animate_credits_refunded_total") == 2
         assert sample(collector, "animate_jobs", state="running") == 0
         assert sample(collector, "animate_jobs_in_flight") == 1
+        await _ledger(db, queued, 3, "grant")  # grants are neither charges nor refunds
+        fresh = await _insert_job(db, "pending")
+        await _ledger(db, fresh, 1, "charge")
+        await asyncio.gather(collector.refresh(), collector.refresh())  # concurrent scrapes
+        assert sample(collector, "animate_credits_charged_total") == 5
         text = generate_latest(metrics.build_registry(collector)).decode()
         assert "animate_credits_refunded_total 2.0" in text and "process_" in text
     finally:

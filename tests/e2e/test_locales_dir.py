@@ -21,11 +21,12 @@ async def test_a_catalog_in_locales_dir_is_used(
     folder = tmp_path / "locales"
     folder.mkdir()
     (folder / "fr.json").write_text(json.dumps({DONE: "C'est fait — plus de MP sur vos tâches."}))
-    (folder / "broken.json").write_text("{oops")  # logged and skipped; the bot still starts
+    (folder / "it.json").write_text("{oops")  # logged and skipped; the bot still starts
+    (folder / "french.json").write_text("{}")  # not a locale code: skipped too
     await harness.start_bot(locales_dir=folder)
 
     inter = await harness.discord.slash("animate-notify", {"dm": False}, user="alice", locale="fr")
     assert await harness.reply(inter) == "C'est fait — plus de MP sur vos tâches."
     inter = await harness.discord.slash("animate-notify", {"dm": False}, user="alice", locale="en-US")
     assert await harness.reply(inter) == DONE
-    assert "broken" not in i18n.CATALOGS
+    assert "it" not in i18n.CATALOGS and "french" not in i18n.CATALOGS
