@@ -84,15 +84,28 @@ async def check_discord(session: aiohttp.ClientSession, settings: Settings) -> t
         return Line("fail", "Discord token", f"unexpected answer from Discord (HTTP {status})"), skipped
     if not me.get("bot"):
         return Line("fail", "Discord token", "this is not a bot account's token"), skipped
-    token_line = Line("ok", "Discord token", f"accepted: logged in as {me.get('username')} (id {me['id']})")
-    app_id = me["id"]  # a bot's user id is its application id; ask to be sure
+    name, user_id = _printable(me.get("username")), _snowflake(me.get("id"))
+    token_line = Line("ok", "Discord token", f"accepted: logged in as {name} (id {user_id})")
+    app_id = user_id  # a bot's user id is its application id; ask to be sure
     try:
         status, app = await _get_json(session, f"{base}/oauth2/applications/@me", headers)
-        if status == 200 and isinstance(app, dict) and app.get("id"):
-            app_id = app["id"]
+        if status == 200 and isinstance(app, dict) and _snowflake(app.get("id")):
+            app_id = _snowflake(app.get("id"))
     except (aiohttp.ClientError, TimeoutError):
         pass
-    return token_line, Line("ok", "Invite URL", invite_url(int(app_id)))
+    if app_id is None:
+        return token_line, Line("fail", "Invite URL", "Discord did not say the application id")
+    return token_line, Line("ok", "Invite URL", invite_url(app_id))
+
+
+def _snowflake(value: Any) -> int | None:
+    text = str(value) if isinstance(value, int | str) else ""
+    return int(text) if text.isdigit() and len(text) <= 20 else None
+
+
+def _printable(value: Any) -> str:
+    """A remote name, safe for a terminal: no control characters (escape sequences), bounded."""
+    return "".join(ch for ch in str(value)[:100] if ch.isprintable()) or "?"
 
 
 async def check_runcomfy(session: aiohttp.ClientSession, settings: Settings) -> Line:

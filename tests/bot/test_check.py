@@ -243,3 +243,10 @@ def test_unknown_subcommand_prints_usage(tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 0 and "check   preflight" in proc.stdout
+
+
+def test_remote_names_cannot_inject_terminal_escapes() -> None:
+    assert check._printable("evil\x1b[2Jname\n") == "evil[2Jname"
+    assert (
+        check._snowflake("123") == 123 and check._snowflake("12a") is None and check._snowflake(None) is None
+    )

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 from typing import Any
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.client import AnimateBot
@@ -170,3 +173,18 @@ async def wait_for_async(probe: Any, timeout: float = 15) -> Any:
         if loop.time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.05)
+
+
+async def test_a_taken_metrics_port_is_logged_and_the_bot_runs(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with caplog.at_level(logging.ERROR, logger="cogs.ops"):
+            bot = await harness.start_bot(metrics_port=port)
+        assert ops_server(bot) is None
+        assert f"Could not serve metrics on 127.0.0.1:{port}" in caplog.text
+        inter = await harness.animate("still works")
+        assert "on its way" in await harness.reply(inter)
