@@ -1,4 +1,7 @@
-"""`python -m bot` / `animate-bot`: load settings, configure logging, run until SIGINT/SIGTERM."""
+"""`python -m bot` / `animate-bot`: load settings, configure logging, run until SIGINT/SIGTERM.
+
+`python -m bot check` / `animate-bot check` runs the preflight check instead (bot/check.py).
+"""
 
 from __future__ import annotations
 
@@ -10,20 +13,24 @@ import sys
 
 import discord
 
+from bot import logs
 from bot.settings import Settings, SettingsError, load_settings
 from storage.db import StorageError
 
 log = logging.getLogger(__name__)
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # discord.py's own INFO chatter about gateway sessions is useful; its DEBUG is not.
-    logging.getLogger("discord").setLevel(max(logging.INFO, logging.getLevelName(level)))
+USAGE = """usage: animate-bot [run | check]
+
+  run     start the bot (the default)
+  check   preflight: validate settings, migrate the database, test both tokens, print the invite URL
+"""
+
+
+def setup_logging(level: str, fmt: str = "plain", settings: Settings | None = None) -> None:
+    """Plain or JSON lines on stderr; both tokens are redacted from every record."""
+    secrets = [] if settings is None else [settings.discord_token.get_secret_value(), settings.runcomfy_token]
+    logs.configure(level, fmt, secrets)
 
 
 async def run(settings: Settings) -> None:
@@ -50,13 +57,28 @@ async def run(settings: Settings) -> None:
             await asyncio.gather(runner, return_exceptions=True)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args in ([], ["run"]):
+        return run_bot()
+    if args == ["check"]:
+        from bot.check import main as check_main
+
+        return check_main()
+    if args and args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0
+    print(USAGE, end="", file=sys.stderr)
+    return 2
+
+
+def run_bot() -> int:
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format, settings)
     try:
         asyncio.run(run(settings))
     except discord.LoginFailure:

@@ -12,7 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import i18n, ui
+from bot import i18n, metrics, ui
 from bot.engine import JobEngine, VideoBackend
 from bot.fetch import OutputFetcher
 from bot.i18n import Msg, render, tr
@@ -35,6 +35,7 @@ EXTENSIONS = (
     "cogs.audit",
     "cogs.history",
     "cogs.notify",
+    "cogs.ops",
 )
 
 
@@ -66,6 +67,10 @@ class AnimateBot(commands.Bot):
         # all we need. No privileged intents.
         intents = discord.Intents.none()
         intents.guilds = True
+        # Sees every Discord HTTP answer, so 429s are counted even when discord.py retries them.
+        options.setdefault("http_trace", metrics.discord_http_trace())
+        if settings.locales_dir is not None:
+            i18n.add_catalogs(settings.locales_dir)
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import aiohttp
 import discord
 
-from bot import ui
+from bot import metrics, ui
 from bot.fetch import OutputFetcher, check_video
 from bot.i18n import Msg, render, tr
+from bot.logs import bind
 from bot.media import MediaError, NormalizedImage, fit_video
 from bot.runcomfy import (
     CancelResult,
@@ -218,6 +219,7 @@ class JobEngine:
 
         The job row already exists with its credits reserved; every failure path here refunds them.
         """
+        bind(job_id=job.id, guild_id=job.guild_id)  # log fields for the rest of this task
         failure = await self.post_status(job, image, channel)
         if failure is not None:
             await self._fail(job, failure.message, present=job.status_message_id is not None)
@@ -261,6 +263,7 @@ class JobEngine:
         Once RunComfy accepted it, the job is polled whatever else fails here (thread, status edit).
         """
         assert job.image_url is not None and job.status_message_id is not None
+        bind(job_id=job.id, guild_id=job.guild_id)
         if not self.accepting:
             await self._fail(job, _RESTARTING)
             return LaunchResult(
@@ -285,10 +288,13 @@ class JobEngine:
         try:
             submission = await self.runcomfy.submit(params)
         except RunComfyError as exc:
+            metrics.count_submit(exc)
             reason, advice = _submit_failure(exc)
             log.warning("Job %s: submit failed: %s", job.id, exc)
             await self._fail(job, reason)
             return LaunchResult(False, Msg("{advice} You were not charged.", advice=advice))
+        metrics.count_submit(None)
+        bind(request_id=submission.request_id)
 
         now = time.time()
         moved = await self.jobs.update(
@@ -365,6 +371,7 @@ class JobEngine:
     # ------------------------------------------------------------------ polling
 
     async def _step_guarded(self, job_id: int) -> None:
+        bind(job_id=job_id)  # each step runs in its own task
         try:
             async with self._limit:
                 await self._step(job_id)
@@ -380,6 +387,7 @@ class JobEngine:
         job = await self.jobs.get(job_id)
         if job is None or job.state.finished or job.state is JobState.PENDING:
             return
+        bind(guild_id=job.guild_id, request_id=job.request_id)
         if job.state is JobState.DELIVERING:
             if time.time() - (job.finished_at or job.created_at) > DELIVERY_TIMEOUT:
                 log.warning("Job %s: could not post the video for an hour; sending the link by DM", job.id)
@@ -405,6 +413,7 @@ class JobEngine:
         if status is None:
             return
         await self.jobs.count_polls(job.id)
+        metrics.count_poll(status.phase.value)
 
         phase = status.phase
         if phase is not Phase.UNKNOWN:
@@ -655,6 +664,7 @@ class JobEngine:
         try:
             async with self._encoders:  # each re-encode holds a whole video in memory
                 fitted = await asyncio.to_thread(fit_video, data, job.upload_limit)
+            metrics.mark_reencoded(job.id)
         except MediaError as exc:
             log.warning("Job %s: could not fit the video into %d bytes: %s", job.id, job.upload_limit, exc)
             return (
@@ -711,6 +721,7 @@ class JobEngine:
                     log.warning("Job %s: could not post the video (%s); will retry", job.id, exc)
                     self.schedule(job.id, self.settings.poll_max_interval)
                     return
+                metrics.count_delivery(job.id, uploaded=video is not None)
                 await self._delivered(job, target_id, message.id)
                 return
         await self._undeliverable(job)

@@ -31,6 +31,7 @@ import json
 import logging
 import string
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import discord
@@ -54,6 +55,48 @@ def _load_catalogs() -> dict[str, dict[str, str]]:
 
 
 CATALOGS: dict[str, dict[str, str]] = _load_catalogs()
+
+
+class CatalogError(ValueError):
+    """A translation file that cannot be used; the message names the file."""
+
+
+def read_catalog(path: Path) -> dict[str, str]:
+    """One `<code>.json` catalog: a JSON object of English template -> translation."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CatalogError(f"{path.name}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise CatalogError(f"{path.name}: must be a JSON object of strings")
+    return {str(k): v for k, v in data.items()}
+
+
+def known_locale(code: str) -> bool:
+    """A Discord locale code ("fr", "pt-BR") or the language part of one ("pt")."""
+    codes = {locale.value for locale in discord.Locale}
+    return code in codes or any(c.split("-", 1)[0] == code for c in codes)
+
+
+def add_catalogs(folder: Path) -> list[str]:
+    """Load every `<code>.json` in `folder` (the LOCALES_DIR setting) on top of the bundled catalogs,
+    so a language can be added without reinstalling the package. Returns the codes loaded; a file
+    that cannot be used is logged and skipped (the bot still answers, in English)."""
+    loaded: list[str] = []
+    for path in sorted(folder.glob("*.json")):
+        code = path.stem
+        try:
+            if not known_locale(code):
+                raise CatalogError(f"{path.name}: {code!r} is not a Discord locale code (fr, pt-BR, ja, ...)")
+            catalog = read_catalog(path)
+        except CatalogError as exc:
+            log.error("LOCALES_DIR: %s; skipped", exc)
+            continue
+        CATALOGS[code] = {**CATALOGS.get(code, {}), **catalog}
+        loaded.append(code)
+    if loaded:
+        log.info("Loaded translations from %s: %s", folder, ", ".join(loaded))
+    return loaded
 
 
 def catalog_digest() -> str:

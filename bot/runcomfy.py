@@ -32,6 +32,8 @@ from typing import Any, Final, NoReturn
 
 import aiohttp
 
+from bot import metrics
+
 __all__ = [
     "CancelResult",
     "GenerationParams",
@@ -595,6 +597,12 @@ class RunComfyClient:
     # ---------------------------------------------------------------- transport
 
     async def _send(self, method: str, url: str, payload: dict[str, Any] | None) -> _Response:
+        with metrics.runcomfy_call(url) as call:  # counted by endpoint and answer, timed
+            resp = await self._send_unobserved(method, url, payload)
+            call.status(resp.status)
+            return resp
+
+    async def _send_unobserved(self, method: str, url: str, payload: dict[str, Any] | None) -> _Response:
         headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
         async with self._session.request(
             method, url, json=payload, headers=headers, timeout=self._timeout

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from yarl import URL
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,13 @@ class Settings(BaseSettings):
     cost_1080p: int = Field(default=2, ge=0, le=1000)
     dev_guild_id: int | None = None
     log_level: str = "INFO"
+    # "plain" (default) or "json": one JSON object per line, with job_id/guild_id/request_id fields.
+    log_format: Literal["plain", "json"] = "plain"
+    # /healthz and /metrics: off unless a port is set (0 picks a free port, for tests).
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # Extra translation catalogs (<code>.json), read at start-up beside the bundled ones.
+    locales_dir: Path | None = None
 
     # Tuning knobs; defaults suit production, tests shrink them.
     poll_first_delay: float = Field(default=4.0, gt=0)
@@ -55,9 +64,15 @@ class Settings(BaseSettings):
     @field_validator("runcomfy_base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
-            raise ValueError("must start with https://")
-        return value.rstrip("/")
+        try:
+            url = URL(value)
+        except ValueError:
+            raise ValueError("must be an https:// URL") from None
+        if url.scheme == "https" and url.host:
+            return value.rstrip("/")
+        if url.scheme == "http" and url.host and _is_loopback(url.host):
+            return value.rstrip("/")  # the local fakes in tests; a token never crosses a network in clear
+        raise ValueError("must start with https:// (plain http:// only for 127.0.0.1 or localhost)")
 
     @field_validator("log_level")
     @classmethod
@@ -66,6 +81,13 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
+
+    @field_validator("locales_dir")
+    @classmethod
+    def _check_locales_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError("must be an existing folder")
+        return value
 
     @field_validator("discord_token")
     @classmethod
@@ -92,6 +114,15 @@ class Settings(BaseSettings):
 
 
 _NOT_SET = "is not set"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class SettingsError(Exception):

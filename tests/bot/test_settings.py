@@ -100,3 +100,57 @@ def test_every_setting_is_documented() -> None:
     for name in (field.upper() for field in Settings.model_fields):
         assert f"{name}=" in env_example, f"{name} missing from .env.example"
         assert f"`{name}`" in readme, f"{name} missing from README's settings tables"
+
+
+def test_plain_http_only_for_loopback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    for url in (
+        "http://127.0.0.1:8080/v1",
+        "http://localhost/v1",
+        "http://[::1]:9/v1",
+        "https://a.example/v1",
+    ):
+        assert load_settings(discord_token="x", runcomfy_api_token="y", runcomfy_base_url=url)
+    for url in (
+        "http://model-api.runcomfy.net/v1",
+        "http://10.0.0.1/v1",
+        "https://",
+        "model-api.runcomfy.net",
+    ):
+        with pytest.raises(SettingsError, match="RUNCOMFY_BASE_URL is invalid \\(must start with https://"):
+            load_settings(discord_token="x", runcomfy_api_token="y", runcomfy_base_url=url)
+
+
+def test_operations_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(discord_token="x", runcomfy_api_token="y")
+    assert settings.metrics_port is None and settings.metrics_host == "127.0.0.1"
+    assert settings.log_format == "plain" and settings.locales_dir is None
+    settings = load_settings(
+        discord_token="x",
+        runcomfy_api_token="y",
+        metrics_port="9100",
+        log_format="json",
+        locales_dir=tmp_path,
+    )
+    assert (
+        settings.metrics_port == 9100 and settings.log_format == "json" and settings.locales_dir == tmp_path
+    )
+    with pytest.raises(SettingsError, match="METRICS_PORT is invalid"):
+        load_settings(discord_token="x", runcomfy_api_token="y", metrics_port=70000)
+    with pytest.raises(SettingsError, match="LOG_FORMAT is invalid"):
+        load_settings(discord_token="x", runcomfy_api_token="y", log_format="xml")
+    with pytest.raises(SettingsError, match="LOCALES_DIR is invalid \\(must be an existing folder\\)"):
+        load_settings(discord_token="x", runcomfy_api_token="y", locales_dir=tmp_path / "missing")
+
+
+def test_env_example_words_match_the_validators(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    env_example = (ROOT / ".env.example").read_text()
+    assert "# DEBUG, INFO, WARNING, ERROR or CRITICAL." in env_example
+    for level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        assert (
+            load_settings(discord_token="x", runcomfy_api_token="y", log_level=level.lower()).log_level
+            == level
+        )
+    assert "plain http:// only for 127.0.0.1, ::1 or localhost" in env_example

@@ -506,6 +506,9 @@ class FakeDiscord:
         self.dispatch_message_events: bool = True  # MESSAGE_CREATE/UPDATE/DELETE for messages the bot sends
         self.enforce_command_permissions: bool = True  # default_member_permissions / contexts in slash()
         self.response_delay: float = 0.0  # seconds added before every REST answer
+        # While True, new gateway connections get HTTP 503 (an outage): hold a bot disconnected.
+        self.refuse_gateway: bool = False
+        self.refused_gateway_connections: int = 0
 
         # Records
         self.calls: list[RecordedCall] = []
@@ -1225,7 +1228,10 @@ class FakeDiscord:
         if session is not None and session.conn is not None:
             await session.conn.ws.close(code=code, message=b"fake disconnect")
 
-    async def _gateway_handler(self, request: web.Request) -> web.WebSocketResponse:
+    async def _gateway_handler(self, request: web.Request) -> web.StreamResponse:
+        if self.refuse_gateway:
+            self.refused_gateway_connections += 1
+            return web.Response(status=503, text="gateway unavailable (fake outage)")
         ws = web.WebSocketResponse(autoping=True, compress=False, max_msg_size=0, timeout=2.0)
         await ws.prepare(request)
         conn = _Conn(ws, dict(request.query))
