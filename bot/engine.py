@@ -92,7 +92,7 @@ class _Outgoing:
 
     content: str
     video: bytes | None = None
-    link: str | None = None  # shown in a link button or an embed: it did not fit into the content
+    link: str | None = None  # shown in an embed: it did not fit into the content
     plain: bool = False  # no buttons and no embed (Discord refused the full form)
 
 
@@ -854,10 +854,9 @@ class JobEngine:
         if outgoing.video is not None:
             fields["file"] = discord.File(io.BytesIO(outgoing.video), filename=f"animate-{job.id}.mp4")
         if not outgoing.plain:
-            view = ui.result_view(job)
-            if outgoing.link is not None and not ui.add_link_button(view, outgoing.link, job.locale):
+            fields["view"] = ui.result_view(job)
+            if outgoing.link is not None:
                 fields["embed"] = ui.link_embed(outgoing.link, job.locale)
-            fields["view"] = view
         return fields
 
     async def _delivered(self, job: Job, channel_id: int, message_id: int) -> None:
@@ -904,11 +903,7 @@ class JobEngine:
             "allowed_mentions": ui.NO_MENTIONS,
         }
         if dm.link is not None:
-            view = discord.ui.View(timeout=None)
-            if ui.add_link_button(view, dm.link, job.locale):
-                fields["view"] = view
-            else:
-                fields["embed"] = ui.link_embed(dm.link, job.locale)
+            fields["embed"] = ui.link_embed(dm.link, job.locale)
         try:
             user = self.client.get_user(job.user_id) or await self.client.fetch_user(job.user_id)
             await self._send(user, nonce=_nonce("d", job), **fields)
@@ -1255,9 +1250,9 @@ def _nonce(kind: str, job: Job, epoch: int | None = None) -> str:
 
 def _linked(locale: str | None, url: str, make: Callable[[str], str], *, extras: bool = True) -> _Outgoing:
     """A message showing `url`: inline while the message stays within Discord's 2,000 characters,
-    else the text points below and the link goes into a button or an embed (see ui.add_link_button);
-    a link too long even for those (or, without `extras`, too long for the text) is left out, saying
-    so. `make` builds the text around the link."""
+    else the text points below and the link goes into an embed (a link button would hold only 512
+    characters; signed URLs run to 2,000). A link too long even for that -- or, without `extras`,
+    too long for the text -- is left out, saying so. `make` builds the text around the link."""
     content = make(f"<{url}>")
     if len(content) <= MAX_CONTENT:
         return _Outgoing(content)
@@ -1335,15 +1330,14 @@ def _missing_in(channel: object, *, file: bool, locale: str | None = None) -> li
         return None
     perms: discord.Permissions = permissions_for(guild.me)
     in_thread = isinstance(channel, discord.Thread)
-    needed = {
-        N_("View Channel"): perms.view_channel,
-        N_("Send Messages in Threads") if in_thread else N_("Send Messages"): (
-            perms.send_messages_in_threads if in_thread else perms.send_messages
-        ),
-        N_("Embed Links"): perms.embed_links,
-    }
-    if file:
-        needed[N_("Attach Files")] = perms.attach_files
+    if not perms.view_channel:  # Discord then denies everything else as well
+        return [tr(locale, N_("View Channel"))]
+    can_send = perms.send_messages_in_threads if in_thread else perms.send_messages
+    needed = {N_("Send Messages in Threads") if in_thread else N_("Send Messages"): can_send}
+    if can_send:  # without Send Messages, Discord reports the others as missing too: name the cause
+        needed[N_("Embed Links")] = perms.embed_links
+        if file:
+            needed[N_("Attach Files")] = perms.attach_files
     return [tr(locale, name) for name, ok in needed.items() if not ok]
 
 

@@ -321,23 +321,9 @@ def thread_name(prompt: str, locale: LocaleLike = None) -> str:
     return clip(f"🎬 {flat}", 100)
 
 
-MAX_BUTTON_URL = 512  # Discord's limit for a link button's URL
-
-
-def add_link_button(view: discord.ui.View, url: str, locale: LocaleLike = None) -> bool:
-    """Add a link button opening `url`; False (nothing added) if Discord would refuse the URL."""
-    if (
-        len(url) > MAX_BUTTON_URL
-        or not url.startswith(("https://", "http://"))
-        or any(c.isspace() for c in url)
-    ):
-        return False
-    view.add_item(discord.ui.Button(label=tr(locale, "Open the video"), emoji="🔗", url=url))
-    return True
-
-
 def link_embed(url: str, locale: LocaleLike = None) -> discord.Embed:
-    """A link too long for a button (signed URLs can be 2,000 characters), in an embed's description."""
+    """A link too long for the message text (signed URLs can be 2,000 characters) in an embed's
+    description, which holds 4,096."""
     return discord.Embed(
         title=tr(locale, "RunComfy's link (it may expire soon)"),
         description=url,
