@@ -65,9 +65,10 @@ MAX_SHOWN_LINK = 4000  # longer links fit nowhere (an embed description holds 40
 # would wait five minutes (aiohttp's default) before giving up on a silent Discord.
 POST_TIMEOUT = 60.0
 UPLOAD_RATE_FLOOR = 256 * 1024  # bytes per second
-# Our earlier posts are looked for from this long before the attempt (clocks differ a little).
-RECONCILE_MARGIN = 300.0
-RECONCILE_LIMIT = 300  # messages read per channel when looking for our own post
+# Our earlier post is looked for, oldest first, from this long before its attempt started (clocks
+# differ a little), reading at most RECONCILE_LIMIT messages per channel.
+RECONCILE_MARGIN = 60.0
+RECONCILE_LIMIT = 500
 # A post that failed like this may still have been stored by Discord: look before sending again.
 AMBIGUOUS = (discord.DiscordServerError, aiohttp.ClientError, OSError, TimeoutError)
 THREAD_CLOSED = (50083, 160005)  # archived and locked thread; locked thread
@@ -698,9 +699,9 @@ class JobEngine:
                 return
         self._reconciled.add(job.id)
         outgoing = await self._prepare_delivery(job)
-        if job.delivery_started_at is None:  # the first attempt: reconciling searches from here
-            job.delivery_started_at = time.time()
-            await self.jobs.update(job.id, delivery_started_at=job.delivery_started_at)
+        # Each attempt is looked for from its own start (the attempt before it was checked above).
+        job.delivery_started_at = time.time()
+        await self.jobs.update(job.id, delivery_started_at=job.delivery_started_at)
         await self._post_delivery(job, outgoing)
 
     async def _prepare_delivery(self, job: Job) -> _Outgoing:
