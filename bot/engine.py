@@ -287,7 +287,7 @@ class JobEngine:
                     )
             except discord.HTTPException as exc:
                 log.warning("Job %s: could not post the status message: %s", job.id, exc)
-                return LaunchResult(False, self._status_refusal(exc, channel))
+                return LaunchResult(False, self._status_refusal(exc, channel, job.locale))
         assert message is not None
         img_url = message.attachments[0].url if message.attachments else None
         await self.jobs.update(job.id, status_message_id=message.id, image_url=img_url)
@@ -304,12 +304,14 @@ class JobEngine:
         timeout = POST_TIMEOUT + size / UPLOAD_RATE_FLOOR
         return await asyncio.wait_for(target.send(nonce=nonce, **fields), timeout)
 
-    def _status_refusal(self, exc: discord.HTTPException, channel: discord.abc.Messageable) -> Msg:
+    def _status_refusal(
+        self, exc: discord.HTTPException, channel: discord.abc.Messageable, locale: str | None
+    ) -> Msg:
         """Why the status message could not be posted, as Discord told us (the requester may fix it)."""
         if exc.code == 50001:
             return Msg("I can't see this channel (missing access). Nothing was charged.")
         if exc.code == 50013:
-            missing = _missing_in(channel, file=True)
+            missing = _missing_in(channel, file=True, locale=locale)
             if missing:
                 return Msg(
                     "I couldn't post in this channel because I'm missing these permissions here: "

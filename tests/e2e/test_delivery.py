@@ -150,6 +150,7 @@ async def test_locked_thread_sends_the_video_file_to_the_channel(harness: Harnes
     assert job.delivery_channel_id == h.discord.channel_id == int(delivered["channel_id"])
     assert delivered["attachments"][0]["data"] == h.runcomfy.video_bytes
     assert h.discord.calls_to("POST", rf"/channels/{job.thread_id}/messages$")[0].status == 400
+    assert "the video is in this channel" in h.status_text(job.status_message_id or 0)
     assert await h.running.quota.job_ledger(job.id) == [("charge", 1)]
 
 
@@ -218,3 +219,18 @@ async def test_invalid_form_falls_back_to_a_plain_message(harness: Harness) -> N
     assert "Discord refused the upload" in delivered["content"]
     assert h.runcomfy.output_url(job.request_id or "") in delivered["content"]
     assert await h.running.quota.job_ledger(job.id) == [("charge", 1)]
+
+
+async def test_status_message_refusal_gives_discords_reason(harness: Harness) -> None:
+    h = harness
+    await h.start_bot()
+    h.discord.fail_next(
+        "POST",
+        rf"/channels/{h.discord.channel_id}/messages$",
+        403,
+        body={"code": 50001, "message": "Missing Access"},
+    )
+    text = await h.reply(await h.animate())
+    assert text == "I can't see this channel (missing access). Nothing was charged."
+    assert await h.running.quota.job_ledger(1) == [("charge", 1), ("refund", -1)]
+    assert h.runcomfy.requests_to("submit") == []
