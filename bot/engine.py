@@ -345,10 +345,11 @@ class JobEngine:
         return self.client.get_partial_messageable(channel_id, guild_id=guild_id)
 
     async def _find_status(
-        self, job: Job, where: int, *, besides: int | None = None
+        self, job: Job, where: int, *, besides: int | None = None, since: float | None = None
     ) -> discord.Message | None:
-        """Our status message of this job in `where` (other than `besides`), found by its buttons'
-        custom_ids or its embed footer `Job #N`. Raises _Unverifiable if Discord can't be read."""
+        """Our status message of this job in `where` (other than `besides`), posted after `since`
+        (default: when the job was created), found by its buttons' custom_ids or its embed footer
+        `Job #N`. Raises _Unverifiable if Discord can't be read."""
         footer = re.compile(rf"#{job.id}(?!\d)")
         custom_id = re.compile(rf"^animate:(cancel|approve|reject|withdraw):{job.id}$")
 
@@ -363,7 +364,7 @@ class JobEngine:
                 return True
             return any(footer.search(e.footer.text or "") for e in message.embeds)
 
-        return await self._find_own(job, where, job.created_at, ours)
+        return await self._find_own(job, where, job.created_at if since is None else since, ours)
 
     async def _find_own(
         self, job: Job, where: int, since: float, ours: Callable[[discord.Message], bool]
@@ -681,7 +682,7 @@ class JobEngine:
     async def _deliver(self, job: Job) -> None:
         """Post the finished video exactly once, even across crashes and lost answers.
 
-        `delivery_started_at` is written before the first upload. Whenever an earlier attempt may have
+        `delivery_started_at` is written before each upload. Whenever an earlier attempt may have
         reached Discord -- a previous process got that far, or Discord's answer was lost (5xx after
         storing, timeout, dropped connection) -- the thread and channel are searched for the video
         first, and it is only posted if it is not there. The post itself carries a deterministic
@@ -1142,6 +1143,7 @@ class JobEngine:
         assert job.status_message_id is not None
         deleted = job.status_message_id
         job.status_has_image = False
+        started = time.time()
         for target_id in dict.fromkeys(t for t in (job.thread_id, job.channel_id) if t is not None):
             target = self.client.get_partial_messageable(target_id, guild_id=job.guild_id)
             view = ui.status_view(job) or discord.ui.View(timeout=None)
@@ -1156,7 +1158,7 @@ class JobEngine:
                 )
             except AMBIGUOUS as exc:
                 try:
-                    found = await self._find_status(job, target_id, besides=deleted)
+                    found = await self._find_status(job, target_id, besides=deleted, since=started)
                 except _Unverifiable:
                     found = None
                 if found is None:
