@@ -17,6 +17,7 @@ import re
 import statistics
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import aiohttp
@@ -24,7 +25,7 @@ import discord
 
 from bot import metrics, ui
 from bot.fetch import OutputFetcher, check_video
-from bot.i18n import Msg, render, tr
+from bot.i18n import N_, Msg, render, tr
 from bot.logs import bind
 from bot.media import MediaError, NormalizedImage, fit_video
 from bot.runcomfy import (
@@ -61,6 +62,19 @@ IMAGE_URL_MAX_AGE = 3600.0
 # A finished video that could not be posted for this long is sent by DM with a refund instead.
 DELIVERY_TIMEOUT = 3600.0
 ETA_MIN_SAMPLES = 3  # fewer finished jobs than this say too little to promise a time
+MAX_CONTENT = 2000  # Discord's limit for a message's content
+MAX_SHOWN_LINK = 4000  # longer links fit nowhere (an embed description holds 4096 characters)
+# One message post may take this long, plus the upload at a pessimistic rate; discord.py itself
+# would wait five minutes (aiohttp's default) before giving up on a silent Discord.
+POST_TIMEOUT = 60.0
+UPLOAD_RATE_FLOOR = 256 * 1024  # bytes per second
+# Our earlier post is looked for, oldest first, from this long before its attempt started (clocks
+# differ a little), reading at most RECONCILE_LIMIT messages per channel.
+RECONCILE_MARGIN = 60.0
+RECONCILE_LIMIT = 500
+# A post that failed like this may still have been stored by Discord: look before sending again.
+AMBIGUOUS = (discord.DiscordServerError, aiohttp.ClientError, OSError, TimeoutError)
+THREAD_CLOSED = (50083, 160005)  # archived and locked thread; locked thread
 
 
 class VideoBackend(Protocol):
@@ -70,6 +84,20 @@ class VideoBackend(Protocol):
     async def status(self, request_id: str) -> JobStatus: ...
     async def result(self, request_id: str) -> JobResult: ...
     async def cancel(self, request_id: str) -> CancelResult: ...
+
+
+class _Unverifiable(Exception):
+    """Discord could not be read (5xx, network), so whether a message of ours is there is unknown."""
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    """A video delivery as it will be posted. Changed in place when Discord refuses a form of it."""
+
+    content: str
+    video: bytes | None = None
+    link: str | None = None  # shown in an embed: it did not fit into the content
+    plain: bool = False  # no buttons and no embed (Discord refused the full form)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +160,8 @@ class JobEngine:
             if job.state is JobState.PENDING:
                 # The process stopped between reserving credits and RunComfy confirming the submit.
                 # Re-sending could create a second paid job, so the job ends here, refunded.
+                if job.status_message_id is None:
+                    await self._recover_status(job)  # it may have died right after posting it
                 await self._fail(
                     job,
                     Msg(
@@ -233,29 +263,152 @@ class JobEngine:
 
         Returns None on success (the job's status_message_id and image_url are then set), else why not.
         """
-        view = ui.status_view(job) or discord.ui.View(timeout=None)
-        try:
-            message = await channel.send(
-                embed=ui.status_embed(job),
-                file=discord.File(io.BytesIO(image.data), filename=image.filename),
-                allowed_mentions=ui.NO_MENTIONS,
-                view=view,
-            )
-        except discord.HTTPException as exc:
-            log.warning("Job %s: could not post the status message: %s", job.id, exc)
-            return LaunchResult(
-                False,
-                Msg(
-                    "I couldn't post in this channel (I need Send Messages, Embed Links and Attach Files "
-                    "here). Nothing was charged."
-                ),
-            )
+        message: discord.Message | None = None
+        for attempt in (1, 2):
+            view = ui.status_view(job) or discord.ui.View(timeout=None)
+            try:
+                message = await self._send(
+                    channel,
+                    nonce=_nonce("s", job),
+                    size=len(image.data),
+                    embed=ui.status_embed(job),
+                    file=discord.File(io.BytesIO(image.data), filename=image.filename),
+                    allowed_mentions=ui.NO_MENTIONS,
+                    view=view,
+                )
+                break
+            except AMBIGUOUS as exc:
+                # Discord may have stored it anyway: look for it before posting again (the repeat
+                # carries the same nonce, so Discord itself would return the first one for a while).
+                log.warning("Job %s: status message unconfirmed (%r); looking for it", job.id, exc)
+                with contextlib.suppress(_Unverifiable):
+                    message = await self._find_status(job, job.channel_id)
+                if message is not None:
+                    break
+                if attempt == 2:
+                    return LaunchResult(
+                        False,
+                        Msg(
+                            "Discord didn't confirm my status message (it may be having trouble). "
+                            "Nothing was charged — please try again in a minute."
+                        ),
+                    )
+            except discord.HTTPException as exc:
+                log.warning("Job %s: could not post the status message: %s", job.id, exc)
+                return LaunchResult(False, self._status_refusal(exc, channel, job.locale))
+        assert message is not None
         img_url = message.attachments[0].url if message.attachments else None
         await self.jobs.update(job.id, status_message_id=message.id, image_url=img_url)
         job.status_message_id, job.image_url = message.id, img_url
         if img_url is None:
             return LaunchResult(False, Msg("Discord did not keep the image I uploaded. Please try again."))
         return None
+
+    async def _send(
+        self, target: discord.abc.Messageable, *, nonce: str, size: int = 0, **fields: Any
+    ) -> discord.Message:
+        """Post a message with a deterministic nonce and a deadline. discord.py sends `enforce_nonce`
+        with it, so a repeat within Discord's window returns the first message instead of a copy."""
+        timeout = POST_TIMEOUT + size / UPLOAD_RATE_FLOOR
+        return await asyncio.wait_for(target.send(nonce=nonce, **fields), timeout)
+
+    def _status_refusal(
+        self, exc: discord.HTTPException, channel: discord.abc.Messageable, locale: str | None
+    ) -> Msg:
+        """Why the status message could not be posted, as Discord told us (the requester may fix it)."""
+        if exc.code == 50001:
+            return Msg("I can't see this channel (missing access). Nothing was charged.")
+        if exc.code == 50013:
+            missing = _missing_in(channel, file=True, locale=locale)
+            if missing:
+                return Msg(
+                    "I couldn't post in this channel because I'm missing these permissions here: "
+                    "{permissions}. Nothing was charged.",
+                    permissions=", ".join(missing),
+                )
+            return Msg(
+                "I couldn't post in this channel (I need Send Messages, Embed Links and Attach Files "
+                "here). Nothing was charged."
+            )
+        if exc.code in THREAD_CLOSED:
+            return Msg("This thread is archived or locked, so I can't post in it. Nothing was charged.")
+        if exc.code == 40005 or exc.status == 413:
+            return Msg("Discord refused the image as too large for this channel. Nothing was charged.")
+        if exc.status == 429:
+            return Msg(
+                "Discord is rate limiting me right now. Nothing was charged — please try again in a minute."
+            )
+        log.warning("Discord refused a status message (%s %s): %s", exc.status, exc.code, exc.text)
+        return Msg(
+            "Discord refused my status message (error {code}). Nothing was charged.",
+            code=exc.code or exc.status,
+        )
+
+    def _messageable(self, channel_id: int, guild_id: int) -> discord.abc.Messageable:
+        """The cached channel or thread (its permissions are known), else a partial one."""
+        guild = self.client.get_guild(guild_id)
+        channel = guild.get_channel_or_thread(channel_id) if guild is not None else None
+        if isinstance(channel, discord.abc.Messageable):
+            return channel
+        return self.client.get_partial_messageable(channel_id, guild_id=guild_id)
+
+    async def _find_status(
+        self, job: Job, where: int, *, besides: int | None = None, since: float | None = None
+    ) -> discord.Message | None:
+        """Our status message of this job in `where` (other than `besides`), posted after `since`
+        (default: when the job was created), found by its buttons' custom_ids or its embed footer
+        `Job #N`. Raises _Unverifiable if Discord can't be read."""
+        footer = re.compile(rf"#{job.id}(?!\d)")
+        custom_id = re.compile(rf"^animate:(cancel|approve|reject|withdraw):{job.id}$")
+
+        def ours(message: discord.Message) -> bool:
+            if message.id == besides:
+                return False
+            if any(
+                custom_id.match(getattr(child, "custom_id", None) or "")
+                for row in message.components
+                for child in getattr(row, "children", ())
+            ):
+                return True
+            return any(footer.search(e.footer.text or "") for e in message.embeds)
+
+        return await self._find_own(job, where, job.created_at if since is None else since, ours)
+
+    async def _find_own(
+        self, job: Job, where: int, since: float, ours: Callable[[discord.Message], bool]
+    ) -> discord.Message | None:
+        """The first message of ours in `where` posted after `since` (epoch seconds) that `ours` accepts.
+        A channel we may not read counts as not having it; a failing Discord raises _Unverifiable."""
+        me = self.client.user
+        if me is None:
+            return None
+        start = datetime.fromtimestamp(max(0.0, since - RECONCILE_MARGIN), UTC)
+        channel = self.client.get_partial_messageable(where, guild_id=job.guild_id)
+        try:
+            async with asyncio.timeout(POST_TIMEOUT):
+                async for message in channel.history(limit=RECONCILE_LIMIT, after=start):
+                    if message.author.id == me.id and ours(message):
+                        return message
+        except AMBIGUOUS as exc:
+            raise _Unverifiable(str(exc)) from exc
+        except discord.HTTPException as exc:
+            log.info("Job %s: could not read %s to reconcile: %s", job.id, where, exc)
+        return None
+
+    async def _recover_status(self, job: Job) -> None:
+        """A crash between posting the status message and storing its id: find it, so it shows the
+        job's end instead of "Submitting…" with a Cancel button nobody can use."""
+        try:
+            message = await self._find_status(job, job.channel_id)
+        except _Unverifiable as exc:
+            log.warning("Job %s: could not look for its status message: %s", job.id, exc)
+            return
+        if message is None:
+            return
+        img_url = message.attachments[0].url if message.attachments else None
+        await self.jobs.update(job.id, status_message_id=message.id, image_url=img_url)
+        job.status_message_id, job.image_url = message.id, img_url
+        log.info("Job %s: found its status message %s posted before a restart", job.id, message.id)
 
     async def submit(self, job: Job, *, make_thread: bool = True) -> LaunchResult:
         """Submit a job whose status message is posted and whose credits are reserved (state pending).
@@ -595,28 +748,37 @@ class JobEngine:
     # ------------------------------------------------------------------ delivery
 
     async def _deliver(self, job: Job) -> None:
-        """Post the finished video exactly once, even across crashes.
+        """Post the finished video exactly once, even across crashes and lost answers.
 
-        `delivery_started_at` is written before the upload; if a previous process got that far, the
-        thread is searched for the video first (a crash can land between Discord posting it and us
-        recording that), and only posted if it is not there.
+        `delivery_started_at` is written before each upload. Whenever an earlier attempt may have
+        reached Discord -- a previous process got that far, or Discord's answer was lost (5xx after
+        storing, timeout, dropped connection) -- the thread and channel are searched for the video
+        first, and it is only posted if it is not there. The post itself carries a deterministic
+        nonce, so a repeat within Discord's dedup window returns the first message as well.
         """
         if job.delivery_started_at is not None and job.id not in self._reconciled:
-            found = await self._find_delivery(job)
+            try:
+                found = await self._find_delivery(job)
+            except _Unverifiable as exc:
+                log.warning("Job %s: cannot check for an earlier post yet (%s); will retry", job.id, exc)
+                self.schedule(job.id, self.settings.poll_max_interval)
+                return
             self._reconciled.add(job.id)
             if found is not None:
-                log.info("Job %s: found the video posted before a restart", job.id)
+                log.info("Job %s: found the video posted by an earlier attempt", job.id)
                 await self._delivered(job, *found)
                 return
         self._reconciled.add(job.id)
-        content, video = await self._prepare_delivery(job)
-        await self.jobs.update(job.id, delivery_started_at=time.time())
-        await self._post_delivery(job, content, video)
+        outgoing = await self._prepare_delivery(job)
+        # Each attempt is looked for from its own start (the attempt before it was checked above).
+        job.delivery_started_at = time.time()
+        await self.jobs.update(job.id, delivery_started_at=job.delivery_started_at)
+        await self._post_delivery(job, outgoing)
 
-    async def _prepare_delivery(self, job: Job) -> tuple[str, bytes | None]:
-        """The message and the video bytes to upload (None: post RunComfy's link instead)."""
+    async def _prepare_delivery(self, job: Job) -> _Outgoing:
+        """The message and the video bytes to upload (no video: post RunComfy's link instead)."""
         assert job.result_url is not None
-        link = f"<{job.result_url}>"
+        url = job.result_url
         marker = _delivery_marker(job.id)
         loc, user = job.locale, job.user_id
         if self._fetch_output is not None and job.result_url.startswith("preview://"):
@@ -629,18 +791,19 @@ class JobEngine:
         except MediaError as exc:
             log.warning("Job %s: video download failed: %s", job.id, exc)
             if not self.outputs.linkable(job.result_url):
-                return (
+                return _Outgoing(
                     tr(
                         loc,
                         "<@{user}> your video is ready, but I couldn't fetch it, and RunComfy's link "
                         "is not a secure (https) one I can pass on. · {marker}",
                         user=user,
                         marker=marker,
-                    ),
-                    None,
+                    )
                 )
-            return (
-                tr(
+            return _linked(
+                loc,
+                url,
+                lambda link: tr(
                     loc,
                     "<@{user}> your video is ready, but I couldn't download it to post here. "
                     "Here is RunComfy's link (it may expire soon, so save it): {link} · {marker}",
@@ -648,7 +811,6 @@ class JobEngine:
                     link=link,
                     marker=marker,
                 ),
-                None,
             )
         if ui.is_preview():
             ready = tr(
@@ -660,71 +822,127 @@ class JobEngine:
         else:
             ready = tr(loc, "<@{user}> your video is ready! 🎬 · {marker}", user=user, marker=marker)
         if len(data) <= job.upload_limit:
-            return ready, data
+            return _Outgoing(ready, data)
         try:
             async with self._encoders:  # each re-encode holds a whole video in memory
                 fitted = await asyncio.to_thread(fit_video, data, job.upload_limit)
             metrics.mark_reencoded(job.id)
         except MediaError as exc:
             log.warning("Job %s: could not fit the video into %d bytes: %s", job.id, job.upload_limit, exc)
-            return (
-                tr(
+            return _too_large(job)
+        outgoing = _linked(
+            loc,
+            url,
+            lambda link: (
+                ready
+                + "\n"
+                + tr(
                     loc,
-                    "<@{user}> your video is ready but too large to upload here. "
-                    "Download it from RunComfy (the link may expire soon): {link} · {marker}",
-                    user=user,
+                    "Compressed to fit Discord's upload limit — full quality: {link} (may expire)",
                     link=link,
-                    marker=marker,
-                ),
-                None,
-            )
-        compressed = tr(
-            loc, "Compressed to fit Discord's upload limit — full quality: {link} (may expire)", link=link
+                )
+            ),
         )
-        return f"{ready}\n{compressed}", fitted.data
+        outgoing.video = fitted.data
+        return outgoing
 
-    async def _post_delivery(self, job: Job, content: str, video: bytes | None) -> None:
-        mentions = _requester_only(job)
-        targets = [t for t in (job.thread_id, job.channel_id) if t is not None]
-        for target_id in targets:
-            target = self.client.get_partial_messageable(target_id, guild_id=job.guild_id)
-            while True:
-                try:
-                    view = ui.result_view(job)
-                    if video is not None:
-                        file = discord.File(io.BytesIO(video), filename=f"animate-{job.id}.mp4")
-                        message = await target.send(
-                            content=content, file=file, view=view, allowed_mentions=mentions
-                        )
-                    else:
-                        message = await target.send(content=content, view=view, allowed_mentions=mentions)
-                except discord.HTTPException as exc:
-                    refused = 400 <= exc.status < 500 and exc.status != 429
-                    if video is not None and refused and exc.status not in (403, 404):
-                        # Too large (413) or otherwise refused with the file: the link still works.
-                        video = None
-                        content = tr(
-                            job.locale,
-                            "<@{user}> your video is ready but Discord refused the upload. Download "
-                            "it from RunComfy (the link may expire soon): <{link}> · {marker}",
-                            user=job.user_id,
-                            link=job.result_url,
-                            marker=_delivery_marker(job.id),
-                        )
-                        continue
-                    if refused:
-                        # Thread deleted or closed to us, or a request Discord will never accept:
-                        # fall back to the channel, then to a DM.
-                        log.warning("Job %s: cannot post in %s (%s)", job.id, target_id, exc.status)
-                        break
-                    # Discord trouble (5xx, network): the whole delivery is retried, up to DELIVERY_TIMEOUT.
-                    log.warning("Job %s: could not post the video (%s); will retry", job.id, exc)
-                    self.schedule(job.id, self.settings.poll_max_interval)
-                    return
-                metrics.count_delivery(job.id, uploaded=video is not None)
-                await self._delivered(job, target_id, message.id)
+    async def _post_delivery(self, job: Job, outgoing: _Outgoing) -> None:
+        """Post in the thread, else in the channel; if neither takes it, DM the link and refund."""
+        problem: Msg | None = None
+        for target_id in dict.fromkeys(t for t in (job.thread_id, job.channel_id) if t is not None):
+            posted = await self._post_in(job, target_id, outgoing)
+            if posted is None:  # Discord trouble: the whole delivery is retried, up to DELIVERY_TIMEOUT
+                self.schedule(job.id, self.settings.poll_max_interval)
                 return
-        await self._undeliverable(job)
+            if isinstance(posted, int):
+                metrics.count_delivery(job.id, uploaded=outgoing.video is not None)
+                await self._delivered(job, target_id, posted)
+                return
+            problem = posted
+        await self._undeliverable(job, problem)
+
+    async def _post_in(self, job: Job, target_id: int, outgoing: _Outgoing) -> int | Msg | None:
+        """Post the video in one channel or thread, falling back to plainer forms of the message as
+        Discord's error codes say. The message id; or why this channel refuses it (the caller tries
+        the next); or None when Discord's answer was lost or it is overloaded (retry later)."""
+        target = self.client.get_partial_messageable(target_id, guild_id=job.guild_id)
+        while True:
+            try:
+                message = await self._send(
+                    target,
+                    nonce=_nonce("v", job),  # the same logical message wherever and whenever it is posted
+                    size=len(outgoing.video or b""),
+                    **self._delivery_fields(job, outgoing),
+                )
+            except AMBIGUOUS as exc:
+                # It may be there anyway: the next attempt looks for it before posting again.
+                log.warning(
+                    "Job %s: Discord's answer to the video post was lost (%r); will check", job.id, exc
+                )
+                self._reconciled.discard(job.id)
+                return None
+            except discord.HTTPException as exc:
+                code = exc.code
+                if exc.status == 429:
+                    log.warning("Job %s: rate limited posting the video; will retry", job.id)
+                    return None
+                if code in THREAD_CLOSED:
+                    log.info("Job %s: thread %s is archived or locked; trying the channel", job.id, target_id)
+                    return Msg("The thread is archived or locked.")
+                if code == 10003 or exc.status == 404:
+                    return Msg("The channel or thread was deleted.")
+                if code == 50001:
+                    return Msg("I could not post the video in this channel (missing access).")
+                if code == 50013:
+                    missing = _missing_in(
+                        self._messageable(target_id, job.guild_id),
+                        file=outgoing.video is not None,
+                        locale=job.locale,
+                    )
+                    attach = tr(job.locale, N_("Attach Files"))
+                    if outgoing.video is not None and (missing is None or missing == [attach]):
+                        _replace_by_link(outgoing, _no_attach(job))
+                        continue
+                    if missing:
+                        return Msg(
+                            "I could not post the video in <#{channel}>: I'm missing these permissions "
+                            "there: {permissions}.",
+                            channel=target_id,
+                            permissions=", ".join(missing),
+                        )
+                    return Msg(
+                        "I could not post the video in <#{channel}>: Discord says I'm missing a "
+                        "permission there.",
+                        channel=target_id,
+                    )
+                if code == 40005 or exc.status == 413:
+                    if outgoing.video is not None:
+                        _replace_by_link(outgoing, _too_large(job))
+                        continue
+                    return Msg("Discord refused the message as too large.")
+                if code == 50035:
+                    log.warning("Job %s: Discord refused the video message's form: %s", job.id, exc.text)
+                if not outgoing.plain:
+                    # Invalid form (or another refusal): a minimal message -- no file, no buttons, no
+                    # embed, the link only if it fits -- rather than no video at all.
+                    _replace_by_link(outgoing, _refused(job), plain=True)
+                    continue
+                log.warning("Job %s: Discord refused even a plain message in %s: %s", job.id, target_id, exc)
+                return Msg("Discord refused the message (error {code}).", code=code or exc.status)
+            return message.id
+
+    def _delivery_fields(self, job: Job, outgoing: _Outgoing) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "content": ui.clip(outgoing.content, MAX_CONTENT),
+            "allowed_mentions": _requester_only(job),
+        }
+        if outgoing.video is not None:
+            fields["file"] = discord.File(io.BytesIO(outgoing.video), filename=f"animate-{job.id}.mp4")
+        if not outgoing.plain:
+            fields["view"] = ui.result_view(job)
+            if outgoing.link is not None:
+                fields["embed"] = ui.link_embed(outgoing.link, job.locale)
+        return fields
 
     async def _delivered(self, job: Job, channel_id: int, message_id: int) -> None:
         self._reconciled.discard(job.id)
@@ -740,51 +958,61 @@ class JobEngine:
             self._emit(fresh or job, "delivered")
             await self._present_id(job.id, force=True)
 
-    async def _undeliverable(self, job: Job) -> None:
-        """Neither the thread nor the channel takes our messages (removed from the server, permissions
-        revoked): send the link privately and refund -- the requester did not get what they paid for."""
+    async def _undeliverable(self, job: Job, reason: Msg | None = None) -> None:
+        """Neither the thread nor the channel takes the video (removed from the server, permissions
+        revoked, Discord failing for an hour): send the link privately and refund -- the requester did
+        not get what they paid for. `reason` is what Discord said (None: it kept failing)."""
+        if job.delivery_started_at is not None:
+            # The last attempt may have been stored after all.
+            with contextlib.suppress(_Unverifiable):
+                found = await self._find_delivery(job)
+                if found is not None:
+                    await self._delivered(job, *found)
+                    return
+        reason = reason or Msg("Discord kept failing to take the video.")
+        assert job.result_url is not None
+        dm = _linked(
+            job.locale,
+            job.result_url,
+            lambda link: tr(
+                job.locale,
+                "Your /animate video (job #{id}) is ready, but I could not post it in the server: {reason} "
+                "Here is the link (it may expire soon): {link}\nYour credits were refunded.",
+                id=job.id,
+                reason=render(reason, job.locale),
+                link=link,
+            ),
+        )
+        fields: dict[str, Any] = {
+            "content": ui.clip(dm.content, MAX_CONTENT),
+            "allowed_mentions": ui.NO_MENTIONS,
+        }
+        if dm.link is not None:
+            fields["embed"] = ui.link_embed(dm.link, job.locale)
         try:
             user = self.client.get_user(job.user_id) or await self.client.fetch_user(job.user_id)
-            await user.send(
-                tr(
-                    job.locale,
-                    "Your /animate video (job #{id}) is ready, but I can no longer post in that server's "
-                    "channel. Here is the link (it may expire soon): <{link}>\n"
-                    "Your credits were refunded.",
-                    id=job.id,
-                    link=job.result_url,
-                ),
-                allowed_mentions=ui.NO_MENTIONS,
-            )
-        except discord.HTTPException as exc:
-            log.info("Job %s: could not DM the requester either: %s", job.id, exc)
-        await self._fail(job, Msg("I could not post the video in this channel (missing access)."))
+            await self._send(user, nonce=_nonce("d", job), **fields)
+        except (discord.HTTPException, *AMBIGUOUS) as exc:
+            log.info("Job %s: could not DM the requester either: %r", job.id, exc)
+        await self._fail(job, reason)
 
     async def _find_delivery(self, job: Job) -> tuple[int, int] | None:
-        """(channel id, message id) of a message of ours that already carries this job's video, if any."""
-        me = self.client.user
-        if me is None:
-            return None
+        """(channel id, message id) of a message of ours that already carries this job's video, if
+        any, in the thread or the channel. Raises _Unverifiable if Discord can't be read right now."""
         marker = re.compile(rf"\bjob #{job.id}\b")
         filename = f"animate-{job.id}.mp4"
-        for target_id in (job.thread_id, job.channel_id):
-            if target_id is None:
-                continue
-            channel = self.client.get_partial_messageable(target_id, guild_id=job.guild_id)
-            try:
-                async for message in channel.history(limit=50):
-                    if message.author.id != me.id:
-                        continue
-                    if marker.search(message.content) or any(
-                        a.filename == filename for a in message.attachments
-                    ):
-                        return target_id, message.id
-            except discord.HTTPException as exc:
-                log.info("Job %s: could not read %s to reconcile: %s", job.id, target_id, exc)
-        return None
 
-    def _target(self, job: Job) -> discord.PartialMessageable:
-        return self.client.get_partial_messageable(job.thread_id or job.channel_id, guild_id=job.guild_id)
+        def ours(message: discord.Message) -> bool:
+            return bool(marker.search(message.content)) or any(
+                a.filename == filename for a in message.attachments
+            )
+
+        since = job.delivery_started_at or job.finished_at or job.created_at
+        for target_id in dict.fromkeys(t for t in (job.thread_id, job.channel_id) if t is not None):
+            message = await self._find_own(job, target_id, since, ours)
+            if message is not None:
+                return target_id, message.id
+        return None
 
     # ------------------------------------------------------------------ endings
 
@@ -838,12 +1066,24 @@ class JobEngine:
         return ended
 
     async def _notify_thread(self, job: Job, content: str) -> None:
+        """Tell the requester in the job's thread; in the channel if the thread is closed or gone."""
         if job.thread_id is None:
             return
-        try:
-            await self._target(job).send(content=content, allowed_mentions=_requester_only(job))
-        except discord.HTTPException as exc:
-            log.info("Job %s: could not post in its thread: %s", job.id, exc)
+        content = ui.clip(content, MAX_CONTENT)  # a reason from RunComfy can be of any length
+        for target_id in (job.thread_id, job.channel_id):
+            target = self.client.get_partial_messageable(target_id, guild_id=job.guild_id)
+            try:
+                await asyncio.wait_for(
+                    target.send(content=content, allowed_mentions=_requester_only(job)), POST_TIMEOUT
+                )
+                return
+            except discord.HTTPException as exc:
+                log.info("Job %s: could not post in %s: %s", job.id, target_id, exc)
+                if not (exc.code in THREAD_CLOSED or exc.code == 10003):
+                    return
+            except AMBIGUOUS as exc:
+                log.info("Job %s: posting in %s went unanswered: %r", job.id, target_id, exc)
+                return
 
     # ------------------------------------------------------------------ cancel button
 
@@ -981,14 +1221,34 @@ class JobEngine:
     async def _repost_status(self, job: Job) -> None:
         """The status message was deleted: post a fresh one (in the thread if there is one) so the
         requester keeps their progress and Cancel button. The source image went with the original."""
+        assert job.status_message_id is not None
+        deleted = job.status_message_id
         job.status_has_image = False
-        view = ui.status_view(job) or discord.ui.View(timeout=None)
+        started = time.time()
         for target_id in dict.fromkeys(t for t in (job.thread_id, job.channel_id) if t is not None):
             target = self.client.get_partial_messageable(target_id, guild_id=job.guild_id)
+            view = ui.status_view(job) or discord.ui.View(timeout=None)
             try:
-                message = await target.send(
-                    embed=ui.status_embed(job), view=view, allowed_mentions=ui.NO_MENTIONS
+                # The nonce names this re-post (of this deleted message), wherever it lands.
+                message = await self._send(
+                    target,
+                    nonce=_nonce("r", job, deleted),
+                    embed=ui.status_embed(job),
+                    view=view,
+                    allowed_mentions=ui.NO_MENTIONS,
                 )
+            except AMBIGUOUS as exc:
+                try:
+                    found = await self._find_status(job, target_id, besides=deleted, since=started)
+                except _Unverifiable:
+                    found = None
+                if found is None:
+                    # The next edit finds the old message still gone and re-posts with the same nonce.
+                    log.info(
+                        "Job %s: re-posting the status in %s went unanswered: %r", job.id, target_id, exc
+                    )
+                    return
+                message = found
             except discord.HTTPException as exc:
                 log.info("Job %s: could not re-post the status in %s: %s", job.id, target_id, exc)
                 continue
@@ -1064,6 +1324,119 @@ def _submit_failure(exc: RunComfyError) -> tuple[Msg, Msg]:
         Msg("RunComfy is unavailable."),
         Msg("RunComfy is unavailable right now. Please try again in a few minutes."),
     )
+
+
+def _b36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if n == 0:
+            return out
+
+
+def _nonce(kind: str, job: Job, epoch: int | None = None) -> str:
+    """A nonce for one logical message of a job (Discord allows 25 characters): its kind, the job, the
+    job's creation time (so a fresh database reusing job ids never matches an old message) and, for
+    a re-post, what it replaces. The same call always gives the same nonce, also after a restart."""
+    parts = [f"{kind}{_b36(job.id)}", _b36(int(job.created_at))]
+    if epoch is not None:
+        parts.append(_b36(epoch % 36**6))
+    return ".".join(parts)[:25]
+
+
+def _linked(locale: str | None, url: str, make: Callable[[str], str], *, extras: bool = True) -> _Outgoing:
+    """A message showing `url`: inline while the message stays within Discord's 2,000 characters,
+    else the text points below and the link goes into an embed (a link button would hold only 512
+    characters; signed URLs run to 2,000). A link too long even for that -- or, without `extras`,
+    too long for the text -- is left out, saying so. `make` builds the text around the link."""
+    content = make(f"<{url}>")
+    if len(content) <= MAX_CONTENT:
+        return _Outgoing(content)
+    if extras and _showable(url):
+        return _Outgoing(make(tr(locale, "(link below)")), link=url)
+    return _Outgoing(make(tr(locale, "(the link is too long to show in Discord)")))
+
+
+def _showable(url: str) -> bool:
+    return len(url) <= MAX_SHOWN_LINK and re.fullmatch(r"https?://\S+", url) is not None
+
+
+def _replace_by_link(outgoing: _Outgoing, linked: _Outgoing, *, plain: bool = False) -> None:
+    """Post the link instead of the file (and, if `plain`, without buttons or an embed)."""
+    outgoing.video = None
+    outgoing.plain = plain
+    outgoing.content, outgoing.link = linked.content, linked.link
+
+
+def _too_large(job: Job) -> _Outgoing:
+    assert job.result_url is not None
+    return _linked(
+        job.locale,
+        job.result_url,
+        lambda link: tr(
+            job.locale,
+            "<@{user}> your video is ready but too large to upload here. "
+            "Download it from RunComfy (the link may expire soon): {link} · {marker}",
+            user=job.user_id,
+            link=link,
+            marker=_delivery_marker(job.id),
+        ),
+    )
+
+
+def _no_attach(job: Job) -> _Outgoing:
+    assert job.result_url is not None
+    return _linked(
+        job.locale,
+        job.result_url,
+        lambda link: tr(
+            job.locale,
+            "<@{user}> your video is ready, but I'm not allowed to attach files here. "
+            "Download it from RunComfy (the link may expire soon): {link} · {marker}",
+            user=job.user_id,
+            link=link,
+            marker=_delivery_marker(job.id),
+        ),
+    )
+
+
+def _refused(job: Job) -> _Outgoing:
+    """The minimal form: text only, the link in it if it fits."""
+    assert job.result_url is not None
+    return _linked(
+        job.locale,
+        job.result_url,
+        lambda link: tr(
+            job.locale,
+            "<@{user}> your video is ready but Discord refused the upload. Download "
+            "it from RunComfy (the link may expire soon): {link} · {marker}",
+            user=job.user_id,
+            link=link,
+            marker=_delivery_marker(job.id),
+        ),
+        extras=False,
+    )
+
+
+def _missing_in(channel: object, *, file: bool, locale: str | None = None) -> list[str] | None:
+    """The permissions (named in `locale`) the bot lacks to post in `channel`; None if unknown."""
+    permissions_for = getattr(channel, "permissions_for", None)
+    guild = getattr(channel, "guild", None)
+    if permissions_for is None or guild is None or guild.me is None:
+        return None
+    perms: discord.Permissions = permissions_for(guild.me)
+    in_thread = isinstance(channel, discord.Thread)
+    if not perms.view_channel:  # Discord then denies everything else as well
+        return [tr(locale, N_("View Channel"))]
+    can_send = perms.send_messages_in_threads if in_thread else perms.send_messages
+    needed = {N_("Send Messages in Threads") if in_thread else N_("Send Messages"): can_send}
+    if can_send:  # without Send Messages, Discord reports the others as missing too: name the cause
+        needed[N_("Embed Links")] = perms.embed_links
+        if file:
+            needed[N_("Attach Files")] = perms.attach_files
+    return [tr(locale, name) for name, ok in needed.items() if not ok]
 
 
 def _delivery_marker(job_id: int) -> str:

@@ -95,6 +95,15 @@ def state_line(job: Job, now: float | None = None, eta: float | None = None) -> 
             return tr(loc, "🎞️ Generating… started {when}", when=ts(started)) + eta_line(eta, now, loc)
         case JobState.DELIVERING:
             return tr(loc, "📦 Done — uploading the video…")
+        case JobState.DELIVERED if job.thread_id is not None and job.delivery_channel_id == job.channel_id:
+            # The thread was closed or deleted, so the video went to the channel.
+            if job.submitted_at and job.finished_at:
+                return tr(
+                    loc,
+                    "✅ Done in {took} — the video is in this channel.",
+                    took=duration(job.finished_at - job.submitted_at),
+                )
+            return tr(loc, "✅ Done — the video is in this channel.")
         case JobState.DELIVERED:
             if job.submitted_at and job.finished_at:
                 return tr(
@@ -319,3 +328,13 @@ def thread_name(prompt: str, locale: LocaleLike = None) -> str:
     """Thread names are at most 100 characters and read best as one line."""
     flat = " ".join(prompt.split()) or tr(locale, "animation")
     return clip(f"🎬 {flat}", 100)
+
+
+def link_embed(url: str, locale: LocaleLike = None) -> discord.Embed:
+    """A link too long for the message text (signed URLs can be 2,000 characters) in an embed's
+    description, which holds 4,096."""
+    return discord.Embed(
+        title=tr(locale, "RunComfy's link (it may expire soon)"),
+        description=url,
+        colour=discord.Colour.blurple(),
+    )

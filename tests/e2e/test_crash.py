@@ -123,3 +123,28 @@ async def test_sigterm_during_a_submit_lets_it_finish(harness: Harness, tmp_path
     job = await h.wait_job(1, "queued")
     assert job.request_id in h.runcomfy.jobs
     assert await h.running.quota.job_ledger(1) == [("charge", 1)]  # not refunded: it is running
+
+
+async def test_sigkill_between_posting_the_status_and_storing_it_leaves_no_orphan(
+    harness: Harness, tmp_path: Path
+) -> None:
+    h = harness
+    # Discord stores the status message, but the bot dies before it hears back and records its id.
+    hold = h.discord.stall_after("POST", rf"/channels/{h.discord.channel_id}/messages$")
+    proc = await h.spawn_bot_process(tmp_path)
+    await h.discord.wait_until_ready(timeout=30)
+    await h.discord.wait_for(lambda: h.discord.find_command("animate"), timeout=30)
+    await h.animate("orphan test")
+    [status] = await h.discord.wait_for(lambda: h.discord.messages(h.discord.channel_id), timeout=20)
+    assert "Submitting" in next(f["value"] for f in status["embeds"][0]["fields"] if f["name"] == "Status")
+    await kill(proc)
+    hold.set()
+
+    await h.start_bot()
+    job = await h.wait_job(1, "failed")
+    assert job.status_message_id == int(status["id"])
+    assert "restarted" in h.status_text(job.status_message_id)
+    assert h.buttons(job.status_message_id) == []  # no dead Cancel button
+    assert [m["id"] for m in h.discord.messages(h.discord.channel_id)] == [status["id"]]
+    assert await h.running.quota.job_ledger(1) == [("charge", 1), ("refund", -1)]
+    assert h.runcomfy.requests_to("submit") == []

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import random
 import re
+import zlib
 from collections import Counter
 
 from tests.e2e.conftest import Harness, jpeg_bytes
@@ -38,6 +39,22 @@ async def inject_faults(h: Harness, rng: random.Random, stop: asyncio.Event) -> 
         elif roll < 0.70:
             h.discord.fail_next("PATCH", r"/channels/\d+/messages/\d+$", 429, retry_after=0.05)
             injected["discord-edit-429"] += 1
+        elif roll < 0.78:
+            # Discord stores the next post (a status message, a video, a notice), then answers 503.
+            h.discord.fail_after_store("POST", r"/channels/\d+/messages$", 503)
+            injected["discord-post-stored-503"] += 1
+        elif roll < 0.82:
+            h.discord.fail_after_store("POST", r"/channels/\d+/messages$", "drop")
+            injected["discord-post-stored-drop"] += 1
+        elif roll < 0.90:
+            # A moderator archives and locks a job's thread: its video goes to the channel.
+            row = await h.running.db.fetchone(
+                "SELECT thread_id FROM jobs WHERE thread_id IS NOT NULL AND state IN ('queued', 'running') "
+                "ORDER BY RANDOM() LIMIT 1"
+            )
+            if row is not None:
+                await h.discord.set_thread_state(row["thread_id"], archived=True, locked=True)
+                injected["thread-locked"] += 1
         await asyncio.sleep(0.02)
     return injected
 
@@ -65,6 +82,17 @@ async def test_soak_200_jobs_with_random_faults(harness: Harness) -> None:
             )
         )
     h.runcomfy.video_bytes = b"\x00\x00\x00\x18ftypmp42soak"
+    # A third of the outputs come as long signed URLs (1,950 characters): when the download fails,
+    # the link must still reach the requester within Discord's 2,000-character limit.
+    plain_url = h.runcomfy.output_url
+
+    def output_url(request_id: str) -> str:
+        if zlib.crc32(request_id.encode()) % 3:
+            return plain_url(request_id)
+        base = plain_url(request_id) + "?Signature="
+        return base + "x" * (1950 - len(base))
+
+    h.runcomfy.output_url = output_url  # type: ignore[method-assign]
     await h.start_bot(daily_quota=10_000, status_edit_interval=0.2)
     image = jpeg_bytes(400, 400)
 
@@ -113,6 +141,16 @@ async def test_soak_200_jobs_with_random_faults(harness: Harness) -> None:
     for row in jobs:
         expected = 1 if row["state"] == "delivered" else 0
         assert posted[row["id"]] == expected, (row["id"], row["state"], posted[row["id"]])
+    # One status message per job, none orphaned by a lost answer, and no message over the limits.
+    statuses: Counter[str] = Counter()
+    for channel_id in [h.discord.channel_id, *h.discord.threads]:
+        for message in h.discord.messages(channel_id):
+            assert len(message["content"] or "") <= 2000
+            for embed in message["embeds"]:
+                statuses[(embed.get("footer") or {}).get("text", "").split(" ·")[0]] += 1
+    assert all(statuses[f"Job #{row['id']}"] == 1 for row in jobs), statuses
+    long_links = [r for r in await h.running.db.fetchall("SELECT result_url FROM jobs") if r["result_url"]]
+    assert any(len(r["result_url"]) == 1950 for r in long_links)
 
     # The ledger: one charge per job, a refund exactly for the failed and cancelled ones.
     ledger = await h.running.db.fetchall(
@@ -134,4 +172,5 @@ async def test_soak_200_jobs_with_random_faults(harness: Harness) -> None:
     assert len(h.runcomfy.jobs) == accepted
     assert len(h.runcomfy.requests_to("submit")) <= accepted + injected["submit-503"]
     assert sum(injected.values()) > 50
+    assert injected["discord-post-stored-503"] > 0, injected
     print(f"soak: {dict(states)}; faults injected: {dict(injected)}")

@@ -340,6 +340,10 @@ class _Fault:
     remaining: int
     headers: dict[str, str] | None
     hits: int = 0
+    # fail_after_store: the request takes effect, then the answer is `status` (int), or "drop" (the
+    # connection is closed unanswered) or "timeout" (no answer for `hold` seconds, then closed).
+    after_store: int | str | None = None
+    hold: float = 0.0
 
 
 class FakeInteraction:
@@ -509,6 +513,9 @@ class FakeDiscord:
         # While True, new gateway connections get HTTP 503 (an outage): hold a bot disconnected.
         self.refuse_gateway: bool = False
         self.refused_gateway_connections: int = 0
+        # A create with a nonce seen in the same channel within this many seconds, sent with
+        # `enforce_nonce`, returns the message created the first time instead of posting again.
+        self.nonce_window: float = 300.0
 
         # Records
         self.calls: list[RecordedCall] = []
@@ -536,6 +543,9 @@ class FakeDiscord:
         self._dm_channels: dict[int, int] = {}
         self.closed_dms: set[int] = set()
         self._faults: list[_Fault] = []
+        self._after_store: list[_Fault] = []
+        # (channel id, author id, nonce) -> (message id, monotonic time it was created)
+        self._nonces: dict[tuple[int, int, str], tuple[int, float]] = {}
         self._stalls: list[tuple[str, re.Pattern[str], asyncio.Event]] = []
 
         # Gateway
@@ -677,6 +687,37 @@ class FakeDiscord:
             headers=headers,
         )
         self._faults.append(fault)
+        return fault
+
+    def fail_after_store(
+        self,
+        method: str,
+        path_regex: str,
+        outcome: int | str = 503,
+        *,
+        times: int = 1,
+        body: Any = None,
+        hold: float = 30.0,
+    ) -> _Fault:
+        """Let the next ``times`` successful requests matching ``method`` and ``path_regex`` take effect
+        (the message is stored), then answer badly: ``outcome`` is an HTTP status (answered with a
+        Discord-style body or ``body``), ``"drop"`` (the connection is closed without an answer) or
+        ``"timeout"`` (no answer for ``hold`` seconds, then the connection is closed).  Requests that
+        fail on their own do not use up the fault."""
+        if not (isinstance(outcome, int) or outcome in ("drop", "timeout")):
+            raise ValueError(f"outcome must be a status, 'drop' or 'timeout', not {outcome!r}")
+        fault = _Fault(
+            method=method.upper(),
+            pattern=re.compile(path_regex),
+            status=outcome if isinstance(outcome, int) else 0,
+            body=body,
+            retry_after=None,
+            remaining=times,
+            headers=None,
+            after_store=outcome,
+            hold=hold,
+        )
+        self._after_store.append(fault)
         return fault
 
     def stall_after(self, method: str, path_regex: str) -> asyncio.Event:
@@ -882,6 +923,22 @@ class FakeDiscord:
         thread["thread_metadata"]["archived"] = archived
         thread["thread_metadata"]["locked"] = locked
         return int(thread["id"])
+
+    async def set_thread_state(
+        self, thread_id: int, *, archived: bool | None = None, locked: bool | None = None
+    ) -> None:
+        """A moderator archives and/or locks a thread (THREAD_UPDATE is dispatched).  Posting in an
+        archived, locked thread then answers 400 / 50083; in a locked one 400 / 160005 (unless the bot has
+        Manage Threads); an archived, unlocked one is unarchived by the post, as on Discord."""
+        thread = self.channels[int(thread_id)]
+        meta = thread["thread_metadata"]
+        if archived is not None:
+            meta["archived"] = archived
+            meta["archive_timestamp"] = _now_iso()
+        if locked is not None:
+            meta["locked"] = locked
+        if self.connected:
+            await self.dispatch("THREAD_UPDATE", copy.deepcopy(thread))
 
     def add_attachment(
         self,
@@ -1144,6 +1201,12 @@ class FakeDiscord:
     def _public_message(self, msg: dict[str, Any]) -> dict[str, Any]:
         out = {k: copy.deepcopy(v) for k, v in msg.items() if k not in ("allowed_mentions", "attachments")}
         out["attachments"] = [{k: v for k, v in a.items() if k != "data"} for a in msg["attachments"]]
+        return out
+
+    def _stored_message(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """A message as reading it back returns it: Discord does not keep the nonce."""
+        out = self._public_message(msg)
+        out.pop("nonce", None)
         return out
 
     def _event_message(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -1875,8 +1938,17 @@ class FakeDiscord:
             if style not in (1, 2, 3, 4, 5, 6):
                 errors.add((*path, "style"), "BASE_TYPE_CHOICES", "Value must be one of {1, 2, 3, 4, 5, 6}.")
             if style == 5:
-                if not comp.get("url"):
+                url = comp.get("url")
+                if not url:
                     errors.add((*path, "url"), "BASE_TYPE_REQUIRED", "This field is required")
+                elif not re.match(r"^(https?|discord)://[^\s]+$", str(url)):
+                    errors.add(
+                        (*path, "url"),
+                        "URL_TYPE_INVALID_SCHEME",
+                        "Scheme must be one of ('http', 'https', 'discord').",
+                    )
+                else:
+                    errors.max_len((*path, "url"), url, 512)
                 if custom_id is not None:
                     errors.add(
                         (*path, "custom_id"),
@@ -2400,6 +2472,25 @@ class FakeDiscord:
                 return fault
         return None
 
+    def _take_after_store(self, method: str, path: str) -> _Fault | None:
+        for fault in self._after_store:
+            if fault.remaining > 0 and fault.method in ("*", method) and fault.pattern.search(path):
+                fault.remaining -= 1
+                fault.hits += 1
+                return fault
+        return None
+
+    async def _answer_after_store(self, request: web.Request, fault: _Fault, path: str) -> web.StreamResponse:
+        """The request took effect; now answer it the way a failing Discord edge would."""
+        if fault.after_store == "timeout":
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(fault.hold)
+        if fault.after_store in ("drop", "timeout"):
+            if request.transport is not None:
+                request.transport.abort()  # the client sees the connection go away, unanswered
+            raise asyncio.CancelledError  # aiohttp drops the handler quietly
+        return self._fault_response(fault, path)
+
     def _fault_response(self, fault: _Fault, path: str) -> web.Response:
         headers = dict(fault.headers or {})
         if fault.status == 429:
@@ -2502,6 +2593,11 @@ class FakeDiscord:
         except DiscordError as exc:
             resp = _json_response(exc.body(), exc.status, exc.headers)
         call.status = resp.status
+        if resp.status < 300:
+            after = self._take_after_store(method, path)
+            if after is not None:
+                call.status = after.status
+                return await self._answer_after_store(request, after, path)
         for stall in self._stalls:
             if stall[0] in ("*", method) and stall[1].search(path):
                 self._stalls.remove(stall)
@@ -2810,7 +2906,7 @@ class FakeDiscord:
             older = [m for m in msgs if int(m["id"]) <= around][: (limit + 1) // 2]
             newer = [m for m in msgs if int(m["id"]) > around][-(limit // 2) :] if limit // 2 else []
             msgs = newer + older
-        return _json_response([self._public_message(m) for m in msgs[:limit]])
+        return _json_response([self._stored_message(m) for m in msgs[:limit]])
 
     async def _h_create_message(self, req: _Request, cid: str) -> web.Response:
         channel = self._channel(cid)
@@ -2822,10 +2918,13 @@ class FakeDiscord:
         elif channel["type"] in THREAD_TYPES:
             self._require(channel_id, Perm.SEND_MESSAGES_IN_THREADS)
             meta = channel["thread_metadata"]
-            if meta.get("locked"):
+            moderator = self.permissions_for(self.application_id, channel_id) & Perm.MANAGE_THREADS
+            if meta.get("archived") and meta.get("locked") and not moderator:
                 raise DiscordError(400, 50083, "Operation cannot be performed on an archived thread.")
+            if meta.get("locked") and not moderator:
+                raise DiscordError(400, 160005, "Thread is locked")
             if meta.get("archived"):
-                meta["archived"] = False
+                meta["archived"] = False  # sending unarchives a thread that is not locked
         else:
             self._require(channel_id, Perm.SEND_MESSAGES)
         if req.uploads:
@@ -2833,15 +2932,25 @@ class FakeDiscord:
         payload = req.json or {}
         self._check_upload_sizes(req.uploads)
         self._validate_message_payload(payload, req.uploads)
+        nonce = payload.get("nonce")
+        key = (channel_id, self.application_id, str(nonce))
+        if nonce is not None and payload.get("enforce_nonce"):
+            seen = self._nonces.get(key)
+            if seen is not None and time.monotonic() - seen[1] <= self.nonce_window:
+                existing = self.get_message(seen[0])
+                if existing is not None:
+                    return _json_response(self._public_message(existing))
         msg = self._make_message(channel_id, payload, req.uploads)
         self._store_message(msg)
+        if nonce is not None:
+            self._nonces[key] = (int(msg["id"]), time.monotonic())
         await self._announce("MESSAGE_CREATE", msg)
         return _json_response(self._public_message(msg))
 
     async def _h_get_message(self, req: _Request, cid: str, mid: str) -> web.Response:
         self._channel(cid)
         self._require(int(cid), Perm.READ_MESSAGE_HISTORY)
-        return _json_response(self._public_message(self._channel_message(cid, mid)))
+        return _json_response(self._stored_message(self._channel_message(cid, mid)))
 
     async def _h_edit_message(self, req: _Request, cid: str, mid: str) -> web.Response:
         self._channel(cid)

@@ -357,3 +357,81 @@ async def test_bad_token_and_unknown_routes(fake: FakeDiscord) -> None:
         async with session.put(f"{fake.api_base}/users/@me") as resp:
             assert resp.status == 405
     assert [c.route for c in fake.unknown_routes] == ["GET /definitely/not/a/route", "PUT /users/@me"]
+
+
+async def test_nonce_with_enforce_nonce_returns_the_first_message(fake: FakeDiscord, bot: TinyBot) -> None:
+    channel = bot.get_channel(fake.channel_id)
+    assert isinstance(channel, discord.TextChannel)
+    first = await channel.send("once", nonce="v1.abc")
+    again = await channel.send("once", nonce="v1.abc")  # discord.py sets enforce_nonce
+    assert again.id == first.id
+    assert [m["content"] for m in fake.messages()] == ["once"]
+    # Without enforce_nonce Discord posts again, as it does once the window has passed.
+    fake.calls.clear()
+    route = discord.http.Route("POST", "/channels/{channel_id}/messages", channel_id=channel.id)
+    await bot.http.request(route, json={"content": "once", "nonce": "v1.abc"})
+    fake.nonce_window = 0.0
+    await channel.send("once", nonce="v1.abc")
+    assert [m["content"] for m in fake.messages()] == ["once"] * 3
+    # Reading messages back does not return the nonce (Discord does not keep it).
+    assert all("nonce" not in m for m in await bot.http.logs_from(channel.id, 10))
+
+
+async def test_fail_after_store_stores_then_answers_badly(fake: FakeDiscord, bot: TinyBot) -> None:
+    channel = bot.get_channel(fake.channel_id)
+    assert isinstance(channel, discord.TextChannel)
+    fake.fail_after_store("POST", r"/channels/\d+/messages$", 503)
+    with pytest.raises(discord.DiscordServerError):
+        await channel.send("stored anyway")
+    assert [m["content"] for m in fake.messages()] == ["stored anyway"]
+
+    # A 500 is retried by discord.py itself: with the same nonce the retry gets the stored message.
+    fake.fail_after_store("POST", r"/channels/\d+/messages$", 500)
+    message = await channel.send("retried", nonce="n-500")
+    assert [m["content"] for m in fake.messages()][-1:] == ["retried"]
+    assert len(fake.messages()) == 2 and message.id == int(fake.messages()[-1]["id"])
+
+    fake.fail_after_store("POST", r"/channels/\d+/messages$", "drop")
+    with pytest.raises(aiohttp.ClientError):
+        await channel.send("dropped")
+    fake.fail_after_store("POST", r"/channels/\d+/messages$", "timeout", hold=5.0)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(channel.send("unanswered"), 0.3)
+    assert [m["content"] for m in fake.messages()][-2:] == ["dropped", "unanswered"]
+
+    # A request that fails on its own does not use the fault up.
+    fake.set_overwrite(fake.other_channel_id, "bot", deny=Perm.SEND_MESSAGES)
+    fault = fake.fail_after_store("POST", r"/channels/\d+/messages$", 503)
+    other = bot.get_channel(fake.other_channel_id)
+    assert isinstance(other, discord.TextChannel)
+    with pytest.raises(discord.Forbidden):
+        await other.send("refused")
+    assert fault.remaining == 1
+
+
+async def test_locked_threads_and_link_buttons(fake: FakeDiscord, bot: TinyBot) -> None:
+    channel = bot.get_channel(fake.channel_id)
+    assert isinstance(channel, discord.TextChannel)
+    root = await channel.send("root")
+    thread = await root.create_thread(name="job")
+    await thread.send("in the thread")
+    await fake.set_thread_state(thread.id, archived=True, locked=True)
+    with pytest.raises(discord.HTTPException) as archived:
+        await thread.send("refused")
+    assert (archived.value.status, archived.value.code) == (400, 50083)
+    await fake.set_thread_state(thread.id, archived=False)
+    with pytest.raises(discord.HTTPException) as locked:
+        await thread.send("refused")
+    assert (locked.value.status, locked.value.code) == (400, 160005)
+    await fake.set_thread_state(thread.id, archived=True, locked=False)
+    await thread.send("unarchives it")
+    assert fake.channels[thread.id]["thread_metadata"]["archived"] is False
+
+    view = discord.ui.View()
+    view.add_item(discord.ui.Button(label="Open", url="https://example.com/" + "a" * 493))  # 513 chars
+    with pytest.raises(discord.HTTPException) as too_long:
+        await channel.send("link", view=view)
+    assert too_long.value.code == 50035 and "url" in str(too_long.value)
+    view = discord.ui.View()
+    view.add_item(discord.ui.Button(label="Open", url="https://example.com/" + "a" * 492))  # 512 chars
+    await channel.send("link", view=view)

@@ -1,0 +1,66 @@
+"""Pieces of the delivery path: nonces that name one logical message, and links that never push a
+message over Discord's 2,000 characters."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from bot import engine
+from storage.jobs import Job, JobState
+
+
+def make_job(**overrides: Any) -> Job:
+    values: dict[str, Any] = {f.name: None for f in dataclasses.fields(Job)}
+    values.update(
+        id=42,
+        guild_id=1,
+        channel_id=2,
+        user_id=3,
+        prompt="a cat",
+        resolution="480P",
+        prompt_extend=True,
+        cost=1,
+        upload_limit=10 * 1024 * 1024,
+        state=JobState.DELIVERING,
+        poll_count=0,
+        status_has_image=True,
+        created_at=1_796_000_000.25,
+        updated_at=1_796_000_000.25,
+        result_url="https://cdn.example/video.mp4?sig=abc",
+    )
+    values.update(overrides)
+    return Job(**values)
+
+
+def test_nonces_are_deterministic_short_and_distinct() -> None:
+    job = make_job()
+    assert engine._nonce("v", job) == engine._nonce("v", make_job())  # the same after a restart
+    nonces = {
+        engine._nonce("v", job),
+        engine._nonce("s", job),
+        engine._nonce("r", job, 1577257791570051072),
+        engine._nonce("r", job, 1577257791570051073),
+        engine._nonce("v", make_job(id=43)),
+        engine._nonce("v", make_job(created_at=1_796_000_100.0)),  # a fresh database reusing id 42
+    }
+    assert len(nonces) == 6
+    huge = make_job(id=2**63 - 1)
+    assert all(len(engine._nonce(kind, huge, 2**63 - 1)) <= 25 for kind in "vsrd")
+
+
+def test_short_links_stay_inline() -> None:
+    out = engine._linked(None, "https://cdn.example/v.mp4", lambda link: f"ready: {link} · job #1")
+    assert out.content == "ready: <https://cdn.example/v.mp4> · job #1" and out.link is None
+
+
+def test_long_links_move_out_of_the_text() -> None:
+    url = "https://cdn.example/v.mp4?sig=" + "s" * 1990
+    out = engine._linked(None, url, lambda link: f"ready: {link} · job #1")
+    assert out.content == "ready: (link below) · job #1" and out.link == url
+    plain = engine._linked(None, url, lambda link: f"ready: {link}", extras=False)
+    assert plain.link is None and url not in plain.content and "too long" in plain.content
+    # Nowhere to show it: not http(s), or longer than an embed holds.
+    for odd in ("javascript:" + "x" * 2000, "https://cdn.example/" + "x" * 5000):
+        out = engine._linked(None, odd, lambda link: f"ready: {link}")
+        assert out.link is None and len(out.content) <= engine.MAX_CONTENT
