@@ -76,8 +76,8 @@ async def test_write_that_keeps_failing_is_logged_and_recorded_by_the_sweep(
     harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     h = harness
-    monkeypatch.setattr(engine_module, "RECORD_RETRY_WINDOW", 0.3)
-    monkeypatch.setattr(engine_module, "PENDING_SWEEP_INTERVAL", 0.2)
+    monkeypatch.setattr(engine_module, "RECORD_RETRY_WINDOW", 0.3, raising=False)
+    monkeypatch.setattr(engine_module, "PENDING_SWEEP_INTERVAL", 0.2, raising=False)
     await h.start_bot()
     accepted = refuse_writes_after_submit(h, monkeypatch)
     caplog.set_level(logging.INFO, logger="bot.engine")
@@ -105,7 +105,7 @@ async def test_stuck_pending_job_is_refunded_while_running(
     """RunComfy did not confirm the submit and the refund could not be written at that moment: the job
     stays pending. It used to wait for a restart; now the running bot ends it, refunded, and says so."""
     h = harness
-    monkeypatch.setattr(engine_module, "PENDING_SWEEP_INTERVAL", 0.1)
+    monkeypatch.setattr(engine_module, "PENDING_SWEEP_INTERVAL", 0.1, raising=False)
     await h.start_bot()
     backend = h.running.engine.runcomfy
     real_submit = backend.submit
