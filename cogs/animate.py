@@ -33,6 +33,9 @@ PROMPT_MAX = 800
 NEGATIVE_MAX = 500
 # Larger uploads are refused before download; the API itself recommends images of at most 50 MB.
 MAX_SOURCE_BYTES = 50 * 1024 * 1024
+# Images smaller than this on a side are refused (bot.media.normalize_image's `min_side`); Discord
+# declares an image's size with the attachment, so this is checked before downloading too.
+MIN_SIDE = 360
 # Source images downloaded at once, bot-wide (each may be up to MAX_SOURCE_BYTES in memory).
 DOWNLOADS_AT_ONCE = 3
 # A member's second request waits this long for their first to be downloaded and charged.
@@ -81,10 +84,19 @@ class ImageSource:
     filename: str
     content_type: str | None
     size: int
+    width: int | None = None  # as Discord declares it (images only); untrusted, the decode re-checks
+    height: int | None = None
 
     @classmethod
     def from_attachment(cls, attachment: discord.Attachment) -> ImageSource:
-        return cls(attachment.url, attachment.filename, attachment.content_type, attachment.size)
+        return cls(
+            attachment.url,
+            attachment.filename,
+            attachment.content_type,
+            attachment.size,
+            attachment.width,
+            attachment.height,
+        )
 
 
 def missing_permissions(perms: discord.Permissions, *, in_thread: bool) -> list[str]:
@@ -231,12 +243,16 @@ class Animate(commands.Cog):
                 text = tr(loc, "A server admin has blocked you from using /animate here.")
             await reply(text)
             return
-        problem = policy.channel_problem(
-            config,
-            channel_id=channel.id,
-            parent_id=channel.parent_id if isinstance(channel, discord.Thread) else None,
-            nsfw=bool(getattr(channel, "is_nsfw", lambda: False)()),
-        ) or self.check_request(prompt, negative_prompt, source)
+        problem = (
+            policy.channel_problem(
+                config,
+                channel_id=channel.id,
+                parent_id=channel.parent_id if isinstance(channel, discord.Thread) else None,
+                nsfw=bool(getattr(channel, "is_nsfw", lambda: False)()),
+            )
+            or self.check_request(prompt, negative_prompt, source)
+            or self.check_dimensions(source)
+        )
         if problem:
             await reply(problem)
             return
@@ -469,6 +485,22 @@ class Animate(commands.Cog):
                 "That image is {size:.1f} MB; please attach one under {limit} MB.",
                 size=image.size / 1_048_576,
                 limit=MAX_SOURCE_BYTES // 1_048_576,
+            )
+        return None
+
+    @staticmethod
+    def check_dimensions(image: ImageSource) -> str | None:
+        """Refuse an image Discord says is too small before downloading it (the same words as the
+        decoder's refusal; a lying size is caught by the decoder anyway)."""
+        if image.width is None or image.height is None or image.width <= 0 or image.height <= 0:
+            return None
+        if image.width < MIN_SIDE or image.height < MIN_SIDE:
+            return Msg(
+                "That image is too small ({width}x{height} px): it must be at least "
+                "{min_side}x{min_side} px and small images aren't upscaled. Please upload a larger image.",
+                width=image.width,
+                height=image.height,
+                min_side=MIN_SIDE,
             )
         return None
 

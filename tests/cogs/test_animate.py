@@ -6,7 +6,14 @@ from typing import Any
 import discord
 import pytest
 
-from cogs.animate import NEGATIVE_MAX, PROMPT_MAX, Animate, DownloadGate, missing_permissions
+from cogs.animate import (
+    NEGATIVE_MAX,
+    PROMPT_MAX,
+    Animate,
+    DownloadGate,
+    ImageSource,
+    missing_permissions,
+)
 
 
 class FakeAttachment:
@@ -101,3 +108,12 @@ async def test_download_gate_gives_up_waiting_after_the_bound() -> None:
     release.set()
     await holder
     assert gate._members == {}
+
+
+def test_declared_dimensions_refuse_a_small_image_before_download() -> None:
+    def source(width: int | None, height: int | None) -> ImageSource:
+        return ImageSource("https://cdn/x.png", "x.png", "image/png", 1000, width, height)
+
+    assert "too small (100x400 px)" in (Animate.check_dimensions(source(100, 400)) or "")
+    assert Animate.check_dimensions(source(360, 360)) is None
+    assert Animate.check_dimensions(source(None, None)) is None  # not declared: the decoder decides
