@@ -13,6 +13,7 @@ import heapq
 import io
 import itertools
 import logging
+import random
 import re
 import statistics
 import time
@@ -44,6 +45,7 @@ from bot.runcomfy import (
     SubmitOutcomeUnknown,
 )
 from bot.settings import Settings
+from storage.db import StorageError
 from storage.jobs import Job, JobRepository, JobState
 from storage.quota import QuotaRepository
 from storage.stats import recent_durations
@@ -75,6 +77,13 @@ RECONCILE_LIMIT = 500
 # A post that failed like this may still have been stored by Discord: look before sending again.
 AMBIGUOUS = (discord.DiscordServerError, aiohttp.ClientError, OSError, TimeoutError)
 THREAD_CLOSED = (50083, 160005)  # archived and locked thread; locked thread
+# RunComfy accepted a job but the database refused to record it: retry the write with backoff for about
+# this long, then log an ERROR for the operator (the pending sweep keeps retrying once a minute).
+RECORD_RETRY_WINDOW = 60.0
+# How often jobs stuck in `pending` are looked for while running, and how much longer than one
+# RunComfy request a submit may take before a pending job nobody here is submitting is ended.
+PENDING_SWEEP_INTERVAL = 60.0
+PENDING_GRACE = 60.0
 
 
 class VideoBackend(Protocol):
@@ -146,6 +155,14 @@ class JobEngine:
         self._unknown_word: dict[int, str] = {}  # job id -> the unknown status word its last poll saw
         self._unknown_warned: set[int] = set()  # jobs whose unknown word was logged (once per job)
         self._launches: set[asyncio.Task[Any]] = set()
+        self._submitting: set[int] = set()  # jobs this process is launching or submitting right now
+        # Accepted by RunComfy, but the database refused the write: the columns still to record. The
+        # request id lives here until the write lands, so a paid job is never forgotten or refunded.
+        self._unrecorded: dict[int, dict[str, Any]] = {}
+        self._cancel_locks: dict[int, tuple[asyncio.Lock, int]] = {}  # lock, clicks holding or waiting
+        self._cancelling: set[int] = set()  # a Cancel click is talking to RunComfy about these jobs
+        self._flushing: set[int] = set()  # unrecorded submissions being written right now
+        self._stood_back: set[int] = set()  # polls that left a cancellation to the click under way
         # Set when the backend serves outputs itself (the preview backend): url, max_bytes -> bytes.
         self._fetch_output: Callable[[str, int], Awaitable[bytes]] | None = getattr(
             runcomfy, "fetch_output", None
@@ -175,6 +192,7 @@ class JobEngine:
         if resumed:
             log.info("Resumed %d unfinished job(s)", resumed)
         self._runner = asyncio.create_task(self._run(), name="job-engine")
+        self._spawn(self._sweep_loop(), "pending-sweep")
 
     async def stop(self) -> None:
         """Stop polling; unfinished jobs stay in SQLite and resume on the next start.
@@ -193,6 +211,15 @@ class JobEngine:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+        for job_id in list(self._unrecorded):
+            # Last chance: a restart would otherwise refund a job RunComfy is running.
+            if not await self._flush_record(job_id):
+                log.error(
+                    "Job %s: stopping with RunComfy request %s still unrecorded; the next start will "
+                    "refund the job although RunComfy may deliver it -- reconcile it by hand",
+                    job_id,
+                    self._unrecorded[job_id]["request_id"],
+                )
 
     def schedule(self, job_id: int, delay: float) -> None:
         due = time.monotonic() + max(0.0, delay)
@@ -240,6 +267,59 @@ class JobEngine:
         wanted = elapsed * self.settings.poll_backoff_ratio
         return min(self.settings.poll_max_interval, max(self.settings.poll_first_delay, wanted))
 
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PENDING_SWEEP_INTERVAL)
+            try:
+                await self.sweep_pending()
+            except StorageError as exc:
+                log.warning("Pending-job sweep failed: %s", exc)
+            except Exception:
+                log.exception("Pending-job sweep failed")
+
+    async def sweep_pending(self) -> int:
+        """End jobs stuck in `pending` while running (a crashed task, a submit whose refund could not
+        be written, another process that died mid-submit): refund them and tell the requester. Never
+        resubmits. Submissions RunComfy accepted but the database refused are retried first, never
+        ended. Returns how many jobs were ended."""
+        for job_id in list(self._unrecorded):
+            await self._flush_record(job_id)
+        # Older than any submit can take: one RunComfy request plus a generous grace.
+        cutoff = time.time() - (self.settings.http_timeout + PENDING_GRACE)
+        ended = 0
+        for job in await self.jobs.stale_pending(cutoff):
+            if job.id in self._submitting or job.id in self._unrecorded or job.request_id is not None:
+                continue
+            log.warning(
+                "Job %s: still pending after %.0f s; ending it with a refund",
+                job.id,
+                time.time() - job.updated_at,
+            )
+            if not await self._fail(job, _NEVER_CONFIRMED):
+                continue
+            ended += 1
+            if job.thread_id is None and job.status_message_id is not None:
+                # No thread to post in (it is opened after the submit): the requester hears it here.
+                await self._send_quietly(
+                    job,
+                    job.channel_id,
+                    tr(
+                        job.locale,
+                        "<@{user}> sorry, job #{id} could not be confirmed with RunComfy, so it was not "
+                        "started. Your credits were refunded — please run /animate again.",
+                        user=job.user_id,
+                        id=job.id,
+                    ),
+                )
+        return ended
+
+    async def _send_quietly(self, job: Job, channel_id: int, content: str) -> None:
+        channel = self.client.get_partial_messageable(channel_id, guild_id=job.guild_id)
+        try:
+            await channel.send(content=content, allowed_mentions=_requester_only(job))
+        except discord.HTTPException as exc:
+            log.info("Job %s: could not post in %s: %s", job.id, channel_id, exc)
+
     # ------------------------------------------------------------------ launching
 
     async def launch(
@@ -250,11 +330,15 @@ class JobEngine:
         The job row already exists with its credits reserved; every failure path here refunds them.
         """
         bind(job_id=job.id, guild_id=job.guild_id)  # log fields for the rest of this task
-        failure = await self.post_status(job, image, channel)
-        if failure is not None:
-            await self._fail(job, failure.message, present=job.status_message_id is not None)
-            return failure
-        return await self.submit(job, make_thread=make_thread)
+        self._submitting.add(job.id)  # not the pending sweep's business while we are on it
+        try:
+            failure = await self.post_status(job, image, channel)
+            if failure is not None:
+                await self._fail(job, failure.message, present=job.status_message_id is not None)
+                return failure
+            return await self.submit(job, make_thread=make_thread)
+        finally:
+            self._submitting.discard(job.id)
 
     async def post_status(
         self, job: Job, image: NormalizedImage, channel: discord.abc.Messageable
@@ -413,10 +497,19 @@ class JobEngine:
     async def submit(self, job: Job, *, make_thread: bool = True) -> LaunchResult:
         """Submit a job whose status message is posted and whose credits are reserved (state pending).
 
-        Once RunComfy accepted it, the job is polled whatever else fails here (thread, status edit).
+        Once RunComfy accepted it, the job is polled whatever else fails here (thread, status edit,
+        even the database refusing to record it: see `_record_submission`).
         """
         assert job.image_url is not None and job.status_message_id is not None
         bind(job_id=job.id, guild_id=job.guild_id)
+        self._submitting.add(job.id)
+        try:
+            return await self._submit(job, make_thread=make_thread)
+        finally:
+            self._submitting.discard(job.id)
+
+    async def _submit(self, job: Job, *, make_thread: bool) -> LaunchResult:
+        assert job.image_url is not None
         if not self.accepting:
             await self._fail(job, _RESTARTING)
             return LaunchResult(
@@ -449,25 +542,16 @@ class JobEngine:
         metrics.count_submit(None)
         bind(request_id=submission.request_id)
 
-        now = time.time()
-        moved = await self.jobs.update(
-            job.id,
-            expect=(JobState.PENDING,),
-            request_id=submission.request_id,
-            state=JobState.QUEUED,
-            submitted_at=now,
-        )
-        if not moved:  # pragma: no cover - nothing else moves a pending job
-            log.error("Job %s changed state during submit", job.id)
         log.info("Job %s submitted as %s", job.id, submission.request_id)
-        self.schedule(job.id, self.settings.poll_first_delay)
+        if await self._record_submission(job, submission.request_id):
+            self.schedule(job.id, self.settings.poll_first_delay)
 
         thread_id: int | None = None
         fresh = job
         try:
             if make_thread:
                 thread_id = await self._open_thread(job)
-            fresh = await self.jobs.get(job.id) or job
+            fresh = self._with_unrecorded(await self.jobs.get(job.id) or job)
             self._emit(fresh, "submitted")
             await self.present(fresh, force=True)
         except Exception:
@@ -480,6 +564,92 @@ class JobEngine:
             text = Msg("Your video is on its way — follow it in this channel.")
         return LaunchResult(True, text, fresh)
 
+    async def _record_submission(self, job: Job, request_id: str) -> bool:
+        """Record that RunComfy accepted the job (pending -> queued). Returns whether it is recorded.
+
+        RunComfy has a paid job now, whatever the database says. If the write fails (disk full,
+        read-only, locked), the request id is kept in memory and the write retried in the background;
+        polling starts the moment it lands (every poll result is itself a compare-and-set on this
+        row, so polling before it exists could record nothing). RunComfy keeps the result meanwhile.
+        """
+        changes: dict[str, Any] = {
+            "request_id": request_id,
+            "state": JobState.QUEUED,
+            "submitted_at": time.time(),
+        }
+        try:
+            moved = await self.jobs.update(job.id, expect=(JobState.PENDING,), **changes)
+        except StorageError as exc:
+            log.warning(
+                "Job %s: RunComfy accepted it as %s but the database refused to record it (%s); retrying",
+                job.id,
+                request_id,
+                exc,
+            )
+            self._unrecorded[job.id] = changes
+            self._spawn(self._record_later(job.id), f"record-{job.id}")
+            return False
+        if not moved:  # pragma: no cover - only the pending sweep moves a pending job, and not ours
+            log.error(
+                "Job %s changed state during submit; RunComfy request %s is orphaned", job.id, request_id
+            )
+        return True
+
+    async def _record_later(self, job_id: int) -> None:
+        """Retry an unrecorded submission with capped exponential backoff and jitter; after
+        RECORD_RETRY_WINDOW, tell the operator and leave further retries to the pending sweep."""
+        started = time.monotonic()
+        delay = self.settings.retry_backoff_base
+        while job_id in self._unrecorded:
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            if await self._flush_record(job_id):
+                return
+            if time.monotonic() - started >= RECORD_RETRY_WINDOW:
+                log.error(
+                    "Job %s: RunComfy accepted it as request %s, but the database has refused to record "
+                    "that for %.0f s. Still retrying once a minute; if the bot stops first, reconcile "
+                    "this request by hand.",
+                    job_id,
+                    self._unrecorded[job_id]["request_id"],
+                    time.monotonic() - started,
+                )
+                return
+            delay = min(self.settings.retry_backoff_cap, delay * 2)
+
+    async def _flush_record(self, job_id: int) -> bool:
+        """One attempt at writing an unrecorded submission; True once it is recorded (or moot)."""
+        changes = self._unrecorded.get(job_id)
+        if changes is None:
+            return True
+        if job_id in self._flushing:
+            return False  # the attempt already under way decides
+        self._flushing.add(job_id)
+        try:
+            moved = await self.jobs.update(job_id, expect=(JobState.PENDING,), **changes)
+        except StorageError as exc:
+            log.info("Job %s: recording the submission failed again: %s", job_id, exc)
+            return False
+        finally:
+            self._flushing.discard(job_id)
+        del self._unrecorded[job_id]
+        if not moved:  # pragma: no cover - nothing else ends a job kept here
+            log.error("Job %s left pending before request %s was recorded", job_id, changes["request_id"])
+            return True
+        log.info("Job %s: recorded RunComfy request %s after all", job_id, changes["request_id"])
+        self.schedule(job_id, 0.0)
+        await self._present_id(job_id, force=True)
+        return True
+
+    def _with_unrecorded(self, job: Job) -> Job:
+        """The job as this process knows it: with a submission the database has not taken yet."""
+        changes = self._unrecorded.get(job.id)
+        if changes is not None:
+            job.request_id = changes["request_id"]
+            job.state = changes["state"]
+            job.submitted_at = changes["submitted_at"]
+            job.thread_id = changes.get("thread_id", job.thread_id)
+        return job
+
     async def _open_thread(self, job: Job) -> int | None:
         try:
             thread = await self._status_message(job).create_thread(
@@ -489,6 +659,10 @@ class JobEngine:
             # Without a thread the video goes to the channel itself; the job still runs.
             log.warning("Job %s: could not create a thread: %s", job.id, exc)
             return None
+        pending = self._unrecorded.get(job.id)
+        if pending is not None:
+            pending["thread_id"] = thread.id  # written together with the submission
+            return thread.id
         await self.jobs.update(job.id, thread_id=thread.id)
         return thread.id
 
@@ -1051,7 +1225,13 @@ class JobEngine:
                 )
         return ended
 
-    async def _cancelled(self, job: Job, reason: str, actor_id: int | None = None) -> bool:
+    async def _cancelled(
+        self, job: Job, reason: str, actor_id: int | None = None, *, by_click: bool = False
+    ) -> bool:
+        if job.id in self._cancelling and not by_click:
+            # A Cancel click asked RunComfy and will end the job itself (the poll saw its effect).
+            self._stood_back.add(job.id)
+            return False
         ended = await self.quota.end_job(
             job.id,
             JobState.CANCELLED,
@@ -1109,7 +1289,27 @@ class JobEngine:
         )
 
     async def cancel(self, job: Job, *, by_user_id: int) -> str:
-        """Cancel a queued job; the answer for whoever clicked is a bot.i18n.Msg."""
+        """Cancel a queued job; the answer for whoever clicked is a bot.i18n.Msg.
+
+        Clicks on one job take turns (one RunComfy cancel at a time), each re-reads the job, and only
+        the click whose compare-and-set ended it says the credits went back; across processes the
+        compare-and-set alone decides."""
+        lock, users = self._cancel_locks.get(job.id, (asyncio.Lock(), 0))
+        self._cancel_locks[job.id] = (lock, users + 1)
+        try:
+            async with lock:
+                fresh = await self.jobs.get(job.id) or job
+                return await self._cancel_once(fresh, by_user_id)
+        finally:
+            lock, users = self._cancel_locks[job.id]
+            if users <= 1:
+                del self._cancel_locks[job.id]
+            else:
+                self._cancel_locks[job.id] = (lock, users - 1)
+
+    @staticmethod
+    def _cannot_cancel(job: Job) -> str | None:
+        """Why a job in this state cannot be cancelled (a bot.i18n.Msg), or None if it is queued."""
         match job.state:
             case JobState.AWAITING_APPROVAL:
                 return Msg("This request hasn't been approved yet — withdraw it with its own Cancel button.")
@@ -1120,29 +1320,54 @@ class JobEngine:
             case JobState.FAILED:
                 return Msg("This job has already failed.")
             case JobState.CANCELLED:
-                return Msg("This job has already cancelled.")
+                return Msg("This job has already been cancelled.")
             case JobState.PENDING:
                 return Msg("This job is still being submitted — try again in a few seconds.")
             case JobState.RUNNING:
                 return _NOT_CANCELLABLE
+        return None
+
+    async def _after_lost_race(self, job: Job) -> str:
+        """Someone else ended or moved the job first: describe where it is now."""
+        fresh = await self.jobs.get(job.id) or job
+        return self._cannot_cancel(fresh) or Msg("I couldn't cancel the job. Please try again in a moment.")
+
+    async def _cancel_once(self, job: Job, by_user_id: int) -> str:
+        refusal = self._cannot_cancel(job)
+        if refusal is not None:
+            return refusal
         assert job.request_id is not None
+        # While RunComfy is asked, a poll that sees the cancellation leaves ending the job to this
+        # click (see `_cancelled`), so the click that cancelled is the one that says so.
+        self._cancelling.add(job.id)
         try:
-            result = await self.runcomfy.cancel(job.request_id)
-        except RunComfyNotFoundError:
-            await self._fail(job, _EXPIRED)
-            return Msg("RunComfy no longer knows this job, so it was closed and your credits refunded.")
-        except RunComfyError as exc:
-            log.warning("Job %s: cancel failed: %s", job.id, exc)
-            return Msg("I couldn't reach RunComfy to cancel the job. Please try again in a moment.")
-        if result.cancelled:
-            await self._cancelled(job, Msg("Cancelled by <@{user}>.", user=by_user_id), by_user_id)
-            if by_user_id == job.user_id:
-                return Msg("Cancelled. Your {credits} went back.", credits=_credits(job.cost))
-            return Msg(
-                "Cancelled. <@{user}>'s {credits} went back.", user=job.user_id, credits=_credits(job.cost)
-            )
-        await self._mark_running(job)
-        return _NOT_CANCELLABLE
+            try:
+                result = await self.runcomfy.cancel(job.request_id)
+            except RunComfyNotFoundError:
+                if not await self._fail(job, _EXPIRED):
+                    return await self._after_lost_race(job)
+                return Msg("RunComfy no longer knows this job, so it was closed and your credits refunded.")
+            except RunComfyError as exc:
+                log.warning("Job %s: cancel failed: %s", job.id, exc)
+                return Msg("I couldn't reach RunComfy to cancel the job. Please try again in a moment.")
+            if result.cancelled:
+                reason = Msg("Cancelled by <@{user}>.", user=by_user_id)
+                if not await self._cancelled(job, reason, by_user_id, by_click=True):
+                    return await self._after_lost_race(job)
+                if by_user_id == job.user_id:
+                    return Msg("Cancelled. Your {credits} went back.", credits=_credits(job.cost))
+                return Msg(
+                    "Cancelled. <@{user}>'s {credits} went back.",
+                    user=job.user_id,
+                    credits=_credits(job.cost),
+                )
+            await self._mark_running(job)
+            return _NOT_CANCELLABLE
+        finally:
+            self._cancelling.discard(job.id)
+            if job.id in self._stood_back:
+                self._stood_back.discard(job.id)
+                self.schedule(job.id, 0.0)  # the poll that stood back did not reschedule itself
 
     # ------------------------------------------------------------------ status message
 
@@ -1284,6 +1509,7 @@ def _word(word: str) -> str:
     return f"`{cleaned}`" if cleaned else "—"
 
 
+_NEVER_CONFIRMED = Msg("RunComfy never confirmed this job, so it was not started. Please run /animate again.")
 _RESTARTING = Msg("The bot was shutting down, so this job was not started.")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -17,7 +19,7 @@ from bot.i18n import N_, Msg, render, tr
 from bot.media import MediaError, download_capped, normalize_image
 from storage.guilds import guild_repository
 from storage.jobs import JobState, NewJob
-from storage.quota import LimitExceeded
+from storage.quota import AlreadyStarted, LimitExceeded, Limits
 
 if TYPE_CHECKING:
     from bot.client import AnimateBot
@@ -31,6 +33,13 @@ PROMPT_MAX = 800
 NEGATIVE_MAX = 500
 # Larger uploads are refused before download; the API itself recommends images of at most 50 MB.
 MAX_SOURCE_BYTES = 50 * 1024 * 1024
+# Images smaller than this on a side are refused (bot.media.normalize_image's `min_side`); Discord
+# declares an image's size with the attachment, so this is checked before downloading too.
+MIN_SIDE = 360
+# Source images downloaded at once, bot-wide (each may be up to MAX_SOURCE_BYTES in memory).
+DOWNLOADS_AT_ONCE = 3
+# A member's second request waits this long for their first to be downloaded and charged.
+MEMBER_WAIT = 30.0
 
 
 # Channels a job can live in (a forum post is a Thread; DMs are excluded by guild_only).
@@ -75,10 +84,19 @@ class ImageSource:
     filename: str
     content_type: str | None
     size: int
+    width: int | None = None  # as Discord declares it (images only); untrusted, the decode re-checks
+    height: int | None = None
 
     @classmethod
     def from_attachment(cls, attachment: discord.Attachment) -> ImageSource:
-        return cls(attachment.url, attachment.filename, attachment.content_type, attachment.size)
+        return cls(
+            attachment.url,
+            attachment.filename,
+            attachment.content_type,
+            attachment.size,
+            attachment.width,
+            attachment.height,
+        )
 
 
 def missing_permissions(perms: discord.Permissions, *, in_thread: bool) -> list[str]:
@@ -95,10 +113,48 @@ def missing_permissions(perms: discord.Permissions, *, in_thread: bool) -> list[
     return [name for name, ok in needed.items() if not ok]
 
 
+@dataclass(slots=True)
+class MemberSlot:
+    acquired: bool  # False: the member's earlier request did not finish in time
+    waited: bool  # True: another request of theirs went first (it may have spent the credits)
+
+
+class DownloadGate:
+    """Bounds the expensive part of a request -- download, decode, charge: a few at once bot-wide
+    (`downloads`), and one at a time per member, so one member's burst cannot crowd out everyone."""
+
+    def __init__(self, downloads: int) -> None:
+        self.downloads = asyncio.Semaphore(downloads)
+        self._members: dict[int, tuple[asyncio.Lock, int]] = {}  # lock, requests holding or waiting
+
+    @asynccontextmanager
+    async def member(self, user_id: int, wait: float) -> AsyncIterator[MemberSlot]:
+        lock, users = self._members.get(user_id, (asyncio.Lock(), 0))
+        self._members[user_id] = (lock, users + 1)
+        slot = MemberSlot(acquired=False, waited=lock.locked())
+        try:
+            try:
+                async with asyncio.timeout(wait):
+                    await lock.acquire()
+                slot.acquired = True
+            except TimeoutError:
+                pass
+            yield slot
+        finally:
+            if slot.acquired:
+                lock.release()
+            lock, users = self._members[user_id]
+            if users <= 1:
+                del self._members[user_id]
+            else:
+                self._members[user_id] = (lock, users - 1)
+
+
 class Animate(commands.Cog):
     def __init__(self, bot: AnimateBot) -> None:
         self.bot = bot
         self.decoders = asyncio.Semaphore(4)
+        self.gate = DownloadGate(DOWNLOADS_AT_ONCE)
 
     @app_commands.command(name="animate", description=_l("Turn an image into a 5-second video with Wan 2.2"))
     @app_commands.guild_only()
@@ -140,9 +196,15 @@ class Animate(commands.Cog):
         request: AnimateRequest,
         source: ImageSource,
         channel: PostableChannel | None = None,
+        *,
+        origin: str | None = None,
     ) -> None:
         """Check, normalise, charge and launch one request; the interaction is already deferred
-        (ephemeral) and gets the answer. `channel` defaults to the interaction's channel."""
+        (ephemeral) and gets the answer. `channel` defaults to the interaction's channel.
+
+        Everything cheap runs before the image is downloaded: bans, channel rules, the request itself
+        (declared type and size too), permissions, the blocklist and a read-only check of every limit.
+        `origin` names the click or form this came from: at most one unfinished job per origin."""
         prompt, negative_prompt, template = request.prompt, request.negative_prompt, request.template
         resolution = request.resolution
         # The requester reads the ephemeral answers in their own language; the job's public messages
@@ -181,12 +243,16 @@ class Animate(commands.Cog):
                 text = tr(loc, "A server admin has blocked you from using /animate here.")
             await reply(text)
             return
-        problem = policy.channel_problem(
-            config,
-            channel_id=channel.id,
-            parent_id=channel.parent_id if isinstance(channel, discord.Thread) else None,
-            nsfw=bool(getattr(channel, "is_nsfw", lambda: False)()),
-        ) or self.check_request(prompt, negative_prompt, source)
+        problem = (
+            policy.channel_problem(
+                config,
+                channel_id=channel.id,
+                parent_id=channel.parent_id if isinstance(channel, discord.Thread) else None,
+                nsfw=bool(getattr(channel, "is_nsfw", lambda: False)()),
+            )
+            or self.check_request(prompt, negative_prompt, source)
+            or self.check_dimensions(source)
+        )
         if problem:
             await reply(problem)
             return
@@ -231,14 +297,6 @@ class Animate(commands.Cog):
             await reply(policy.describe_block(hit))
             return
 
-        try:
-            raw = await download_capped(self.bot.session, source.url, max_bytes=MAX_SOURCE_BYTES, timeout=60)
-            async with self.decoders:  # a large photo takes hundreds of MB while it is decoded
-                normalised = await asyncio.to_thread(normalize_image, raw)
-        except MediaError as exc:
-            await reply(exc.localized(loc))
-            return
-
         settings = self.bot.settings
         cost = policy.cost_of(config, resolution, settings.cost_480p, settings.cost_1080p)
         override = await guilds.user_override(interaction.guild_id, user.id)
@@ -256,14 +314,50 @@ class Animate(commands.Cog):
             cost=cost,
             upload_limit=interaction.filesize_limit,
             locale=guild_locale,
+            origin=origin,
         )
-        try:
-            job_id, standing = await self.bot.quota.reserve_job(
-                new, policy.limits_for(config, allowance), await_approval=config.approval_required
-            )
-        except LimitExceeded as exc:
-            await reply(render(policy.describe_limit(exc, resolution), loc))
+        approval = config.approval_required
+        # A fast refusal before any download: a member who cannot afford the job costs ~nothing. It
+        # charges nothing and decides nothing -- reserve_job re-checks in its transaction.
+        refusal = await self._refusal(new, policy.limits_for(config, allowance), approval)
+        if refusal is not None:
+            await reply(render(refusal, loc))
             return
+
+        async with self.gate.member(user.id, MEMBER_WAIT) as slot:
+            if not slot.acquired:
+                await reply(
+                    tr(
+                        loc,
+                        "Your previous image is still being prepared. Please try again in a moment. "
+                        "Nothing was charged.",
+                    )
+                )
+                return
+            if slot.waited:
+                # Their request that went first may have spent the credits or started this very job.
+                refusal = await self._refusal(new, policy.limits_for(config, allowance), approval)
+                if refusal is not None:
+                    await reply(render(refusal, loc))
+                    return
+            try:
+                async with self.gate.downloads:
+                    raw = await download_capped(
+                        self.bot.session, source.url, max_bytes=MAX_SOURCE_BYTES, timeout=60
+                    )
+                async with self.decoders:  # a large photo takes hundreds of MB while it is decoded
+                    normalised = await asyncio.to_thread(normalize_image, raw)
+            except MediaError as exc:
+                await reply(exc.localized(loc))
+                return
+            del raw
+            try:
+                job_id, standing = await self.bot.quota.reserve_job(
+                    new, policy.limits_for(config, allowance), await_approval=approval
+                )
+            except (LimitExceeded, AlreadyStarted) as exc:
+                await reply(render(self._describe_refusal(exc, resolution), loc))
+                return
 
         # From here on the credits are reserved: any failure before RunComfy has the job refunds them.
         try:
@@ -304,6 +398,22 @@ class Animate(commands.Cog):
                     changes=changes_text(normalised, loc),
                 )
         await reply(text)
+
+    async def _refusal(self, new: NewJob, limits: Limits, approval: bool) -> str | None:
+        """Why the job would be refused right now (read-only, nothing charged), or None."""
+        try:
+            await self.bot.quota.check_job(new, limits, await_approval=approval)
+        except (LimitExceeded, AlreadyStarted) as exc:
+            return self._describe_refusal(exc, new.resolution)
+        return None
+
+    @staticmethod
+    def _describe_refusal(exc: LimitExceeded | AlreadyStarted, resolution: str) -> str:
+        if isinstance(exc, AlreadyStarted):
+            if exc.job_id is None:
+                return Msg("This was already started — nothing more was charged.")
+            return Msg("This was already started as job #{id} — nothing more was charged.", id=exc.job_id)
+        return policy.describe_limit(exc, resolution)
 
     async def request_approval(
         self, job: Job, image: NormalizedImage, channel: discord.abc.Messageable
@@ -375,6 +485,22 @@ class Animate(commands.Cog):
                 "That image is {size:.1f} MB; please attach one under {limit} MB.",
                 size=image.size / 1_048_576,
                 limit=MAX_SOURCE_BYTES // 1_048_576,
+            )
+        return None
+
+    @staticmethod
+    def check_dimensions(image: ImageSource) -> str | None:
+        """Refuse an image Discord says is too small before downloading it (the same words as the
+        decoder's refusal; a lying size is caught by the decoder anyway)."""
+        if image.width is None or image.height is None or image.width <= 0 or image.height <= 0:
+            return None
+        if image.width < MIN_SIDE or image.height < MIN_SIDE:
+            return Msg(
+                "That image is too small ({width}x{height} px): it must be at least "
+                "{min_side}x{min_side} px and small images aren't upscaled. Please upload a larger image.",
+                width=image.width,
+                height=image.height,
+                min_side=MIN_SIDE,
             )
         return None
 

@@ -32,7 +32,10 @@ SourceLoader = Callable[[], Awaitable[ImageSource | None]]
 
 class AnimateModal(discord.ui.Modal):
     """Prompt and options in one form, prefilled; the image comes from `load_source` on submit. Worded in
-    the language of the user who opens it (`locale`)."""
+    the language of the user who opens it (`locale`).
+
+    Every opened form is one origin (`origin` + the form's own custom_id): submitting the same form
+    twice at once starts one job, while a form opened again starts another."""
 
     def __init__(
         self,
@@ -43,8 +46,10 @@ class AnimateModal(discord.ui.Modal):
         load_source: SourceLoader,
         channel: PostableChannel | None,
         locale: LocaleLike = None,
+        origin: str | None = None,
     ) -> None:
         super().__init__(title=tr(locale, title), timeout=15 * 60)
+        self.origin = f"{origin}:{self.custom_id}" if origin else None
         self.cog = cog
         self.defaults = defaults
         self.load_source = load_source
@@ -119,7 +124,7 @@ class AnimateModal(discord.ui.Modal):
         if source is None:
             await interaction.edit_original_response(content=tr(interaction.locale, SOURCE_GONE))
             return
-        await self.cog.animate.start(interaction, request, source, self.channel)
+        await self.cog.animate.start(interaction, request, source, self.channel, origin=self.origin)
 
     async def on_error(self, interaction: discord.Interaction[Any], error: Exception, /) -> None:  # type: ignore[override]
         log.error("Animate form failed", exc_info=error)
@@ -189,6 +194,7 @@ class Remix(commands.Cog):
                 load_source=lambda: self.source_of(job),
                 channel=channel,
                 locale=loc,
+                origin=f"edit:{job.id}",
             )
             await interaction.response.send_modal(modal)
             return
@@ -206,7 +212,10 @@ class Remix(commands.Cog):
             seed=random.randint(0, SEED_MAX),
             prompt_extend=defaults.prompt_extend,
         )
-        await self.animate.start(interaction, again, source, channel)
+        # One job per click on this video, however often it arrives (a double click, two moderators):
+        # the origin allows one unfinished job from this button at a time.
+        message_id = interaction.message.id if interaction.message else 0
+        await self.animate.start(interaction, again, source, channel, origin=f"again:{job.id}:{message_id}")
 
     def job_channel(self, job: Job) -> PostableChannel | None:
         """New jobs go to the original job's channel (the click usually comes from its thread)."""
@@ -245,6 +254,7 @@ class Remix(commands.Cog):
             load_source=load,
             channel=None,
             locale=interaction.locale,
+            origin=f"menu:{message.id}",
         )
         await interaction.response.send_modal(modal)
 

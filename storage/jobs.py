@@ -91,6 +91,8 @@ class NewJob:
     cost: int
     upload_limit: int
     locale: str | None = None  # the server's Discord locale (interaction.guild_locale), e.g. "de"
+    # What started it, when one click may arrive twice (see migration 0007): one unfinished job per origin.
+    origin: str | None = None
 
 
 # Columns callers may change through `update`; anything else is a programming error.
@@ -127,8 +129,8 @@ class JobRepository:
         now = time.time() if now is None else now
         cur = await tx.execute(
             "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, negative_prompt, resolution, template,"
-            " seed, prompt_extend, cost, upload_limit, state, created_at, updated_at, locale)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " seed, prompt_extend, cost, upload_limit, state, created_at, updated_at, locale, origin)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 new.guild_id,
                 new.channel_id,
@@ -145,6 +147,7 @@ class JobRepository:
                 now,
                 now,
                 new.locale,
+                new.origin,
             ),
         )
         assert cur.lastrowid is not None
@@ -158,6 +161,16 @@ class JobRepository:
         marks = ", ".join("?" for _ in UNFINISHED)
         rows = await self.db.fetchall(
             f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY id", [s.value for s in UNFINISHED]
+        )
+        return [Job.from_row(r) for r in rows]
+
+    async def stale_pending(self, updated_before: float, limit: int = 100) -> list[Job]:
+        """Jobs still `pending` (submit outcome never recorded) untouched since `updated_before`.
+
+        Served by the partial index on unfinished states, so the periodic sweep stays cheap."""
+        rows = await self.db.fetchall(
+            "SELECT * FROM jobs WHERE state = ? AND updated_at < ? ORDER BY id LIMIT ?",
+            (JobState.PENDING.value, updated_before, limit),
         )
         return [Job.from_row(r) for r in rows]
 

@@ -13,6 +13,7 @@ So ``used = charges + refunds`` and ``granted = -grants`` per period, and a memb
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -137,6 +138,14 @@ class BudgetExhausted(LimitExceeded):
         self.window = window
 
 
+class AlreadyStarted(Exception):
+    """A job from the same origin (the same click, the same opened form) is already under way."""
+
+    def __init__(self, job_id: int | None) -> None:
+        super().__init__(f"already started as job {job_id}")
+        self.job_id = job_id
+
+
 async def _usage(tx: Transaction | Database, guild_id: int, user_id: int, period: Period) -> tuple[int, int]:
     """(used, granted) of a member in a period."""
     row = await tx.fetchone(
@@ -169,7 +178,7 @@ class QuotaRepository:
 
     async def _check(
         self,
-        tx: Transaction,
+        tx: Transaction | Database,
         new: NewJob,
         limits: Limits,
         now: float,
@@ -177,8 +186,19 @@ class QuotaRepository:
         exclude_job: int | None,
         for_approval: bool,
     ) -> Standing:
-        """Raise the first limit `new` would break; otherwise return the member's standing before it."""
+        """Raise the first limit `new` would break; otherwise return the member's standing before it.
+
+        A job whose origin already has an unfinished job raises AlreadyStarted first: a double click
+        hears that it started, not that it is cooling down."""
         exclude = -1 if exclude_job is None else exclude_job
+        marks = ", ".join("?" for _ in _ACTIVE_STATES)
+        if new.origin is not None:
+            row = await tx.fetchone(
+                f"SELECT id FROM jobs WHERE origin = ? AND id != ? AND state IN ({marks})",
+                (new.origin, exclude, *_ACTIVE_STATES),
+            )
+            if row is not None:
+                raise AlreadyStarted(int(row["id"]))
         if limits.cooldown > 0 and exclude_job is None:
             # The cooldown spaces out requests, so it is checked when a member asks, not at approval.
             row = await tx.fetchone(
@@ -189,7 +209,6 @@ class QuotaRepository:
             if last is not None and now - float(last) < limits.cooldown:
                 raise CoolingDown(float(last) + limits.cooldown)
         if limits.max_concurrent is not None:
-            marks = ", ".join("?" for _ in _ACTIVE_STATES)
             row = await tx.fetchone(
                 f"SELECT COUNT(*) AS n FROM jobs WHERE guild_id = ? AND user_id = ? AND id != ?"
                 f" AND state IN ({marks})",
@@ -222,6 +241,14 @@ class QuotaRepository:
                 raise BudgetExhausted(spent, limits.daily_budget, new.cost, window)
         return standing
 
+    async def check_job(self, new: NewJob, limits: Limits, *, await_approval: bool = False) -> Standing:
+        """The same checks as `reserve_job`, read-only and without charging: a fast refusal before any
+        expensive work (downloading, decoding). It decides nothing -- `reserve_job` re-checks everything
+        in its transaction -- so it needs no lock beyond each read's."""
+        return await self._check(
+            self.db, new, limits, time.time(), exclude_job=None, for_approval=await_approval
+        )
+
     async def reserve_job(
         self,
         new: NewJob,
@@ -230,7 +257,8 @@ class QuotaRepository:
         *,
         await_approval: bool = False,
     ) -> tuple[int, Standing]:
-        """Create the job row and charge its cost in one transaction, or raise a LimitExceeded.
+        """Create the job row and charge its cost in one transaction, or raise a LimitExceeded (or
+        AlreadyStarted when `new.origin` already has an unfinished job).
 
         The check and the charge share one transaction under the database lock, so concurrent commands
         from one member can never overspend or exceed the concurrency limit. With `await_approval`
@@ -244,7 +272,12 @@ class QuotaRepository:
         now = time.time()
         async with self.db.transaction() as tx:
             before = await self._check(tx, new, limits, now, exclude_job=None, for_approval=await_approval)
-            job_id = await JobRepository.insert(tx, new, now)
+            try:
+                job_id = await JobRepository.insert(tx, new, now)
+            except sqlite3.IntegrityError as exc:
+                # Only the one-unfinished-job-per-origin index can refuse this insert (another
+                # process won the race the check above could not see).
+                raise AlreadyStarted(None) from exc
             if await_approval:
                 await tx.execute(
                     "UPDATE jobs SET state = ? WHERE id = ?", (JobState.AWAITING_APPROVAL.value, job_id)

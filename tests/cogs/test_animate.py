@@ -1,11 +1,19 @@
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import discord
 import pytest
 
-from cogs.animate import NEGATIVE_MAX, PROMPT_MAX, Animate, missing_permissions
+from cogs.animate import (
+    NEGATIVE_MAX,
+    PROMPT_MAX,
+    Animate,
+    DownloadGate,
+    ImageSource,
+    missing_permissions,
+)
 
 
 class FakeAttachment:
@@ -62,3 +70,50 @@ def test_missing_permissions_names_each_one() -> None:
     assert missing_permissions(
         discord.Permissions(view_channel=True, embed_links=True, attach_files=True), in_thread=True
     ) == ["Send Messages"]
+
+
+async def test_download_gate_lets_one_request_per_member_through_at_a_time() -> None:
+    gate = DownloadGate(3)
+    inside: list[int] = []
+    peak = 0
+
+    async def request(user_id: int) -> tuple[bool, bool]:
+        nonlocal peak
+        async with gate.member(user_id, wait=5) as slot:
+            inside.append(user_id)
+            peak = max(peak, inside.count(7))
+            await asyncio.sleep(0.01)
+            inside.remove(user_id)
+            return slot.acquired, slot.waited
+
+    results = await asyncio.gather(*(request(7) for _ in range(4)), request(8))
+    assert all(acquired for acquired, _ in results)
+    assert [waited for _, waited in results] == [False, True, True, True, False]
+    assert peak == 1
+    assert gate._members == {}  # no lock kept for members who are done
+
+
+async def test_download_gate_gives_up_waiting_after_the_bound() -> None:
+    gate = DownloadGate(3)
+    release = asyncio.Event()
+
+    async def first() -> None:
+        async with gate.member(7, wait=5):
+            await release.wait()
+
+    holder = asyncio.create_task(first())
+    await asyncio.sleep(0)
+    async with gate.member(7, wait=0.05) as slot:
+        assert not slot.acquired and slot.waited
+    release.set()
+    await holder
+    assert gate._members == {}
+
+
+def test_declared_dimensions_refuse_a_small_image_before_download() -> None:
+    def source(width: int | None, height: int | None) -> ImageSource:
+        return ImageSource("https://cdn/x.png", "x.png", "image/png", 1000, width, height)
+
+    assert "too small (100x400 px)" in (Animate.check_dimensions(source(100, 400)) or "")
+    assert Animate.check_dimensions(source(360, 360)) is None
+    assert Animate.check_dimensions(source(None, None)) is None  # not declared: the decoder decides

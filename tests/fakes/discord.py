@@ -521,6 +521,11 @@ class FakeDiscord:
         self.calls: list[RecordedCall] = []
         self.unknown_routes: list[RecordedCall] = []
         self.cdn_requests: list[str] = []
+        # Slow CDN files (see slow_cdn): path -> seconds, and the peak of concurrent requests to them.
+        self.cdn_delays: dict[str, float] = {}
+        self.cdn_peak: dict[str, int] = {}
+        self.cdn_peak_total = 0
+        self._cdn_in_flight: dict[str, int] = {}
         self.dispatched: list[dict[str, Any]] = []
         self.identify_payloads: list[dict[str, Any]] = []
         self.gateway_connections: list[dict[str, Any]] = []
@@ -2605,6 +2610,13 @@ class FakeDiscord:
                 break
         return resp
 
+    def slow_cdn(self, attachment: dict[str, Any], delay: float) -> str:
+        """Answer requests for this attachment after `delay` seconds, recording how many were in flight
+        at once (`cdn_peak[path]`, and `cdn_peak_total` over all slow files). Returns the CDN path."""
+        path = yarl.URL(attachment["url"]).path
+        self.cdn_delays[path] = delay
+        return path
+
     async def _cdn_handler(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         self.cdn_requests.append(path)
@@ -2614,6 +2626,15 @@ class FakeDiscord:
         if entry is None or request.method not in ("GET", "HEAD"):
             return web.Response(status=404, text="Not Found")
         data, ctype = entry
+        delay = self.cdn_delays.get(path)
+        if delay is not None:
+            self._cdn_in_flight[path] = self._cdn_in_flight.get(path, 0) + 1
+            self.cdn_peak[path] = max(self.cdn_peak.get(path, 0), self._cdn_in_flight[path])
+            self.cdn_peak_total = max(self.cdn_peak_total, sum(self._cdn_in_flight.values()))
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                self._cdn_in_flight[path] -= 1
         return web.Response(body=data, headers={"Content-Type": ctype or "application/octet-stream"})
 
     # ---------------------------------------------------------------------------------------------------

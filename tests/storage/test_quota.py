@@ -1,13 +1,23 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from storage.db import Database
 from storage.jobs import JobRepository, JobState, NewJob
-from storage.quota import Limits, Period, QuotaExceeded, QuotaRepository, daily_period
+from storage.quota import (
+    AlreadyStarted,
+    Limits,
+    Period,
+    QuotaExceeded,
+    QuotaRepository,
+    Standing,
+    daily_period,
+)
 
 
 def new_job(user_id: int = 7, guild_id: int = 1, cost: int = 1) -> NewJob:
@@ -117,3 +127,74 @@ def test_daily_period_resets_at_utc_midnight() -> None:
     period: Period = daily_period(1_700_000_000)  # 2023-11-14 22:13:20 UTC
     assert period.key == "2023-11-14"
     assert period.resets_at.isoformat() == "2023-11-15T00:00:00+00:00"
+
+
+async def test_check_job_refuses_like_reserve_but_charges_nothing(db: Database) -> None:
+    quota = QuotaRepository(db)
+    period = daily_period()
+    limits = Limits(1, period)
+    standing = await quota.check_job(new_job(), limits)  # affordable: no exception, nothing written
+    assert standing.remaining == 1
+    row = await db.fetchone("SELECT COUNT(*) AS n FROM jobs")
+    assert row is not None and row["n"] == 0
+    await quota.reserve_job(new_job(), limits)
+    with pytest.raises(QuotaExceeded):
+        await quota.check_job(new_job(), limits)
+    row = await db.fetchone("SELECT COUNT(*) AS n FROM jobs")
+    assert row is not None and row["n"] == 1
+
+
+async def test_one_unfinished_job_per_origin_even_when_racing(db: Database) -> None:
+    quota = QuotaRepository(db)
+    period = daily_period()
+    clicked = replace(new_job(), origin="again:1:99")
+    results = await asyncio.gather(
+        *(quota.reserve_job(clicked, Limits(5, period)) for _ in range(5)), return_exceptions=True
+    )
+    made = [r for r in results if isinstance(r, tuple)]
+    refused = [r for r in results if isinstance(r, AlreadyStarted)]
+    assert len(made) == 1 and len(refused) == 4
+    job_id = made[0][0]
+    assert all(r.job_id == job_id for r in refused)
+    assert (await quota.standing(1, 7, 5, period)).used == 1
+    with pytest.raises(AlreadyStarted):
+        await quota.check_job(clicked, Limits(5, period))
+    # Once that job has ended, the same button may start another one.
+    assert await quota.end_job(job_id, JobState.DELIVERED, expect=(JobState.PENDING,), refund=False)
+    second, _ = await quota.reserve_job(clicked, Limits(5, period))
+    assert second != job_id
+
+
+async def test_the_origin_index_holds_without_the_check(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process may insert between our check and our insert: the unique index still refuses."""
+    quota = QuotaRepository(db)
+    period = daily_period()
+    clicked = replace(new_job(), origin="edit:1:abc")
+    await quota.reserve_job(clicked, Limits(5, period))
+
+    async def no_check(*args: object, **kwargs: object) -> Standing:
+        return Standing(limit=5, used=0, period=period)
+
+    monkeypatch.setattr(quota, "_check", no_check)
+    with pytest.raises(AlreadyStarted) as info:
+        await quota.reserve_job(replace(clicked, prompt="again"), Limits(5, period))
+    assert info.value.job_id is None
+    row = await db.fetchone("SELECT COUNT(*) AS n FROM jobs")
+    ledger = await db.fetchone("SELECT COUNT(*) AS n FROM quota_ledger")
+    assert row is not None and row["n"] == 1 and ledger is not None and ledger["n"] == 1
+
+
+async def test_stale_pending_lists_only_old_pending_jobs(db: Database) -> None:
+    quota = QuotaRepository(db)
+    jobs = JobRepository(db)
+    period = daily_period()
+    old, _ = await quota.reserve_job(new_job(), Limits(5, period))
+    young, _ = await quota.reserve_job(new_job(), Limits(5, period))
+    queued, _ = await quota.reserve_job(new_job(), Limits(5, period))
+    await db.execute("UPDATE jobs SET updated_at = updated_at - 600 WHERE id IN (?, ?)", (old, queued))
+    await jobs.update(queued, state=JobState.QUEUED)
+    await db.execute("UPDATE jobs SET updated_at = updated_at - 600 WHERE id = ?", (queued,))
+    assert [j.id for j in await jobs.stale_pending(time.time() - 300)] == [old]
+    assert young not in [j.id for j in await jobs.stale_pending(time.time() - 300)]
