@@ -12,14 +12,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import i18n, ui
+from bot import errors, i18n, ui
 from bot.engine import JobEngine, VideoBackend
-from bot.i18n import tr
 from bot.preview import PreviewBackend
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
 from bot.ui import CancelButton, ResultButton
-from storage.db import Database, StorageError
+from storage.db import Database
 from storage.jobs import JobRepository
 from storage.quota import QuotaRepository
 
@@ -147,32 +146,5 @@ class AnimateBot(commands.Bot):
     async def on_app_command_error(
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
     ) -> None:
-        """Last resort: the user always hears back, and never sees a traceback."""
-        loc = interaction.locale
-        if isinstance(error, app_commands.CommandOnCooldown):
-            text = tr(loc, "Slow down — try again in {seconds:.0f} s.", seconds=error.retry_after)
-        elif isinstance(error, app_commands.NoPrivateMessage):
-            text = tr(loc, "This command only works in a server.")
-        elif isinstance(error, app_commands.CheckFailure):
-            text = tr(loc, "You can't use this command here.")
-        elif isinstance(error, app_commands.CommandInvokeError) and isinstance(error.original, StorageError):
-            log.error(
-                "Database failure in /%s: %s",
-                interaction.command and interaction.command.name,
-                error.original,
-            )
-            text = tr(
-                loc,
-                "The bot's database is unavailable right now (disk full or read-only?). Nothing was "
-                "charged. Please tell a server admin.",
-            )
-        else:
-            log.error("Command %s failed", interaction.command and interaction.command.name, exc_info=error)
-            text = tr(loc, "Something went wrong on my side. Nothing was charged; please try again.")
-        try:
-            if interaction.response.is_done():
-                await interaction.followup.send(text, ephemeral=True)
-            else:
-                await interaction.response.send_message(text, ephemeral=True)
-        except discord.HTTPException:
-            log.warning("Could not tell the user about the error")
+        """Last resort: the user always hears back, and never sees a traceback (bot/errors.py)."""
+        await errors.on_app_command_error(interaction, error)
