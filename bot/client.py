@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
+import random
 from typing import Any
 
 import aiohttp
@@ -36,6 +39,23 @@ EXTENSIONS = (
 )
 
 
+# Login retries while Discord is unreachable at start-up: seconds, doubling up to the cap.
+LOGIN_RETRY_BASE = 1.0
+LOGIN_RETRY_CAP = 60.0
+
+
+def describe_unreachable(exc: BaseException) -> str:
+    """One line about a connection failure, without a traceback (and never a token: none is in it)."""
+    if isinstance(exc, discord.DiscordServerError):
+        return f"HTTP {exc.status} from Discord"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        inner = exc.os_error
+        return f"cannot connect to {exc.host}:{exc.port}: {inner.strerror or inner}"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
 class AnimateBot(commands.Bot):
     # Set in setup_hook, which discord.py runs after login and before the gateway connects.
     session: aiohttp.ClientSession
@@ -62,16 +82,51 @@ class AnimateBot(commands.Bot):
             **options,
         )
         self.settings = settings
+        self._setup_begun = False
         self.tree.error(self.on_app_command_error)
 
+    async def open_storage(self) -> None:
+        """Open and migrate the database. `python -m bot` does this before logging in, so a bad
+        DATABASE_PATH fails at once; otherwise setup_hook does it."""
+        self.db = await Database.open(self.settings.database_path)
+        self.jobs = JobRepository(self.db)
+        self.quota = QuotaRepository(self.db)
+
+    async def login_retrying(self, token: str, stop: asyncio.Event) -> bool:
+        """Log in, retrying while Discord is unreachable (DNS, refused, timeouts, 5xx) with capped
+        exponential backoff and jitter, one warning per attempt. False if `stop` was set or the bot
+        closed meanwhile. A rejected token (LoginFailure) and any other refusal are raised."""
+        delay = LOGIN_RETRY_BASE
+        while True:
+            self._setup_begun = False
+            try:
+                await self.login(token)
+                return True
+            except (OSError, aiohttp.ClientError, TimeoutError, discord.DiscordServerError) as exc:
+                if self._setup_begun or stop.is_set() or self.is_closed():
+                    # setup_hook is not safe to run twice; a closing bot has nothing to retry.
+                    raise
+                reason = describe_unreachable(exc)
+            # static_login makes a new session per attempt: close the failed one (and its connector,
+            # which a closed session cannot reuse) so nothing is left unclosed at exit.
+            await self.http.close()
+            self.http.connector = discord.utils.MISSING
+            wait = random.uniform(delay / 2, delay)
+            log.warning("Discord unreachable (%s); retrying in %.1f s", reason, wait)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=wait)
+            if stop.is_set() or self.is_closed():
+                return False
+            delay = min(LOGIN_RETRY_CAP, delay * 2)
+
     async def setup_hook(self) -> None:
+        self._setup_begun = True
+        if not hasattr(self, "db"):
+            await self.open_storage()
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.settings.http_timeout, connect=10),
             headers={"User-Agent": "animate-bot (+https://github.com/; discord image-to-video)"},
         )
-        self.db = await Database.open(self.settings.database_path)
-        self.jobs = JobRepository(self.db)
-        self.quota = QuotaRepository(self.db)
         ui.configure(preview=self.settings.backend == "preview")
         if self.settings.backend == "preview":
             self.preview = PreviewBackend(self.session)
