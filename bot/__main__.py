@@ -10,12 +10,16 @@ import contextlib
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import discord
 
 from bot import logs
 from bot.settings import Settings, SettingsError, load_settings
 from storage.db import StorageError
+
+if TYPE_CHECKING:
+    from bot.client import AnimateBot
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,10 @@ def setup_logging(level: str, fmt: str = "plain", settings: Settings | None = No
     logs.configure(level, fmt, secrets)
 
 
+class DatabaseUnusable(Exception):
+    """DATABASE_PATH cannot be opened or migrated: a configuration error, found before logging in."""
+
+
 async def run(settings: Settings) -> None:
     from bot.client import AnimateBot
 
@@ -44,7 +52,12 @@ async def run(settings: Settings) -> None:
             loop.add_signal_handler(sig, stop.set)
 
     async with bot:
-        runner = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()))
+        # Before logging in: a bad DATABASE_PATH fails at once instead of after Discord answered.
+        try:
+            await bot.open_storage()
+        except StorageError as exc:
+            raise DatabaseUnusable(str(exc)) from None
+        runner = asyncio.create_task(start(bot, settings.discord_token.get_secret_value(), stop))
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if stopper in done:
@@ -55,6 +68,12 @@ async def run(settings: Settings) -> None:
             runner.result()  # re-raise a start-up failure
         else:
             await asyncio.gather(runner, return_exceptions=True)
+
+
+async def start(bot: AnimateBot, token: str, stop: asyncio.Event) -> None:
+    """discord.py's `Client.start`, but a Discord unreachable at start-up is waited for."""
+    if await bot.login_retrying(token, stop):
+        await bot.connect(reconnect=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +106,9 @@ def run_bot() -> int:
     except discord.PrivilegedIntentsRequired:  # pragma: no cover - we request none
         print("Discord refused the gateway intents.", file=sys.stderr)
         return 1
+    except DatabaseUnusable as exc:
+        print(f"Database error: {exc}", file=sys.stderr)
+        return 2
     except StorageError as exc:
         print(f"Database error: {exc}", file=sys.stderr)
         return 1

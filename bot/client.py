@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
+import random
 from typing import Any
 
 import aiohttp
@@ -12,15 +15,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import i18n, metrics, ui
+from bot import errors, i18n, metrics, ui
 from bot.engine import JobEngine, VideoBackend
 from bot.fetch import OutputFetcher
-from bot.i18n import Msg, render, tr
 from bot.preview import PreviewBackend
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
 from bot.ui import CancelButton, ResultButton
-from storage.db import Database, StorageError
+from storage.db import Database
 from storage.jobs import JobRepository
 from storage.quota import QuotaRepository
 
@@ -39,13 +41,21 @@ EXTENSIONS = (
 )
 
 
-class CommandRefused(app_commands.CheckFailure):
-    """A check refused the command for a reason the caller can fix or should know: the tree's error
-    handler shows `message` (a bot.i18n.Msg) to them, ephemeral, in their language."""
+# Login retries while Discord is unreachable at start-up: seconds, doubling up to the cap.
+LOGIN_RETRY_BASE = 1.0
+LOGIN_RETRY_CAP = 60.0
 
-    def __init__(self, message: Msg) -> None:
-        super().__init__(str(message))
-        self.message = message
+
+def describe_unreachable(exc: BaseException) -> str:
+    """One line about a connection failure, without a traceback (and never a token: none is in it)."""
+    if isinstance(exc, discord.DiscordServerError):
+        return f"HTTP {exc.status} from Discord"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        inner = exc.os_error
+        return f"cannot connect to {exc.host}:{exc.port}: {inner.strerror or inner}"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
 
 
 class AnimateBot(commands.Bot):
@@ -79,10 +89,48 @@ class AnimateBot(commands.Bot):
             **options,
         )
         self.settings = settings
+        self._setup_begun = False
         self.tree.error(self.on_app_command_error)
+
+    async def open_storage(self) -> None:
+        """Open and migrate the database. `python -m bot` does this before logging in, so a bad
+        DATABASE_PATH fails at once; otherwise setup_hook does it."""
+        self.db = await Database.open(self.settings.database_path)
+        self.jobs = JobRepository(self.db)
+        self.quota = QuotaRepository(self.db)
+
+    async def login_retrying(self, token: str, stop: asyncio.Event) -> bool:
+        """Log in, retrying while Discord is unreachable (DNS, refused, timeouts, 5xx) with capped
+        exponential backoff and jitter, one warning per attempt. False if `stop` was set or the bot
+        closed meanwhile. A rejected token (LoginFailure) and any other refusal are raised."""
+        delay = LOGIN_RETRY_BASE
+        while True:
+            self._setup_begun = False
+            try:
+                await self.login(token)
+                return True
+            except (OSError, aiohttp.ClientError, TimeoutError, discord.DiscordServerError) as exc:
+                if self._setup_begun or stop.is_set() or self.is_closed():
+                    # setup_hook is not safe to run twice; a closing bot has nothing to retry.
+                    raise
+                reason = describe_unreachable(exc)
+            # static_login makes a new session per attempt: close the failed one (and its connector,
+            # which a closed session cannot reuse) so nothing is left unclosed at exit.
+            await self.http.close()
+            self.http.connector = discord.utils.MISSING
+            wait = random.uniform(delay / 2, delay)
+            log.warning("Discord unreachable (%s); retrying in %.1f s", reason, wait)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=wait)
+            if stop.is_set() or self.is_closed():
+                return False
+            delay = min(LOGIN_RETRY_CAP, delay * 2)
 
     async def setup_hook(self) -> None:
         user_agent = "animate-bot (+https://github.com/; discord image-to-video)"
+        self._setup_begun = True
+        if not hasattr(self, "db"):
+            await self.open_storage()
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.settings.http_timeout, connect=10),
             headers={"User-Agent": user_agent},
@@ -91,9 +139,6 @@ class AnimateBot(commands.Bot):
         self.outputs = OutputFetcher(
             self.session, trusted_origin=self.settings.runcomfy_base_url, user_agent=user_agent
         )
-        self.db = await Database.open(self.settings.database_path)
-        self.jobs = JobRepository(self.db)
-        self.quota = QuotaRepository(self.db)
         ui.configure(preview=self.settings.backend == "preview")
         if self.settings.backend == "preview":
             self.preview = PreviewBackend(self.session)
@@ -171,34 +216,5 @@ class AnimateBot(commands.Bot):
     async def on_app_command_error(
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
     ) -> None:
-        """Last resort: the user always hears back, and never sees a traceback."""
-        loc = interaction.locale
-        if isinstance(error, app_commands.CommandOnCooldown):
-            text = tr(loc, "Slow down — try again in {seconds:.0f} s.", seconds=error.retry_after)
-        elif isinstance(error, app_commands.NoPrivateMessage):
-            text = tr(loc, "This command only works in a server.")
-        elif isinstance(error, CommandRefused):
-            text = render(error.message, loc)
-        elif isinstance(error, app_commands.CheckFailure):
-            text = tr(loc, "You can't use this command here.")
-        elif isinstance(error, app_commands.CommandInvokeError) and isinstance(error.original, StorageError):
-            log.error(
-                "Database failure in /%s: %s",
-                interaction.command and interaction.command.name,
-                error.original,
-            )
-            text = tr(
-                loc,
-                "The bot's database is unavailable right now (disk full or read-only?). Nothing was "
-                "charged. Please tell a server admin.",
-            )
-        else:
-            log.error("Command %s failed", interaction.command and interaction.command.name, exc_info=error)
-            text = tr(loc, "Something went wrong on my side. Nothing was charged; please try again.")
-        try:
-            if interaction.response.is_done():
-                await interaction.followup.send(text, ephemeral=True, allowed_mentions=ui.NO_MENTIONS)
-            else:
-                await interaction.response.send_message(text, ephemeral=True, allowed_mentions=ui.NO_MENTIONS)
-        except discord.HTTPException:
-            log.warning("Could not tell the user about the error")
+        """Last resort: the user always hears back, and never sees a traceback (bot/errors.py)."""
+        await errors.on_app_command_error(interaction, error)

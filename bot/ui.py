@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import discord
 
+from bot import errors
 from bot.i18n import N_, LocaleLike, tr, trn
 from storage.jobs import Job, JobState
 
@@ -209,7 +210,8 @@ class CancelButton(
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         bot: AnimateBot = interaction.client
-        await bot.engine.handle_cancel_click(interaction, self.job_id)
+        async with errors.reporting(interaction, f"Cancel button of job {self.job_id}"):
+            await bot.engine.handle_cancel_click(interaction, self.job_id)
 
 
 class _ActionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?!)"):
@@ -223,6 +225,8 @@ class _ActionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(
     COG: ClassVar[str]
     HANDLER: ClassVar[str]
     UNAVAILABLE: ClassVar[str]
+    # Actions that may charge credits (a failure then says nothing was charged).
+    CHARGING: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, action: str, job_id: int, *, locale: LocaleLike = None) -> None:
         label, style, emoji = self.LOOKS[action]
@@ -244,11 +248,15 @@ class _ActionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(
         return cls(match["action"], int(match["job_id"]))
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        handler = getattr(interaction.client.get_cog(self.COG), self.HANDLER, None)
-        if handler is None:
-            await interaction.response.send_message(tr(interaction.locale, self.UNAVAILABLE), ephemeral=True)
-            return
-        await handler(interaction, self.job_id, self.action)
+        action = f"{self.action} button of job {self.job_id}"
+        async with errors.reporting(interaction, action, charges=self.action in self.CHARGING):
+            handler = getattr(interaction.client.get_cog(self.COG), self.HANDLER, None)
+            if handler is None:
+                await interaction.response.send_message(
+                    tr(interaction.locale, self.UNAVAILABLE), ephemeral=True
+                )
+                return
+            await handler(interaction, self.job_id, self.action)
 
 
 class DecisionButton(
@@ -262,6 +270,7 @@ class DecisionButton(
         "withdraw": (N_("Cancel"), discord.ButtonStyle.secondary, "✖️"),
     }
     COG, HANDLER = "Approval", "handle_decision"
+    CHARGING = frozenset({"approve"})
     UNAVAILABLE = N_("Approvals aren't available right now. Please try again later.")
 
 
@@ -274,6 +283,7 @@ class ResultButton(_ActionButton, template=r"animate:(?P<action>again|edit|detai
         "details": (N_("Details"), discord.ButtonStyle.secondary, "ℹ️"),
     }
     COG, HANDLER = "Remix", "handle_result_button"
+    CHARGING = frozenset({"again"})
     UNAVAILABLE = N_("That button isn't available right now. Please try again later.")
 
 

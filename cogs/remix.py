@@ -15,6 +15,7 @@ from discord.app_commands import locale_str as _l
 from discord.ext import commands
 
 from bot import ui
+from bot.errors import ReportingModal
 from bot.i18n import N_, LocaleLike, tr
 from cogs.animate import NEGATIVE_MAX, POSTABLE, PROMPT_MAX, AnimateRequest, ImageSource, PostableChannel
 
@@ -30,12 +31,14 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 SourceLoader = Callable[[], Awaitable[ImageSource | None]]
 
 
-class AnimateModal(discord.ui.Modal):
+class AnimateModal(ReportingModal):
     """Prompt and options in one form, prefilled; the image comes from `load_source` on submit. Worded in
-    the language of the user who opens it (`locale`).
+    the language of the user who opens it (`locale`). A failure gets the common answer (bot/errors.py).
 
     Every opened form is one origin (`origin` + the form's own custom_id): submitting the same form
     twice at once starts one job, while a form opened again starts another."""
+
+    CHARGES = True  # submitting starts a charged job
 
     def __init__(
         self,
@@ -125,16 +128,6 @@ class AnimateModal(discord.ui.Modal):
             await interaction.edit_original_response(content=tr(interaction.locale, SOURCE_GONE))
             return
         await self.cog.animate.start(interaction, request, source, self.channel, origin=self.origin)
-
-    async def on_error(self, interaction: discord.Interaction[Any], error: Exception, /) -> None:  # type: ignore[override]
-        log.error("Animate form failed", exc_info=error)
-        text = tr(
-            interaction.locale, "Something went wrong on my side. Nothing was charged; please try again."
-        )
-        if interaction.response.is_done():
-            await interaction.followup.send(text, ephemeral=True)
-        else:
-            await interaction.response.send_message(text, ephemeral=True)
 
 
 SOURCE_GONE = N_(

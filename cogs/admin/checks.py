@@ -15,7 +15,7 @@ import discord
 from discord import app_commands
 
 from bot import policy
-from bot.client import CommandRefused
+from bot.errors import CommandRefused
 from bot.i18n import Msg
 from storage.guilds import GuildConfig, guild_repository
 

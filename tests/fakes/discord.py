@@ -500,8 +500,9 @@ _Handler = Callable[..., Any]
 class FakeDiscord:
     """In-process fake Discord.  See the module docstring and tests/fakes/README.md."""
 
-    def __init__(self, token: str = "test-discord-token") -> None:
+    def __init__(self, token: str = "test-discord-token", *, port: int = 0) -> None:
         self.token = token
+        self._bind_port = port  # 0 = any free port; a fixed one lets a test bring Discord up mid-run
         # Tunables
         self.ack_deadline: float = 3.0
         self.upload_limit: int = 10 * MIB
@@ -612,7 +613,7 @@ class FakeDiscord:
         app.router.add_route("*", "/{tail:.*}", self._cdn_handler)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self._bind_port)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
         self.url = f"http://127.0.0.1:{self.port}"

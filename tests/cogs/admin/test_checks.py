@@ -12,7 +12,8 @@ import discord
 import pytest
 from discord import app_commands
 
-from bot.client import AnimateBot, CommandRefused
+from bot.client import AnimateBot
+from bot.errors import CommandRefused
 from bot.i18n import CATALOGS, render
 from bot.settings import Settings
 from cogs.admin.checks import AdminRequired, admin_config, ensure_admin
@@ -57,7 +58,9 @@ def test_refusal_says_who_may() -> None:
 @pytest.mark.parametrize("locale", ["en-US", "de"])
 async def test_tree_error_handler_renders_a_refusal_ephemeral_in_the_callers_language(locale: str) -> None:
     response = _Response()
-    interaction: Any = SimpleNamespace(locale=discord.Locale(locale), response=response, command=None)
+    interaction: Any = SimpleNamespace(
+        locale=discord.Locale(locale), response=response, command=None, user=SimpleNamespace(id=7)
+    )
     await _bot().on_app_command_error(interaction, AdminRequired(42))
     [(text, kwargs)] = response.sent
     template = ONLY_MANAGE_OR_ROLE if locale == "en-US" else GERMAN[ONLY_MANAGE_OR_ROLE]
@@ -67,7 +70,13 @@ async def test_tree_error_handler_renders_a_refusal_ephemeral_in_the_callers_lan
 
 
 async def test_check_outside_a_server_is_refused_with_the_usual_words() -> None:
-    interaction: Any = SimpleNamespace(guild_id=None, locale=discord.Locale("en-US"), response=_Response())
+    interaction: Any = SimpleNamespace(
+        guild_id=None,
+        locale=discord.Locale("en-US"),
+        response=_Response(),
+        command=None,
+        user=SimpleNamespace(id=7),
+    )
     with pytest.raises(app_commands.NoPrivateMessage) as refused:
         await ensure_admin(interaction)
     await _bot().on_app_command_error(interaction, refused.value)
@@ -163,7 +172,8 @@ async def test_database_failure_during_the_check_is_reported(
 
     monkeypatch.setattr(GuildRepository, "get", broken)
     text = await admin(h, "show")
-    assert "database is unavailable" in text and "Nothing was charged" in text
+    # /animate-admin cannot charge anything: the answer says the action was not completed.
+    assert "database is unavailable" in text and "could not be completed" in text
 
 
 async def test_blocklist_autocomplete_only_for_admins(harness: Harness) -> None:
