@@ -1,5 +1,6 @@
-"""Soak: 200 jobs through the fakes with random faults at RunComfy and Discord. At the end every job
-is finished, every delivered video was posted exactly once, and the ledger balances to the credit."""
+"""Soak: 200 jobs through the fakes, in a mix of RunComfy's dialects, with random faults at RunComfy
+and Discord. At the end every job is finished, every delivered video was posted exactly once, and the
+ledger balances to the credit."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import zlib
 from collections import Counter
 
 from tests.e2e.conftest import Harness, jpeg_bytes
-from tests.fakes.runcomfy import JobScript
+from tests.fakes.runcomfy import DIALECTS, JobScript
 
 JOBS = 200
 BATCH = 25
@@ -79,6 +80,8 @@ async def test_soak_200_jobs_with_random_faults(harness: Harness) -> None:
                 error={"reason": "soak"} if kind == "failed" else None,
                 video_status=404 if kind == "video-404" else 200,
                 unknown_status="starting" if kind == "unknown-status" else None,
+                # RunComfy's words are not settled: each job speaks one of the dialects the sources show.
+                dialect=rng.choice(DIALECTS),
             )
         )
     h.runcomfy.video_bytes = b"\x00\x00\x00\x18ftypmp42soak"
@@ -173,4 +176,6 @@ async def test_soak_200_jobs_with_random_faults(harness: Harness) -> None:
     assert len(h.runcomfy.requests_to("submit")) <= accepted + injected["submit-503"]
     assert sum(injected.values()) > 50
     assert injected["discord-post-stored-503"] > 0, injected
-    print(f"soak: {dict(states)}; faults injected: {dict(injected)}")
+    spoken = Counter(job.script.dialect for job in h.runcomfy.jobs.values())
+    assert set(spoken) == set(DIALECTS), spoken
+    print(f"soak: {dict(states)}; dialects: {dict(spoken)}; faults injected: {dict(injected)}")

@@ -123,6 +123,7 @@ class JobScript:
     initial_queue_position: int = 3
     unknown_status: str | None = None  # if set, /status reports this string while the job is running
     output_url: str | None = None  # the URL /result hands out instead of the fake's own /files/{id}.mp4
+    dialect: str | None = None  # this job speaks another dialect than the fake's (None: fake.dialect)
 
 
 @dataclass
@@ -452,13 +453,19 @@ class FakeRunComfy:
             return job.script.unknown_status
         if state == "failed" and job.script.status_when_failed is not None:
             return job.script.status_when_failed
-        return _WORDS[self.dialect]["status"][state]
+        return _WORDS[self._dialect_of(job)]["status"][state]
+
+    def _dialect_of(self, job: FakeJob) -> str:
+        dialect = job.script.dialect or self.dialect
+        if dialect not in _WORDS:
+            raise ValueError(f"unknown dialect {dialect!r}; expected one of {DIALECTS}")
+        return dialect
 
     def _failure_error(self, job: FakeJob) -> Any:
         """The `error` a failed job carries; a dialect without a failure word always sends one."""
         if job.script.error is not None:
             return job.script.error
-        return None if _WORDS[self.dialect]["result"]["failed"] else {"message": "generation failed"}
+        return None if _WORDS[self._dialect_of(job)]["result"]["failed"] else {"message": "generation failed"}
 
     def _job_urls(self, request_id: str) -> dict[str, str]:
         base = f"{self.base_url}/requests/{request_id}"
@@ -619,7 +626,7 @@ class FakeRunComfy:
         job.result_calls += 1
         state = job.state
         body: dict[str, Any] = {"request_id": job.request_id}
-        word = _WORDS[self.dialect]["result"][state]
+        word = _WORDS[self._dialect_of(job)]["result"][state]
         if word is not None:
             body["status"] = word
         body["created_at"] = job.created_at
@@ -641,7 +648,7 @@ class FakeRunComfy:
         if isinstance(job, web.Response):
             return job
         job.cancel_calls += 1
-        cancelled = "canceled" if self.dialect == "cli" else "cancelled"
+        cancelled = "canceled" if self._dialect_of(job) == "cli" else "cancelled"
         if job.phase == "in_queue":
             job.phase, job.phase_started = "cancelled", self._loop_time()
             job.finished_at = _now_iso()
