@@ -20,7 +20,7 @@ from bot.preview import PreviewBackend
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
 from bot.ui import CancelButton, ResultButton
-from storage.db import Database, StorageError
+from storage.db import Database, StorageError, open_database
 from storage.jobs import JobRepository
 from storage.quota import QuotaRepository
 
@@ -86,7 +86,7 @@ class AnimateBot(commands.Bot):
         self.outputs = OutputFetcher(
             self.session, trusted_origin=self.settings.runcomfy_base_url, user_agent=user_agent
         )
-        self.db = await Database.open(self.settings.database_path)
+        self.db = await open_database(self.settings.database_path, self.settings.database_dsn)
         self.jobs = JobRepository(self.db)
         self.quota = QuotaRepository(self.db)
         ui.configure(preview=self.settings.backend == "preview")

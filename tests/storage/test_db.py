@@ -11,6 +11,7 @@ import pytest
 from storage.db import Database, StorageError, load_migrations
 from storage.jobs import JobRepository, JobState
 from storage.quota import QuotaRepository, daily_period
+from storage.sqlite import SQLiteDatabase
 from tests.storage.test_quota import new_job
 
 
@@ -119,7 +120,7 @@ async def test_schema_migrates_forward_from_every_version(tmp_path: Path, start:
     path = tmp_path / "old.db"
     # Build a database as version `start` of the bot left it, with a job in flight.
     conn = await aiosqlite.connect(path, isolation_level=None)
-    old = Database(conn, path)
+    old = SQLiteDatabase(conn, path)
     assert await old.migrate(target=start) == start
     await old.execute(V1_JOB)
     await old.execute(
