@@ -51,6 +51,10 @@ async def run(settings: Settings) -> None:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["migrate-to-postgres"]:
+        from bot.migrate import main as migrate_main
+
+        return migrate_main(sys.argv[2:])
     try:
         settings = load_settings()
     except SettingsError as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from functools import lru_cache
 from typing import Any
@@ -159,6 +159,14 @@ class PostgresTransaction(Transaction):
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         return list(await self._conn.fetch(translate(sql), *_args(params)))
 
+    async def copy_records(
+        self, table: str, columns: Sequence[str], records: Sequence[tuple[Any, ...]]
+    ) -> None:
+        """PostgreSQL only (bot/migrate.py): bulk-load rows with COPY."""
+        await self._conn.copy_records_to_table(
+            table, records=records, columns=list(columns), timeout=QUERY_TIMEOUT
+        )
+
     async def lock(self, *keys: int) -> None:
         if self._locked:
             # Two separate lock calls could take keys out of order and deadlock with another process.
@@ -210,10 +218,13 @@ class PostgresDatabase(Database):
         async with self._connection() as conn:
             await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
             try:
-                await conn.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                    " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
-                )
+                # Checked first: even IF NOT EXISTS is refused on a read-only connection.
+                if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+                    await conn.execute(
+                        "CREATE TABLE schema_migrations ("
+                        " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                        " applied_at DOUBLE PRECISION NOT NULL)"
+                    )
                 current = int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"))
                 migrations = load_migrations("postgres")
                 check_version(current, len(migrations))
