@@ -213,6 +213,10 @@ async def _copy(sqlite: SQLiteDatabase, pg: PostgresDatabase, say: Callable[[str
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return asyncio.run(main_async(argv))
+
+
+async def main_async(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bot migrate-to-postgres",
         description="Copy the bot's SQLite database into an empty PostgreSQL database.",
@@ -222,10 +226,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--to", dest="target", help="postgresql://user:pass@host:5432/db (default: DATABASE_URL)"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     url: str | None = args.target
     if not url:
-        configured = _Target().database_url
+        configured = (await asyncio.to_thread(_Target)).database_url
         url = configured.get_secret_value() if configured else None
     if not url or not url.startswith(("postgresql://", "postgres://")):
         print(
@@ -235,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(f"Copying {args.source} into {redact(url)}")
     try:
-        copied = asyncio.run(migrate_to_postgres(args.source, url))
+        copied = await migrate_to_postgres(args.source, url)
     except (MigrationError, StorageError) as exc:
         print(f"Migration failed: {exc}", file=sys.stderr)
         return 1

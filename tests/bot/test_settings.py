@@ -100,3 +100,16 @@ def test_every_setting_is_documented() -> None:
     for name in (field.upper() for field in Settings.model_fields):
         assert f"{name}=" in env_example, f"{name} missing from .env.example"
         assert f"`{name}`" in readme, f"{name} missing from README's settings tables"
+
+
+def test_database_url_selects_postgres_and_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    base = {"discord_token": "t", "runcomfy_api_token": "r"}
+    assert load_settings(**base).database_dsn is None  # SQLite at DATABASE_PATH, as before
+    assert load_settings(**base, database_url="  ").database_dsn is None  # an empty line in .env
+    url = "postgresql://bot:pg-secret-789@db:5432/animate"
+    settings = load_settings(**base, database_url=url)
+    assert settings.database_dsn == url and "pg-secret" not in repr(settings)
+    with pytest.raises(SettingsError, match="DATABASE_URL is invalid") as caught:
+        load_settings(**base, database_url="mysql://bot:pg-secret-789@db/animate")
+    assert "pg-secret" not in str(caught.value)
