@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ctypes
 import itertools
 import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -53,6 +55,17 @@ def find_bindir() -> Path | None:
         if (folder / "initdb").is_file() and (folder / "postgres").is_file():
             return folder
     return None
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True) if os.uname().sysname == "Linux" else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the server's process: if pytest dies without cleaning up (killed, hard timeout), the kernel
+    stops postgres too, instead of leaving it running."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGQUIT)
 
 
 def _free_port() -> int:
@@ -130,6 +143,7 @@ class PgServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=self.root,
+            preexec_fn=_die_with_parent,  # only a prctl call between fork and exec
             **self._as,
         )
         deadline = time.monotonic() + timeout
@@ -175,7 +189,7 @@ class PgServer:
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(2)  # SIGINT: fast shutdown
+            self._proc.send_signal(signal.SIGINT)  # fast shutdown
             try:
                 self._proc.wait(timeout=15)
             except subprocess.TimeoutExpired:

@@ -14,7 +14,9 @@ from storage.db import Database, StorageError, load_migrations, lock_key, open_d
 from storage.guilds import GuildRepository
 from storage.jobs import JobRepository, JobState, NewJob
 from storage.postgres import PostgresDatabase, redact, translate
+from storage.prefs import PrefsRepository
 from storage.quota import Limits, QuotaRepository, daily_period
+from storage.stats import guild_stats, recent_durations
 from tests.pg import PgServer
 from tests.storage.conftest import DbTarget
 from tests.storage.test_quota import new_job
@@ -302,3 +304,33 @@ async def test_a_slow_query_times_out_as_a_storage_error(
         assert await db.get_meta("still-usable") is None
     finally:
         await db.close()
+
+
+async def test_stats_and_prefs_give_the_same_answers_on_both(db: Database) -> None:
+    quota, jobs = QuotaRepository(db), JobRepository(db)
+    limits = Limits(None, daily_period())
+    for user, took in ((1, 30.0), (1, 50.0), (2, 40.0)):
+        job_id, _ = await quota.reserve_job(new_job(user_id=user, cost=2), limits)
+        await jobs.update(job_id, state=JobState.DELIVERED, submitted_at=1000.0, finished_at=1000.0 + took)
+    refunded, _ = await quota.reserve_job(new_job(user_id=3), limits)
+    await quota.end_job(refunded, JobState.FAILED, expect=(JobState.PENDING,), refund=True)
+    stats = await guild_stats(db, 1, 0.0)
+    assert stats.by_state == {"delivered": 3, "failed": 1} and stats.spent == 6
+    assert stats.median_seconds == 40.0 and stats.top_users == [(1, 4), (2, 2)]
+    assert sorted(await recent_durations(db, "480P", 1)) == [30.0, 40.0, 50.0]
+    assert await recent_durations(db, "1080P", None) == []
+    prefs = PrefsRepository(db)
+    assert await prefs.dm_on_finish(SNOWFLAKE) is False
+    await prefs.set_dm_on_finish(SNOWFLAKE, True)
+    await prefs.set_dm_on_finish(SNOWFLAKE, True)
+    assert await prefs.dm_on_finish(SNOWFLAKE) is True
+    guilds = GuildRepository(db)
+    await guilds.ban(1, SNOWFLAKE, None, None)
+    await guilds.ban(1, SNOWFLAKE, "again", 5)
+    assert await guilds.ban_count(1) == 1 and await guilds.unban(1, SNOWFLAKE) is True
+    assert await guilds.add_block(1, "word", "x", None) is True
+    assert await guilds.add_block(1, "word", "x", None) is False
+    assert await guilds.remove_block(1, "x") == 1
+    await guilds.set_channel(1, 8, True)
+    await guilds.set_channel(1, 9, True)
+    assert await guilds.clear_channels(1) == 2
