@@ -33,3 +33,9 @@ def pg_url(pg_server: PgServer) -> Iterator[str]:
         yield pg_server.url(name)
     finally:
         pg_server.drop_database(name)
+
+
+@pytest.fixture(autouse=True)
+def _no_database_url_from_the_developer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DATABASE_URL exported in the shell must not send the tests' bots to a real database."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
