@@ -24,10 +24,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-USAGE = """usage: animate-bot [run | check]
+USAGE = """usage: animate-bot [run | check | migrate-to-postgres --from FILE [--to URL]]
 
-  run     start the bot (the default)
-  check   preflight: validate settings, migrate the database, test both tokens, print the invite URL
+  run                   start the bot (the default)
+  check                 preflight: settings, database, both tokens, and the invite URL
+  migrate-to-postgres   copy a SQLite database into an empty PostgreSQL one (DATABASE_URL, or --to)
 """
 
 
@@ -78,6 +79,10 @@ async def start(bot: AnimateBot, token: str, stop: asyncio.Event) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["migrate-to-postgres"]:
+        from bot.migrate import main as migrate_main
+
+        return migrate_main(args[1:])
     if args in ([], ["run"]):
         return run_bot()
     if args == ["check"]:

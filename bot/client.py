@@ -22,7 +22,7 @@ from bot.preview import PreviewBackend
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
 from bot.ui import CancelButton, ResultButton
-from storage.db import Database
+from storage.db import Database, open_database
 from storage.jobs import JobRepository
 from storage.quota import QuotaRepository
 
@@ -95,7 +95,7 @@ class AnimateBot(commands.Bot):
     async def open_storage(self) -> None:
         """Open and migrate the database. `python -m bot` does this before logging in, so a bad
         DATABASE_PATH fails at once; otherwise setup_hook does it."""
-        self.db = await Database.open(self.settings.database_path)
+        self.db = await open_database(self.settings.database_path, self.settings.database_dsn)
         self.jobs = JobRepository(self.db)
         self.quota = QuotaRepository(self.db)
 

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     runcomfy_base_url: str = "https://model-api.runcomfy.net/v1"
     runcomfy_model: str = "wan-ai/wan-2-2/image-to-video"
     database_path: Path = Path("data/animate.db")
+    # postgresql://user:pass@host:5432/db selects PostgreSQL instead of SQLite at database_path.
+    database_url: SecretStr | None = None
     daily_quota: int = Field(default=5, ge=0, le=10_000)
     cost_480p: int = Field(default=1, ge=0, le=1000)
     cost_1080p: int = Field(default=2, ge=0, le=1000)
@@ -89,6 +91,17 @@ class Settings(BaseSettings):
             raise ValueError("must be an existing folder")
         return value
 
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _check_database_url(cls, value: object) -> object:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if text is None or (isinstance(text, str) and not text.strip()):
+            return None  # an empty DATABASE_URL= line means SQLite
+        if not isinstance(text, str) or not text.strip().startswith(("postgresql://", "postgres://")):
+            # Never echo the value: it holds a password.
+            raise ValueError("must start with postgresql://")
+        return text.strip()
+
     @field_validator("discord_token")
     @classmethod
     def _check_token(cls, value: SecretStr) -> SecretStr:
@@ -107,6 +120,10 @@ class Settings(BaseSettings):
         if not value.get_secret_value().strip():
             raise ValueError("must not be empty")
         return value
+
+    @property
+    def database_dsn(self) -> str | None:
+        return self.database_url.get_secret_value() if self.database_url else None
 
     @property
     def runcomfy_token(self) -> str:

@@ -189,7 +189,7 @@ class GuildRepository:
         """Add or remove a channel from the allow-list; returns whether anything changed."""
         if allowed:
             changed = await self.db.execute(
-                "INSERT OR IGNORE INTO guild_channels (guild_id, channel_id) VALUES (?, ?)",
+                "INSERT INTO guild_channels (guild_id, channel_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 (guild_id, channel_id),
             )
         else:
@@ -206,8 +206,8 @@ class GuildRepository:
 
     async def add_block(self, guild_id: int, kind: BlockKind, pattern: str, actor_id: int | None) -> bool:
         changed = await self.db.execute(
-            "INSERT OR IGNORE INTO guild_blocklist (guild_id, kind, pattern, added_by, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO guild_blocklist (guild_id, kind, pattern, added_by, created_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (guild_id, kind, pattern, actor_id, time.time()),
         )
         self._invalidate(guild_id)

@@ -7,9 +7,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
-import aiosqlite
-
-from storage.db import Database, Transaction
+from storage.db import Database, Row, Transaction
 
 
 class JobState(StrEnum):
@@ -69,7 +67,7 @@ class Job:
     delivery_channel_id: int | None
 
     @classmethod
-    def from_row(cls, row: aiosqlite.Row) -> Job:
+    def from_row(cls, row: Row) -> Job:
         values: dict[str, Any] = {f.name: row[f.name] for f in fields(cls)}
         values["state"] = JobState(values["state"])
         values["prompt_extend"] = bool(values["prompt_extend"])
@@ -127,7 +125,7 @@ class JobRepository:
     @staticmethod
     async def insert(tx: Transaction, new: NewJob, now: float | None = None) -> int:
         now = time.time() if now is None else now
-        cur = await tx.execute(
+        return await tx.insert(
             "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, negative_prompt, resolution, template,"
             " seed, prompt_extend, cost, upload_limit, state, created_at, updated_at, locale, origin)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -150,8 +148,6 @@ class JobRepository:
                 new.origin,
             ),
         )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
 
     async def get(self, job_id: int) -> Job | None:
         row = await self.db.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,))

@@ -13,13 +13,12 @@ So ``used = charges + refunds`` and ``granted = -grants`` per period, and a memb
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from storage.db import Database, Transaction
+from storage.db import Database, Transaction, lock_key
 from storage.jobs import JobRepository, JobState, NewJob
 
 PeriodKind = Literal["day", "week"]
@@ -144,6 +143,15 @@ class AlreadyStarted(Exception):
     def __init__(self, job_id: int | None) -> None:
         super().__init__(f"already started as job {job_id}")
         self.job_id = job_id
+
+
+def _lock_keys(guild_id: int, user_id: int, limits: Limits | None) -> tuple[int, ...]:
+    """What a charge decision must be serial with: the member, and the guild when it has a budget.
+    (Several bot processes may share one PostgreSQL database; see Transaction.lock.)"""
+    member = lock_key("quota-member", guild_id, user_id)
+    if limits is not None and limits.daily_budget is not None:
+        return member, lock_key("quota-guild", guild_id)
+    return (member,)
 
 
 async def _usage(tx: Transaction | Database, guild_id: int, user_id: int, period: Period) -> tuple[int, int]:
@@ -271,10 +279,11 @@ class QuotaRepository:
             limits = Limits(limits, period)
         now = time.time()
         async with self.db.transaction() as tx:
+            await tx.lock(*_lock_keys(new.guild_id, new.user_id, limits))
             before = await self._check(tx, new, limits, now, exclude_job=None, for_approval=await_approval)
             try:
                 job_id = await JobRepository.insert(tx, new, now)
-            except sqlite3.IntegrityError as exc:
+            except tx.unique_violation as exc:
                 # Only the one-unfinished-job-per-origin index can refuse this insert (another
                 # process won the race the check above could not see).
                 raise AlreadyStarted(None) from exc
@@ -297,6 +306,8 @@ class QuotaRepository:
             row = await tx.fetchone("SELECT guild_id, user_id, cost, state FROM jobs WHERE id = ?", (job_id,))
             if row is None or row["state"] != JobState.AWAITING_APPROVAL.value:
                 return None
+            # guild and user never change; what else was read is re-checked under the lock below.
+            await tx.lock(*_lock_keys(int(row["guild_id"]), int(row["user_id"]), limits))
             probe = NewJob(
                 guild_id=int(row["guild_id"]),
                 channel_id=0,
@@ -311,10 +322,12 @@ class QuotaRepository:
                 upload_limit=0,
             )
             before = await self._check(tx, probe, limits, now, exclude_job=job_id, for_approval=False)
-            await tx.execute(
+            changed = await tx.execute(
                 "UPDATE jobs SET state = ?, updated_at = ? WHERE id = ? AND state = ?",
                 (JobState.PENDING.value, now, job_id, JobState.AWAITING_APPROVAL.value),
             )
+            if changed != 1:  # decided by another process while this one waited for the lock
+                return None
             await self._charge(tx, probe.guild_id, probe.user_id, job_id, limits.period, probe.cost, now)
         return Standing(before.limit, before.used + probe.cost, before.period, before.granted)
 
@@ -334,11 +347,14 @@ class QuotaRepository:
         """Give a member `credits` extra credits for `period` only (a 'grant' row of -credits)."""
         if credits <= 0:
             raise ValueError("a grant must be positive")
-        await self.db.execute(
-            "INSERT INTO quota_ledger (guild_id, user_id, job_id, period, credits, kind, reason, created_at)"
-            " VALUES (?, ?, NULL, ?, ?, 'grant', ?, ?)",
-            (guild_id, user_id, period.key, -credits, reason, time.time()),
-        )
+        async with self.db.transaction() as tx:
+            await tx.lock(*_lock_keys(guild_id, user_id, None))
+            await tx.execute(
+                "INSERT INTO quota_ledger"
+                " (guild_id, user_id, job_id, period, credits, kind, reason, created_at)"
+                " VALUES (?, ?, NULL, ?, ?, 'grant', ?, ?)",
+                (guild_id, user_id, period.key, -credits, reason, time.time()),
+            )
 
     async def end_job(
         self,
@@ -365,18 +381,18 @@ class QuotaRepository:
                 sets.append(f"{name} = ?")
                 params.append(value)
             marks = ", ".join("?" for _ in expect)
-            cur = await tx.execute(
+            changed = await tx.execute(
                 f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND state IN ({marks})",
                 [*params, job_id, *(s.value for s in expect)],
             )
-            if cur.rowcount != 1:
+            if changed != 1:
                 return False
             if refund:
                 await tx.execute(
-                    "INSERT OR IGNORE INTO quota_ledger"
+                    "INSERT INTO quota_ledger"
                     " (guild_id, user_id, job_id, period, credits, kind, reason, created_at)"
                     " SELECT guild_id, user_id, job_id, period, -credits, 'refund', ?, ?"
-                    " FROM quota_ledger WHERE job_id = ? AND kind = 'charge'",
+                    " FROM quota_ledger WHERE job_id = ? AND kind = 'charge' ON CONFLICT DO NOTHING",
                     (reason, now, job_id),
                 )
         return True

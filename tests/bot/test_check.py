@@ -233,7 +233,7 @@ def test_unknown_subcommand_prints_usage(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert proc.returncode == 2 and "usage: animate-bot [run | check]" in proc.stderr
+    assert proc.returncode == 2 and "usage: animate-bot [run | check | migrate-to-postgres" in proc.stderr
     proc = subprocess.run(
         [sys.executable, "-m", "bot", "--help"],
         cwd=tmp_path,
@@ -242,7 +242,7 @@ def test_unknown_subcommand_prints_usage(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert proc.returncode == 0 and "check   preflight" in proc.stdout
+    assert proc.returncode == 0 and "check                 preflight" in proc.stdout
 
 
 def test_remote_names_cannot_inject_terminal_escapes() -> None:

@@ -154,3 +154,16 @@ def test_env_example_words_match_the_validators(monkeypatch: pytest.MonkeyPatch,
             == level
         )
     assert "plain http:// only for 127.0.0.1, ::1 or localhost" in env_example
+
+
+def test_database_url_selects_postgres_and_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    base = {"discord_token": "t", "runcomfy_api_token": "r"}
+    assert load_settings(**base).database_dsn is None  # SQLite at DATABASE_PATH, as before
+    assert load_settings(**base, database_url="  ").database_dsn is None  # an empty line in .env
+    url = "postgresql://bot:pg-secret-789@db:5432/animate"
+    settings = load_settings(**base, database_url=url)
+    assert settings.database_dsn == url and "pg-secret" not in repr(settings)
+    with pytest.raises(SettingsError, match="DATABASE_URL is invalid") as caught:
+        load_settings(**base, database_url="mysql://bot:pg-secret-789@db/animate")
+    assert "pg-secret" not in str(caught.value)

@@ -11,6 +11,7 @@ import pytest
 from storage.db import Database, StorageError, load_migrations
 from storage.jobs import JobRepository, JobState
 from storage.quota import QuotaRepository, daily_period
+from storage.sqlite import SQLiteDatabase
 from tests.storage.test_quota import new_job
 
 
@@ -63,27 +64,23 @@ async def test_not_a_database_gives_a_clear_error(tmp_path: Path) -> None:
         await Database.open(path)
 
 
-async def test_many_coroutines_never_see_database_is_locked(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "a.db")
-    try:
-        quota = QuotaRepository(db)
-        jobs = JobRepository(db)
-        period = daily_period()
+async def test_many_coroutines_never_see_database_is_locked(db: Database) -> None:
+    quota = QuotaRepository(db)
+    jobs = JobRepository(db)
+    period = daily_period()
 
-        async def worker(user: int) -> None:
-            for _ in range(10):
-                job_id, _ = await quota.reserve_job(new_job(user_id=user), 1000, period)
-                await jobs.update(job_id, state=JobState.QUEUED, request_id=f"r{job_id}")
-                await jobs.count_polls(job_id)
-                await quota.end_job(job_id, JobState.FAILED, expect=(JobState.QUEUED,), refund=True)
+    async def worker(user: int) -> None:
+        for _ in range(10):
+            job_id, _ = await quota.reserve_job(new_job(user_id=user), 1000, period)
+            await jobs.update(job_id, state=JobState.QUEUED, request_id=f"r{job_id}")
+            await jobs.count_polls(job_id)
+            await quota.end_job(job_id, JobState.FAILED, expect=(JobState.QUEUED,), refund=True)
 
-        await asyncio.gather(*(worker(u) for u in range(20)))
-        row = await db.fetchone("SELECT COUNT(*) AS n, SUM(poll_count) AS p FROM jobs WHERE state = 'failed'")
-        assert row is not None and row["n"] == 200 and row["p"] == 200
-        ledger = await db.fetchone("SELECT SUM(credits) AS s FROM quota_ledger")
-        assert ledger is not None and ledger["s"] == 0
-    finally:
-        await db.close()
+    await asyncio.gather(*(worker(u) for u in range(20)))
+    row = await db.fetchone("SELECT COUNT(*) AS n, SUM(poll_count) AS p FROM jobs WHERE state = 'failed'")
+    assert row is not None and row["n"] == 200 and row["p"] == 200
+    ledger = await db.fetchone("SELECT SUM(credits) AS s FROM quota_ledger")
+    assert ledger is not None and ledger["s"] == 0
 
 
 async def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
@@ -98,13 +95,9 @@ async def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
         await db.close()
 
 
-async def test_update_rejects_unknown_columns(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "a.db")
-    try:
-        with pytest.raises(ValueError):
-            await JobRepository(db).update(1, user_id=5)
-    finally:
-        await db.close()
+async def test_update_rejects_unknown_columns(db: Database) -> None:
+    with pytest.raises(ValueError):
+        await JobRepository(db).update(1, user_id=5)
 
 
 V1_JOB = (
@@ -119,7 +112,7 @@ async def test_schema_migrates_forward_from_every_version(tmp_path: Path, start:
     path = tmp_path / "old.db"
     # Build a database as version `start` of the bot left it, with a job in flight.
     conn = await aiosqlite.connect(path, isolation_level=None)
-    old = Database(conn, path)
+    old = SQLiteDatabase(conn, path)
     assert await old.migrate(target=start) == start
     await old.execute(V1_JOB)
     await old.execute(

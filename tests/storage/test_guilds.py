@@ -1,20 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from storage.db import Database
 from storage.guilds import GuildConfig, GuildRepository, guild_repository
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "g.db")
-    yield database
-    await database.close()
 
 
 async def test_defaults_then_updates_are_cached_and_invalidated(db: Database) -> None:
@@ -71,26 +62,22 @@ async def test_one_repository_per_database(db: Database) -> None:
     assert guild_repository(db) is guild_repository(db)
 
 
-async def test_a_read_overlapping_a_change_is_not_cached(tmp_path: Path) -> None:
+async def test_a_read_overlapping_a_change_is_not_cached(db: Database) -> None:
     """The config is read in several statements; a change landing in between must not be hidden
     behind a stale cached copy."""
-    db = await Database.open(tmp_path / "g.db")
-    try:
-        repo = GuildRepository(db)
-        original_fetchall = db.fetchall
-        changed = False
+    repo = GuildRepository(db)
+    original_fetchall = db.fetchall
+    changed = False
 
-        async def fetchall_with_a_change_in_between(sql: str, params: object = ()) -> list[Any]:
-            nonlocal changed
-            if not changed and "guild_role_allowances" in sql:
-                changed = True
-                await repo.update(1, None, approval_required=True)  # an admin, mid-read
-            return await original_fetchall(sql, params)  # type: ignore[arg-type]
+    async def fetchall_with_a_change_in_between(sql: str, params: object = ()) -> list[Any]:
+        nonlocal changed
+        if not changed and "guild_role_allowances" in sql:
+            changed = True
+            await repo.update(1, None, approval_required=True)  # an admin, mid-read
+        return await original_fetchall(sql, params)  # type: ignore[arg-type]
 
-        db.fetchall = fetchall_with_a_change_in_between  # type: ignore[method-assign]
-        stale = await repo.get(1)
-        db.fetchall = original_fetchall  # type: ignore[method-assign]
-        assert stale.approval_required is False  # read before the change
-        assert (await repo.get(1)).approval_required is True  # ...but not cached
-    finally:
-        await db.close()
+    db.fetchall = fetchall_with_a_change_in_between  # type: ignore[method-assign]
+    stale = await repo.get(1)
+    db.fetchall = original_fetchall  # type: ignore[method-assign]
+    assert stale.approval_required is False  # read before the change
+    assert (await repo.get(1)).approval_required is True  # ...but not cached

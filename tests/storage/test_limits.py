@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -21,13 +19,6 @@ from storage.quota import (
     period_for,
 )
 from tests.storage.test_quota import new_job
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "l.db")
-    yield database
-    await database.close()
 
 
 async def test_concurrency_limit_is_atomic(db: Database) -> None:

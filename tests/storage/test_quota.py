@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -34,13 +33,6 @@ def new_job(user_id: int = 7, guild_id: int = 1, cost: int = 1) -> NewJob:
         cost=cost,
         upload_limit=10 * 1024 * 1024,
     )
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> Database:
-    database = await Database.open(tmp_path / "q.db")
-    yield database  # type: ignore[misc]
-    await database.close()
 
 
 async def test_ten_concurrent_reservations_with_one_credit_make_exactly_one_job(db: Database) -> None:
