@@ -111,6 +111,9 @@ def run_bot() -> int:
     except discord.PrivilegedIntentsRequired:  # pragma: no cover - we request none
         print("Discord refused the gateway intents.", file=sys.stderr)
         return 1
+    except discord.HTTPException as exc:  # a refusal other than a bad token: retrying won't help
+        print(f"Discord refused the bot at start-up: {exc}", file=sys.stderr)
+        return 1
     except DatabaseUnusable as exc:
         print(f"Database error: {exc}", file=sys.stderr)
         return 2

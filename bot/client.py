@@ -121,7 +121,8 @@ class AnimateBot(commands.Bot):
             wait = random.uniform(delay / 2, delay)
             log.warning("Discord unreachable (%s); retrying in %.1f s", reason, wait)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=wait)
+                async with asyncio.timeout(wait):  # not wait_for: see JobEngine._run
+                    await stop.wait()
             if stop.is_set() or self.is_closed():
                 return False
             delay = min(LOGIN_RETRY_CAP, delay * 2)

@@ -255,8 +255,11 @@ class JobEngine:
                 self._spawn(self._step_guarded(job_id), f"job-{job_id}")
             timeout = self._heap[0][0] - now if self._heap else None
             self._wake.clear()
+            # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that arrives just as the event
+            # is set (it returns the result instead), and stop() would wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     def poll_interval(self, job: Job) -> float:
         """Poll often while a job is young, then back off towards the cap: cheap for long jobs,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import sys
@@ -203,6 +204,40 @@ class Harness:
         return [c for row in rows for c in row.get("components", [])]
 
 
+# Stopping a bot takes well under a second; a teardown that takes longer is a bug, reported with
+# every pending task's stack instead of hanging the run until pytest-timeout kills it.
+TEARDOWN_TIMEOUT = 20.0
+
+
+def _task_stacks() -> str:
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        if task is not asyncio.current_task():
+            task.print_stack(file=out)
+    return out.getvalue()
+
+
+async def _stop_bounded(h: Harness) -> None:
+    try:
+        async with asyncio.timeout(TEARDOWN_TIMEOUT):
+            await h.stop_bot()
+    except TimeoutError:
+        stacks = _task_stacks()
+        bot = h.bot
+        if bot is not None:  # release what the half-closed bot holds, so the run can go on
+            leftovers = [t for t in (h.task, getattr(bot.engine, "_runner", None)) if t is not None]
+            for task in leftovers:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await asyncio.gather(*leftovers, return_exceptions=True)
+                    await bot.http.close()
+                    await bot.session.close()
+                    await bot.db.close()
+        h.bot = h.task = None
+        pytest.fail(f"stopping the bot took over {TEARDOWN_TIMEOUT} s; pending tasks:\n{stacks}")
+
+
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     async with FakeRunComfy(RUNCOMFY_TOKEN) as runcomfy, FakeDiscord(DISCORD_TOKEN) as fake:
@@ -211,7 +246,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
             try:
                 yield h
             finally:
-                await h.stop_bot()
+                await _stop_bounded(h)
                 for proc in h.processes:
                     if proc.returncode is None:
                         proc.kill()

@@ -135,6 +135,17 @@ async def test_rejected_token_stops_with_one_line(harness: Harness, tmp_path: Pa
     assert "not-the-token" not in stderr
 
 
+async def test_other_refusal_at_login_stops_with_one_line(harness: Harness, tmp_path: Path) -> None:
+    h = harness
+    h.discord.fail_next("GET", r"/users/@me$", 403, body={"code": 50001, "message": "Missing Access"})
+    proc = await h.spawn_bot_process(tmp_path)
+    assert await asyncio.wait_for(proc.wait(), timeout=30) == 1
+    stderr = h.process_logs[0].read_text()
+    assert_clean(stderr)
+    assert "Discord refused the bot at start-up: 403" in stderr
+    assert "Discord unreachable" not in stderr
+
+
 async def test_unusable_database_path_fails_before_logging_in(harness: Harness, tmp_path: Path) -> None:
     h = harness
     blocker = tmp_path / "not-a-folder"
