@@ -473,6 +473,8 @@ class _Conn:
             "resumed": False,
             "close_code": None,
             "heartbeats": 0,
+            "shard": None,  # [id, count] once identified
+            "events": [],  # (event name, guild id or None) of every DISPATCH sent on this connection
         }
 
     async def send(self, frame: dict[str, Any]) -> None:
@@ -1256,6 +1258,7 @@ class FakeDiscord:
             frame = {"op": 0, "t": event, "s": session.seq, "d": data}
             session.sent.append(frame)
             self.dispatched.append(frame)
+            conn.info["events"].append((event, self.event_guild_id(event, data)))
             await conn.ws.send_str(json.dumps(frame))
             return session.seq
 
