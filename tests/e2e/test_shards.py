@@ -10,6 +10,7 @@ from typing import Any
 
 from bot.client import AnimateBot
 from tests.e2e.conftest import DISCORD_TOKEN, Harness
+from tests.e2e.test_metrics import healthz
 from tests.fakes.discord import FakeDiscord, RecordedCall, shard_of
 from tests.fakes.runcomfy import JobScript
 
@@ -174,3 +175,57 @@ async def test_rest_share_spreads_a_burst_and_never_delays_acks(harness: Harness
     assert max_in_window(counted, 0.5) <= rate
     # The last ack arrived while the burst was still being paced out.
     assert max(c.at for c in acks) < max(c.at for c in counted)
+
+
+async def test_sharding_required_ends_the_process_with_one_clear_line(
+    harness: Harness, tmp_path: Path
+) -> None:
+    h = harness
+    h.discord.max_guilds_per_shard = 0  # as if the bot were in more than 2,500 servers per shard
+    proc = await h.spawn_bot_process(tmp_path, SHARD_COUNT="1")
+    try:
+        await asyncio.wait_for(proc.wait(), timeout=30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    log = h.process_logs[0].read_text()
+    assert proc.returncode == 1, log
+    assert log.strip().splitlines()[-1] == (
+        "Discord requires more shards (4011 sharding required): raise SHARD_COUNT on every process, "
+        "or unset it to use Discord's recommended count."
+    )
+    assert "Traceback" not in log and DISCORD_TOKEN not in log
+    assert [c["shard"] for c in h.discord.gateway_connections] == [None]  # refused, never identified
+
+
+async def test_healthz_needs_every_shard_of_the_process(harness: Harness) -> None:
+    h = harness
+    h.discord.session_start_limit["max_concurrency"] = 2
+    other = shard_of(h.discord.guild_id, 2)  # whichever: one shard goes down, the other stays
+    # The harness' bot does not reconnect; this one does, as in production.
+    bot = AnimateBot(h.settings(metrics_port=0, shard_count=2), guild_ready_timeout=0.05)
+    bot.identify_pacer.WINDOW = 0.05  # the shard's re-IDENTIFY need not wait Discord's 5 s here
+    await bot.login(DISCORD_TOKEN)
+    h.bot = bot
+    h.task = asyncio.create_task(bot.connect(reconnect=True))
+    await asyncio.wait_for(bot.wait_until_ready(), timeout=10)
+    assert (await healthz(bot)) == (
+        200,
+        {"status": "ok", "checks": {"event_loop": "ok", "gateway": "ok", "database": "ok"}},
+    )
+
+    h.discord.refuse_gateway = True
+    await h.discord.disconnect_gateway(4000, shard=other)
+
+    async def answer(status: int) -> tuple[int, dict[str, Any]] | None:
+        got = await healthz(bot)
+        return got if got[0] == status else None
+
+    _, body = await h.discord.wait_for(lambda: answer(503), timeout=10)
+    assert body["checks"]["gateway"] == "disconnected"
+    assert 1 - other in h.discord.connected_shards  # the other shard stayed up
+    await h.discord.wait_for(lambda: h.discord.refused_gateway_connections >= 1, timeout=10)
+    h.discord.refuse_gateway = False
+    _, body = await h.discord.wait_for(lambda: answer(200), timeout=30)
+    assert h.discord.connected_shards == {0: 2, 1: 2}
