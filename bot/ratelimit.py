@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
+import itertools
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import aiohttp
@@ -39,6 +42,9 @@ Sleep = Callable[[float], Awaitable[None]]
 # must never wait behind a queue of status edits.
 _CALLBACK = re.compile(r"/interactions/\d+/[^/]+/callback$")
 _API = re.compile(r"/api/v\d+/")
+# `/webhooks/{application_id}/{interaction_token}...`: the answer a member is waiting for (follow-ups
+# and edits of the original response). They count, but go ahead of status posts and edits.
+_WEBHOOK = re.compile(r"/api/v\d+/webhooks/\d+/[^/]+")
 
 
 def counts_against_global_limit(url: URL) -> bool:
@@ -47,8 +53,20 @@ def counts_against_global_limit(url: URL) -> bool:
     return _API.search(path) is not None and _CALLBACK.search(path) is None
 
 
+def is_interaction_answer(url: URL) -> bool:
+    return _WEBHOOK.search(url.path) is not None
+
+
+@dataclass(order=True)
+class _Waiter:
+    priority: int
+    seq: int
+    wake: asyncio.Future[None] | None = field(default=None, compare=False)
+
+
 class SlidingWindowLimiter:
-    """At most `limit` acquisitions in any `window`-second span; waiters go in arrival order."""
+    """At most `limit` acquisitions in any `window`-second span. Waiters go in arrival order, urgent
+    ones ahead of the others."""
 
     def __init__(
         self,
@@ -65,7 +83,8 @@ class SlidingWindowLimiter:
         self._clock = clock
         self._sleep = sleep
         self._sent: collections.deque[float] = collections.deque()
-        self._lock = asyncio.Lock()  # FIFO: a request never overtakes an earlier one
+        self._queue: list[_Waiter] = []  # a heap; its head is the only waiter that may take a slot
+        self._seq = itertools.count()
         self.waited = 0  # acquisitions that had to wait (for logs and tests)
 
     def delay(self) -> float:
@@ -77,16 +96,34 @@ class SlidingWindowLimiter:
             return 0.0
         return self._sent[0] + self.window - now
 
-    async def acquire(self) -> None:
-        async with self._lock:
-            wait = self.delay()
-            if wait > 0:
-                self.waited += 1
-                log.debug("Discord REST share in use; waiting %.2f s", wait)
-            while wait > 0:
-                await self._sleep(wait)
+    async def acquire(self, *, urgent: bool = False) -> None:
+        me = _Waiter(0 if urgent else 1, next(self._seq))
+        heapq.heappush(self._queue, me)
+        waited = False
+        try:
+            while True:
+                if self._queue[0] is not me:
+                    # Woken when it becomes the head (the head before it took its slot or left).
+                    me.wake = asyncio.get_running_loop().create_future()
+                    await me.wake
+                    continue
                 wait = self.delay()
-            self._sent.append(self._clock())
+                if wait <= 0:
+                    heapq.heappop(self._queue)
+                    self._sent.append(self._clock())
+                    return
+                if not waited:
+                    waited = True
+                    self.waited += 1
+                    log.debug("Discord REST share in use; waiting %.2f s", wait)
+                # An urgent newcomer may become the head meanwhile; then this one waits its turn.
+                await self._sleep(wait)
+        finally:
+            if me in self._queue:  # cancelled while waiting
+                self._queue.remove(me)
+                heapq.heapify(self._queue)
+            if self._queue and self._queue[0].wake is not None and not self._queue[0].wake.done():
+                self._queue[0].wake.set_result(None)
 
 
 class RestRateLimiter:
@@ -104,7 +141,7 @@ class RestRateLimiter:
         self, session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestStartParams
     ) -> None:
         if counts_against_global_limit(params.url):
-            await self.window.acquire()
+            await self.window.acquire(urgent=is_interaction_answer(params.url))
 
 
 class IdentifyPacer:

@@ -15,6 +15,7 @@ from bot.ratelimit import (
     RestRateLimiter,
     SlidingWindowLimiter,
     counts_against_global_limit,
+    is_interaction_answer,
 )
 
 
@@ -71,6 +72,53 @@ async def test_window_frees_up_as_time_passes() -> None:
     assert limiter.delay() == pytest.approx(0.4)
 
 
+async def test_interaction_answers_go_ahead_of_queued_requests() -> None:
+    clock = FakeClock()
+    gate = asyncio.Event()
+
+    async def gated_sleep(seconds: float) -> None:  # time passes only once the test says so
+        await gate.wait()
+        await clock.sleep(seconds)
+
+    limiter = SlidingWindowLimiter(2, 1.0, clock=clock, sleep=gated_sleep)
+    order: list[str] = []
+    sent: list[float] = []
+
+    async def one(name: str, urgent: bool = False) -> None:
+        await limiter.acquire(urgent=urgent)
+        order.append(name)
+        sent.append(clock())
+
+    tasks = [asyncio.create_task(one(f"edit{i}")) for i in range(5)]
+    await asyncio.sleep(0)  # edit0 and edit1 take the window; edit2 sleeps at the head, 3 and 4 queue
+    assert order == ["edit0", "edit1"]
+    tasks.append(asyncio.create_task(one("answer", urgent=True)))
+    await asyncio.sleep(0)
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert order == ["edit0", "edit1", "answer", "edit2", "edit3", "edit4"]
+    assert max_in_window(sent, 1.0) == 2  # jumping the queue never bends the window
+
+
+async def test_a_cancelled_waiter_does_not_hold_up_the_others() -> None:
+    clock = FakeClock()
+    gate = asyncio.Event()
+
+    async def slow_sleep(seconds: float) -> None:
+        await gate.wait()
+        await clock.sleep(seconds)
+
+    limiter = SlidingWindowLimiter(1, 1.0, clock=clock, sleep=slow_sleep)
+    await limiter.acquire()
+    head = asyncio.create_task(limiter.acquire())
+    behind = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0)
+    head.cancel()  # the head leaves while sleeping: the next one must take over
+    gate.set()
+    await asyncio.wait_for(behind, 1)
+    assert head.cancelled() and limiter.delay() > 0
+
+
 def test_limiter_rejects_nonsense() -> None:
     with pytest.raises(ValueError):
         SlidingWindowLimiter(0)
@@ -83,7 +131,7 @@ def test_limiter_rejects_nonsense() -> None:
     [
         ("https://discord.com/api/v10/channels/1/messages", True),
         ("https://discord.com/api/v10/webhooks/1/tok/messages/@original", True),  # follow-ups count
-        ("https://discord.com/api/v10/webhooks/1/tok", True),
+        ("https://discord.com/api/v10/webhooks/1/tok?wait=1", True),
         ("https://discord.com/api/v10/interactions/123/aW50ZXJhY3Rpb246abc/callback", False),
         ("http://127.0.0.1:5/api/v10/interactions/123/tok/callback?with_response=false", False),
         ("wss://gateway.discord.gg/?v=10&encoding=json", False),
@@ -92,6 +140,7 @@ def test_limiter_rejects_nonsense() -> None:
 )
 def test_what_counts_against_the_global_limit(url: str, counted: bool) -> None:
     assert counts_against_global_limit(URL(url)) is counted
+    assert is_interaction_answer(URL(url)) is ("/webhooks/" in url)
 
 
 async def test_rest_limiter_hook_holds_api_requests_but_not_callbacks() -> None:
