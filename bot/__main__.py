@@ -77,6 +77,13 @@ async def start(bot: AnimateBot, token: str, stop: asyncio.Event) -> None:
         await bot.connect(reconnect=True)
 
 
+_GATEWAY_CLOSED = {
+    4010: "Discord refused the shard (4010 invalid shard): check SHARD_COUNT and SHARD_IDS.",
+    4011: "Discord requires more shards (4011 sharding required): raise SHARD_COUNT on every process, "
+    "or unset it to use Discord's recommended count.",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["migrate-to-postgres"]:
@@ -117,6 +124,11 @@ def run_bot() -> int:
     except DatabaseUnusable as exc:
         print(f"Database error: {exc}", file=sys.stderr)
         return 2
+    except discord.ConnectionClosed as exc:  # a close code discord.py does not reconnect after
+        print(
+            _GATEWAY_CLOSED.get(exc.code, f"Discord closed the gateway (code {exc.code})."), file=sys.stderr
+        )
+        return 1
     except StorageError as exc:
         print(f"Database error: {exc}", file=sys.stderr)
         return 1

@@ -19,6 +19,7 @@ from bot import errors, i18n, metrics, ui
 from bot.engine import JobEngine, VideoBackend
 from bot.fetch import OutputFetcher
 from bot.preview import PreviewBackend
+from bot.ratelimit import IdentifyPacer, RestRateLimiter
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
 from bot.ui import CancelButton, ResultButton
@@ -58,7 +59,7 @@ def describe_unreachable(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-class AnimateBot(commands.Bot):
+class AnimateBot(commands.AutoShardedBot):
     # Set in setup_hook, which discord.py runs after login and before the gateway connects.
     session: aiohttp.ClientSession
     outputs: OutputFetcher
@@ -78,14 +79,23 @@ class AnimateBot(commands.Bot):
         intents = discord.Intents.none()
         intents.guilds = True
         # Sees every Discord HTTP answer, so 429s are counted even when discord.py retries them.
-        options.setdefault("http_trace", metrics.discord_http_trace())
+        trace = options.setdefault("http_trace", metrics.discord_http_trace())
+        # ... and holds every API request to this process's share of the global rate limit.
+        self.rest_limiter = RestRateLimiter(settings.discord_rest_rate)
+        self.rest_limiter.attach(trace)
+        self.identify_pacer = IdentifyPacer(self._max_concurrency)
         if settings.locales_dir is not None:
             i18n.add_catalogs(settings.locales_dir)
+        if settings.shard_ids is not None:
+            options["shard_ids"] = list(settings.shard_ids)
+        # Unset SHARD_COUNT: discord.py asks GET /gateway/bot for Discord's recommended count and runs
+        # every shard here (one shard for most servers' bots: today's one-process behaviour).
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
             allowed_mentions=discord.AllowedMentions.none(),
             help_command=None,
+            shard_count=settings.shard_count,
             **options,
         )
         self.settings = settings
@@ -169,8 +179,37 @@ class AnimateBot(commands.Bot):
             await self.load_extension(extension)
         # Descriptions, choice names and the context-menu name get their translations at sync.
         await self.tree.set_translator(i18n.CatalogTranslator())
-        await self.sync_commands_if_changed()
+        if self.syncs_commands:
+            await self.sync_commands_if_changed()
+        else:
+            log.info("Slash commands are synced by the process running shard 0; not syncing here")
         await self.engine.start()
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        await self.identify_pacer.wait(shard_id)
+
+    async def _max_concurrency(self) -> int:
+        # Only a process running several shards needs it; spare the others a request.
+        count = self.shard_count or 1
+        if len(self.shard_ids or range(count)) <= 1:
+            return 1
+        limits = await self.fetch_session_start_limits()
+        log.info(
+            "Gateway: %d shard(s) here of %d, max_concurrency %d, %d of %d IDENTIFYs left today",
+            len(self.shard_ids or range(count)),
+            count,
+            limits.max_concurrency,
+            limits.remaining,
+            limits.total,
+        )
+        return limits.max_concurrency
+
+    @property
+    def syncs_commands(self) -> bool:
+        """Only the process running shard 0 syncs (all of them, unsharded): one fleet, one definition.
+        The fingerprint check in the database would make repeats harmless, but with a database per
+        process (or during a rolling restart) several processes would each sync the same commands."""
+        return self.settings.shard_ids is None or 0 in self.settings.shard_ids
 
     async def close(self) -> None:
         log.info("Shutting down")
@@ -211,8 +250,19 @@ class AnimateBot(commands.Bot):
         return True
 
     async def on_ready(self) -> None:
+        # With shards, discord.py sends this once all of this process's shards are ready.
         assert self.user is not None
-        log.info("Logged in as %s (%s) in %d guild(s)", self.user, self.user.id, len(self.guilds))
+        log.info(
+            "Logged in as %s (%s) in %d guild(s) on shard(s) %s of %s",
+            self.user,
+            self.user.id,
+            len(self.guilds),
+            ",".join(str(i) for i in sorted(self.shards)),
+            self.shard_count,
+        )
+
+    async def on_shard_ready(self, shard_id: int) -> None:
+        log.info("Shard %d ready", shard_id)
 
     async def on_app_command_error(
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError

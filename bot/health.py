@@ -6,8 +6,8 @@
 
 - event_loop: the heartbeat ticker ran recently (a blocked loop could not answer at all; a loop
   that is badly behind answers "lagging").
-- gateway: the bot is connected to Discord's gateway and has seen READY ("disconnected",
-  "connecting", "closed").
+- gateway: the bot is connected to Discord's gateway -- every shard this process runs -- and has
+  seen READY ("disconnected", "connecting", "closed").
 - database: `SELECT 1` answers within a second ("unreachable", "timeout").
 """
 
@@ -78,6 +78,14 @@ class LoopTicker:
 def gateway_state(client: discord.Client) -> str:
     if client.is_closed():
         return "closed"
+    # A sharded client has no single `ws`: every shard of this process must be connected.
+    shards: dict[int, discord.ShardInfo] | None = getattr(client, "shards", None)
+    if shards is not None:
+        if not shards:
+            return "connecting"
+        if any(shard.is_closed() for shard in shards.values()):
+            return "disconnected"  # discord.py is reconnecting that shard (or backing off)
+        return "ok" if client.is_ready() else "connecting"
     ws = client.ws
     if ws is None:
         return "connecting"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from yarl import URL
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     # Extra translation catalogs (<code>.json), read at start-up beside the bundled ones.
     locales_dir: Path | None = None
+    # Gateway shards of this process (README "Growing past one server"). Unset: every shard, at the
+    # count Discord recommends. SHARD_IDS (comma-separated) needs SHARD_COUNT.
+    shard_count: int | None = Field(default=None, ge=1)
+    shard_ids: Annotated[tuple[int, ...] | None, NoDecode] = None
+    # This process's share of Discord's global 50 requests/s per token: 50 / number of processes.
+    discord_rest_rate: int = Field(default=50, ge=1)
 
     # Tuning knobs; defaults suit production, tests shrink them.
     poll_first_delay: float = Field(default=4.0, gt=0)
@@ -101,6 +107,41 @@ class Settings(BaseSettings):
             # Never echo the value: it holds a password.
             raise ValueError("must start with postgresql://")
         return text.strip()
+
+    @field_validator("shard_count", mode="before")
+    @classmethod
+    def _blank_shard_count(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("shard_ids", mode="before")
+    @classmethod
+    def _split_shard_ids(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            parts = [p.strip() for p in value.split(",")]
+            if not all(p.isdigit() for p in parts):
+                raise ValueError("must be comma-separated shard numbers, e.g. 0,1")
+            return tuple(int(p) for p in parts)
+        return value
+
+    @field_validator("shard_ids")
+    @classmethod
+    def _check_shard_ids(cls, value: tuple[int, ...] | None, info: ValidationInfo) -> tuple[int, ...] | None:
+        if value is None:
+            return None
+        if "shard_count" not in info.data:
+            return value  # SHARD_COUNT itself is invalid and reported
+        count = info.data["shard_count"]
+        if count is None:
+            raise ValueError("requires SHARD_COUNT")
+        if not value:
+            raise ValueError("must name at least one shard")
+        if len(set(value)) != len(value):
+            raise ValueError("names a shard twice")
+        if any(i < 0 or i >= count for i in value):
+            raise ValueError(f"each shard must be below SHARD_COUNT={count}")
+        return tuple(sorted(value))
 
     @field_validator("discord_token")
     @classmethod

@@ -208,6 +208,21 @@ def test_gateway_states() -> None:
     assert health.gateway_state(client(ws=SimpleNamespace(open=True))) == "ok"
 
 
+def test_gateway_states_with_shards() -> None:
+    def shard(closed: bool) -> Any:
+        return SimpleNamespace(is_closed=lambda: closed)
+
+    def client(shards: dict[int, Any], ready: bool = True, closed: bool = False) -> Any:
+        # A sharded client's `ws` stays None: the shards decide.
+        return SimpleNamespace(is_closed=lambda: closed, ws=None, shards=shards, is_ready=lambda: ready)
+
+    assert health.gateway_state(client({0: shard(False), 1: shard(False)})) == "ok"
+    assert health.gateway_state(client({0: shard(False), 1: shard(True)})) == "disconnected"
+    assert health.gateway_state(client({0: shard(False)}, ready=False)) == "connecting"
+    assert health.gateway_state(client({})) == "connecting"
+    assert health.gateway_state(client({0: shard(False)}, closed=True)) == "closed"
+
+
 async def test_healthz_is_503_when_the_database_is_gone(tmp_path: Path) -> None:
     db = await Database.open(tmp_path / "s.db")
     bot: Any = SimpleNamespace(

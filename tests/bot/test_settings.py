@@ -167,3 +167,56 @@ def test_database_url_selects_postgres_and_is_never_echoed(monkeypatch: pytest.M
     with pytest.raises(SettingsError, match="DATABASE_URL is invalid") as caught:
         load_settings(**base, database_url="mysql://bot:pg-secret-789@db/animate")
     assert "pg-secret" not in str(caught.value)
+
+
+def test_shard_and_rest_rate_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    tokens = {"discord_token": "x", "runcomfy_api_token": "y"}
+    settings = load_settings(**tokens)
+    assert settings.shard_count is None and settings.shard_ids is None
+    assert settings.discord_rest_rate == 50
+    settings = load_settings(**tokens, shard_count="3", shard_ids=" 2, 0", discord_rest_rate="16")
+    assert settings.shard_count == 3 and settings.shard_ids == (0, 2) and settings.discord_rest_rate == 16
+    assert load_settings(**tokens, shard_count="2").shard_ids is None  # every shard of the count here
+    assert load_settings(**tokens, shard_count="", shard_ids="").shard_count is None  # blank = unset
+    for bad, message in (
+        ({"shard_ids": "0"}, "SHARD_IDS is invalid (requires SHARD_COUNT)"),
+        (
+            {"shard_count": "2", "shard_ids": "2"},
+            "SHARD_IDS is invalid (each shard must be below SHARD_COUNT=2)",
+        ),
+        (
+            {"shard_count": "2", "shard_ids": "0;1"},
+            "SHARD_IDS is invalid (must be comma-separated shard numbers",
+        ),
+        (
+            {"shard_count": "2", "shard_ids": "-1"},
+            "SHARD_IDS is invalid (must be comma-separated shard numbers",
+        ),
+        ({"shard_count": "2", "shard_ids": "1,1"}, "SHARD_IDS is invalid (names a shard twice)"),
+        ({"shard_count": "0"}, "SHARD_COUNT is invalid"),
+        ({"discord_rest_rate": "0"}, "DISCORD_REST_RATE is invalid"),
+    ):
+        with pytest.raises(SettingsError) as info:
+            load_settings(**tokens, **bad)
+        assert message in str(info.value)
+        assert str(info.value).count(";") == 0  # one problem, one clause
+    with pytest.raises(SettingsError) as info:  # a bad count is named once, not as an id problem
+        load_settings(**tokens, shard_count="many", shard_ids="1")
+    assert "SHARD_COUNT is invalid" in str(info.value) and "SHARD_IDS" not in str(info.value)
+
+
+def test_shard_settings_from_the_environment(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot"],
+        cwd=tmp_path,
+        env=clean_env(DISCORD_TOKEN="t", RUNCOMFY_API_TOKEN="r", SHARD_COUNT="2", SHARD_IDS="0,5"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "Configuration error: SHARD_IDS is invalid (each shard must be below SHARD_COUNT=2)"
+        " -- see .env.example"
+    ]

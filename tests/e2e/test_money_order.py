@@ -128,7 +128,15 @@ async def test_stuck_pending_job_is_refunded_while_running(
     assert "never confirmed" in (job.error or "")
     assert await h.running.quota.job_ledger(job_id) == [("charge", 1), ("refund", -1)]
     assert len(h.runcomfy.requests_to("submit")) == 1
-    told = [m for m in h.discord.messages(h.discord.channel_id) if f"job #{job_id}" in (m["content"] or "")]
+
+    def notices() -> list[dict[str, Any]]:
+        posted = h.discord.messages(h.discord.channel_id)
+        return [m for m in posted if f"job #{job_id}" in (m["content"] or "")]
+
+    # The notice follows the state change: wait for it rather than race it.
+    await h.discord.wait_for(notices, timeout=10)
+    await asyncio.sleep(0.2)  # a second notice would have arrived by now
+    told = notices()
     assert len(told) == 1 and "refunded" in told[0]["content"]
     assert [int(u) for u in told[0]["allowed_mentions"]["users"]] == [job.user_id]
     assert "RunComfy never confirmed" in h.status_text(job.status_message_id or 0)

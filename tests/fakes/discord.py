@@ -50,6 +50,7 @@ __all__ = [
     "Perm",
     "RecordedCall",
     "patched_discord",
+    "shard_of",
 ]
 
 API_VERSION = 10
@@ -102,6 +103,13 @@ DISCORD_LOCALES = (
 )
 SELECT_TYPES = {3, 5, 6, 7, 8}
 THREAD_TYPES = {10, 11, 12}
+# Events whose payload *is* a guild (its id is the guild id); others carry `guild_id`.
+GUILD_EVENTS = {"GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE"}
+
+
+def shard_of(guild_id: int | None, shard_count: int) -> int:
+    """The shard Discord sends a guild's events to; events without a guild (DMs) go to shard 0."""
+    return 0 if guild_id is None else (guild_id >> 22) % shard_count
 
 
 class Perm:
@@ -469,6 +477,8 @@ class _Conn:
             "resumed": False,
             "close_code": None,
             "heartbeats": 0,
+            "shard": None,  # [id, count] once identified
+            "events": [],  # (event name, guild id or None) of every DISPATCH sent on this connection
         }
 
     async def send(self, frame: dict[str, Any]) -> None:
@@ -481,6 +491,8 @@ class _Session:
         self.session_id = session_id
         self.intents = intents
         self.shard = shard
+        # An IDENTIFY without `shard` is shard 0 of 1: it receives every guild.
+        self.shard_id, self.shard_count = (shard[0], shard[1]) if shard is not None else (0, 1)
         self.seq = 0
         self.sent: list[dict[str, Any]] = []
         self.conn: _Conn | None = None
@@ -517,6 +529,16 @@ class FakeDiscord:
         # A create with a nonce seen in the same channel within this many seconds, sent with
         # `enforce_nonce`, returns the message created the first time instead of posting again.
         self.nonce_window: float = 300.0
+        # Sharding: what GET /gateway/bot recommends and reports; IDENTIFY with more guilds than this
+        # on one shard is closed with 4011 (sharding required).
+        self.recommended_shards: int = 1
+        self.session_start_limit: dict[str, int] = {
+            "total": 1000,
+            "remaining": 1000,
+            "reset_after": 86_400_000,
+            "max_concurrency": 1,
+        }
+        self.max_guilds_per_shard: int = 2500
 
         # Records
         self.calls: list[RecordedCall] = []
@@ -556,7 +578,8 @@ class FakeDiscord:
 
         # Gateway
         self._sessions: dict[str, _Session] = {}
-        self._session: _Session | None = None
+        self._session: _Session | None = None  # the newest session (identified or resumed)
+        self._shard_sessions: dict[int, _Session] = {}  # shard id -> its newest session
         self._conns: set[_Conn] = set()
         self._ready = asyncio.Event()
 
@@ -778,8 +801,28 @@ class FakeDiscord:
         self.user_ids[name] = uid
         return uid
 
-    def add_guild(self, name: str, *, owner: str | int = "owner", preferred_locale: str = "en-US") -> int:
-        gid = self._snowflake()
+    def _snowflake_on_shard(self, shard_id: int, shard_count: int) -> int:
+        """A fresh snowflake whose guild would live on ``shard_id`` of ``shard_count``: the shard is
+        taken from the timestamp bits (``id >> 22``), so move the timestamp up by < count ms."""
+        if not 0 <= shard_id < shard_count:
+            raise ValueError(f"shard {shard_id} is not one of {shard_count} shards")
+        base = self._snowflake()
+        ms = base >> 22
+        ms += (shard_id - ms) % shard_count
+        value = max(base, ms << 22)
+        self._last_snowflake = value
+        return value
+
+    def add_guild(
+        self,
+        name: str,
+        *,
+        owner: str | int = "owner",
+        preferred_locale: str = "en-US",
+        shard: tuple[int, int] | None = None,
+    ) -> int:
+        """A guild (only the fake's state); ``shard=(id, count)`` picks an id that lands on that shard."""
+        gid = self._snowflake() if shard is None else self._snowflake_on_shard(*shard)
         owner_id = self._resolve_user(owner) if not isinstance(owner, str) else self.add_user(owner)
         self.guilds[gid] = {
             "id": gid,
@@ -1242,12 +1285,39 @@ class FakeDiscord:
     def connected(self) -> bool:
         return self._session is not None and self._session.connected
 
+    @property
+    def connected_shards(self) -> dict[int, int]:
+        """Shard id -> shard count of every shard with a connected session."""
+        return {sid: s.shard_count for sid, s in self._shard_sessions.items() if s.connected}
+
+    @staticmethod
+    def event_guild_id(event: str, data: dict[str, Any]) -> int | None:
+        """The guild an event belongs to (None: not guild-scoped, e.g. a DM interaction)."""
+        raw = data.get("id") if event in GUILD_EVENTS else data.get("guild_id")
+        return int(raw) if raw is not None else None
+
+    def _sessions_for(self, event: str, data: dict[str, Any]) -> list[_Session]:
+        """The connected sessions that receive ``event``: the shard ``(guild_id >> 22) % count`` of
+        each session's shard count (shard 0 for events without a guild), as Discord routes them."""
+        gid = self.event_guild_id(event, data)
+        return [
+            s
+            for s in self._shard_sessions.values()
+            if s.connected and s.shard_id == shard_of(gid, s.shard_count)
+        ]
+
     async def dispatch(self, event: str, data: dict[str, Any]) -> int:
-        """Send a DISPATCH (op 0) event to the connected bot; returns its sequence number."""
-        session = self._session
-        if session is None or not session.connected:
-            raise RuntimeError("no bot is connected to the fake gateway")
-        return await self._session_dispatch(session, event, data)
+        """Send a DISPATCH (op 0) event to the shard that owns it (see ``_sessions_for``); returns its
+        sequence number there."""
+        sessions = self._sessions_for(event, data)
+        if not sessions:
+            gid = self.event_guild_id(event, data)
+            where = f" for the shard of guild {gid}" if gid is not None else " on shard 0"
+            raise RuntimeError(f"no bot is connected to the fake gateway{where}")
+        seq = 0
+        for session in sessions:
+            seq = await self._session_dispatch(session, event, data)
+        return seq
 
     async def _session_dispatch(self, session: _Session, event: str, data: dict[str, Any]) -> int:
         assert session.conn is not None
@@ -1257,15 +1327,15 @@ class FakeDiscord:
             frame = {"op": 0, "t": event, "s": session.seq, "d": data}
             session.sent.append(frame)
             self.dispatched.append(frame)
+            conn.info["events"].append((event, self.event_guild_id(event, data)))
             await conn.ws.send_str(json.dumps(frame))
             return session.seq
 
     async def _maybe_dispatch(self, event: str, data: dict[str, Any], intent: int) -> None:
-        session = self._session
-        if session is None or not session.connected or not session.intents & intent:
-            return
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await self._session_dispatch(session, event, data)
+        for session in self._sessions_for(event, data):
+            if session.intents & intent:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await self._session_dispatch(session, event, data)
 
     async def dispatch_guild_create(self, guild_id: int) -> None:
         await self.dispatch("GUILD_CREATE", self.guild_payload(guild_id, full=True))
@@ -1277,23 +1347,27 @@ class FakeDiscord:
             data["unavailable"] = True
         await self.dispatch("GUILD_DELETE", data)
 
-    async def request_reconnect(self) -> None:
-        """Send op 7 RECONNECT: the client should reconnect and RESUME."""
-        session = self._session
+    def _pick_session(self, shard: int | None) -> _Session | None:
+        return self._session if shard is None else self._shard_sessions.get(shard)
+
+    async def request_reconnect(self, *, shard: int | None = None) -> None:
+        """Send op 7 RECONNECT (to ``shard``, default the newest session): the client should reconnect
+        and RESUME."""
+        session = self._pick_session(shard)
         if session is None or session.conn is None:
             raise RuntimeError("no bot is connected to the fake gateway")
         await session.conn.send({"op": 7, "d": None, "s": None, "t": None})
 
-    async def invalidate_session(self, resumable: bool = False) -> None:
-        session = self._session
+    async def invalidate_session(self, resumable: bool = False, *, shard: int | None = None) -> None:
+        session = self._pick_session(shard)
         if session is None or session.conn is None:
             raise RuntimeError("no bot is connected to the fake gateway")
         if not resumable:
             self._sessions.pop(session.session_id, None)
         await session.conn.send({"op": 9, "d": resumable, "s": None, "t": None})
 
-    async def disconnect_gateway(self, code: int = 4000) -> None:
-        session = self._session
+    async def disconnect_gateway(self, code: int = 4000, *, shard: int | None = None) -> None:
+        session = self._pick_session(shard)
         if session is not None and session.conn is not None:
             await session.conn.ws.close(code=code, message=b"fake disconnect")
 
@@ -1367,17 +1441,34 @@ class FakeDiscord:
         if intents & Intent.PRIVILEGED & ~self.enabled_privileged_intents:
             await conn.ws.close(code=4014, message=b"Disallowed intent(s).")
             return None
+        shard = d.get("shard")
+        if shard is not None and not (
+            isinstance(shard, list)
+            and len(shard) == 2
+            and all(type(v) is int for v in shard)
+            and 0 <= shard[0] < shard[1]
+        ):
+            await conn.ws.close(code=4010, message=b"Invalid shard.")
+            return None
+        session = _Session(secrets.token_hex(16), intents, shard)
+        guild_ids = [gid for gid in self.guilds if shard_of(gid, session.shard_count) == session.shard_id]
+        if len(guild_ids) > self.max_guilds_per_shard:
+            await conn.ws.close(code=4011, message=b"Sharding required.")
+            return None
         self.identify_payloads.append(d)
+        limit = self.session_start_limit
+        limit["remaining"] = max(0, limit["remaining"] - 1)
         self._ready.clear()
-        session = _Session(secrets.token_hex(16), intents, d.get("shard"))
         session.conn = conn
         self._sessions[session.session_id] = session
         self._session = session
+        self._shard_sessions[session.shard_id] = session
         conn.info["identified"] = True
+        conn.info["shard"] = [session.shard_id, session.shard_count]
         ready: dict[str, Any] = {
             "v": API_VERSION,
             "user": {**copy.deepcopy(self.bot_user), "verified": True, "mfa_enabled": False, "email": None},
-            "guilds": [{"id": str(gid), "unavailable": True} for gid in self.guilds],
+            "guilds": [{"id": str(gid), "unavailable": True} for gid in guild_ids],
             "session_id": session.session_id,
             "session_type": "normal",
             "resume_gateway_url": self.gateway_url,
@@ -1394,7 +1485,7 @@ class FakeDiscord:
             ready["shard"] = session.shard
         await self._session_dispatch(session, "READY", ready)
         if intents & Intent.GUILDS:
-            for gid in list(self.guilds):
+            for gid in guild_ids:
                 await self._session_dispatch(session, "GUILD_CREATE", self.guild_payload(gid, full=True))
         self._ready.set()
         return session
@@ -1406,8 +1497,10 @@ class FakeDiscord:
             return None
         session.conn = conn
         self._session = session
+        self._shard_sessions[session.shard_id] = session
         conn.info["resumed"] = True
         conn.info["identified"] = True
+        conn.info["shard"] = [session.shard_id, session.shard_count]
         last_seq = d.get("seq") or 0
         async with conn.lock:
             for frame in session.sent:
@@ -2657,13 +2750,8 @@ class FakeDiscord:
         return _json_response(
             {
                 "url": self.gateway_url,
-                "shards": 1,
-                "session_start_limit": {
-                    "total": 1000,
-                    "remaining": 999,
-                    "reset_after": 86400000,
-                    "max_concurrency": 1,
-                },
+                "shards": self.recommended_shards,
+                "session_start_limit": dict(self.session_start_limit),
             }
         )
 

@@ -14,7 +14,7 @@ from discord import app_commands
 from discord.ext import commands
 from PIL import Image
 
-from tests.fakes.discord import FakeDiscord, Perm, patched_discord
+from tests.fakes.discord import FakeDiscord, Intent, Perm, patched_discord, shard_of
 
 AGAIN_ID = "animate:again"
 STYLES = ["cinematic", "cartoon", "claymation", "watercolor"]
@@ -435,3 +435,134 @@ async def test_locked_threads_and_link_buttons(fake: FakeDiscord, bot: TinyBot) 
     view = discord.ui.View()
     view.add_item(discord.ui.Button(label="Open", url="https://example.com/" + "a" * 492))  # 512 chars
     await channel.send("link", view=view)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Shards: GET /gateway/bot, IDENTIFY's shard, per-shard READY and dispatch
+# ---------------------------------------------------------------------------------------------------
+
+
+async def identify(
+    fake: FakeDiscord, session: aiohttp.ClientSession, shard: Any = None
+) -> tuple[aiohttp.ClientWebSocketResponse, dict[str, Any], list[dict[str, Any]]]:
+    """A raw gateway client: HELLO, IDENTIFY (with ``shard`` if given); returns READY and the
+    GUILD_CREATEs that follow it (one per guild READY listed)."""
+    ws = await session.ws_connect(fake.gateway_url + "?v=10&encoding=json")
+    assert (await ws.receive_json())["op"] == 10
+    d: dict[str, Any] = {"token": fake.token, "intents": Intent.GUILDS, "properties": {}}
+    if shard is not None:
+        d["shard"] = shard
+    await ws.send_json({"op": 2, "d": d})
+    msg = await ws.receive()
+    if msg.type is not aiohttp.WSMsgType.TEXT:
+        return ws, {}, []
+    ready = msg.json()
+    assert ready["t"] == "READY"
+    creates = [await ws.receive_json() for _ in ready["d"]["guilds"]]
+    return ws, ready, creates
+
+
+async def next_event(ws: aiohttp.ClientWebSocketResponse) -> tuple[str, dict[str, Any]]:
+    frame = await asyncio.wait_for(ws.receive_json(), 5)
+    return frame["t"], frame["d"]
+
+
+def test_add_guild_places_guilds_on_chosen_shards(fake: FakeDiscord) -> None:
+    made = []
+    for count in (1, 2, 3, 7):
+        for shard_id in range(count):
+            gid = fake.add_guild(f"g{shard_id}/{count}", shard=(shard_id, count))
+            assert shard_of(gid, count) == shard_id
+            made.append(gid)
+    assert made == sorted(made) and len(set(made)) == len(made)  # still increasing snowflakes
+    assert fake._snowflake() > made[-1]
+    with pytest.raises(ValueError):
+        fake.add_guild("nowhere", shard=(2, 2))
+    assert shard_of(None, 5) == 0  # DMs: shard 0
+
+
+async def test_gateway_bot_reports_the_recommended_count_and_limits(fake: FakeDiscord) -> None:
+    fake.recommended_shards = 3
+    fake.session_start_limit["max_concurrency"] = 4
+    headers = {"Authorization": f"Bot {fake.token}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.get(f"{fake.api_base}/gateway/bot") as resp:
+            body = await resp.json()
+        assert body == {
+            "url": fake.gateway_url,
+            "shards": 3,
+            "session_start_limit": {
+                "total": 1000,
+                "remaining": 1000,
+                "reset_after": 86_400_000,
+                "max_concurrency": 4,
+            },
+        }
+        ws, _, _ = await identify(fake, session, [0, 3])
+        async with session.get(f"{fake.api_base}/gateway/bot") as resp:
+            assert (await resp.json())["session_start_limit"]["remaining"] == 999  # one IDENTIFY used
+        await ws.close()
+
+
+async def test_each_shard_gets_only_its_guilds_and_their_events(fake: FakeDiscord) -> None:
+    home = shard_of(fake.guild_id, 2)
+    other_guild = fake.add_guild("Other", shard=(1 - home, 2))
+    other_channel = fake.add_channel("elsewhere", guild_id=other_guild)
+    fake.add_member("alice", guild_id=other_guild)
+    by_shard = {home: fake.guild_id, 1 - home: other_guild}
+    async with aiohttp.ClientSession() as session:
+        ws0, ready0, creates0 = await identify(fake, session, [0, 2])
+        ws1, ready1, creates1 = await identify(fake, session, [1, 2])
+        for shard_id, ready, creates in ((0, ready0, creates0), (1, ready1, creates1)):
+            assert ready["d"]["shard"] == [shard_id, 2]
+            assert [g["id"] for g in ready["d"]["guilds"]] == [str(by_shard[shard_id])]
+            assert [(c["t"], c["d"]["id"]) for c in creates] == [("GUILD_CREATE", str(by_shard[shard_id]))]
+        assert [c["shard"] for c in fake.gateway_connections] == [[0, 2], [1, 2]]
+        assert fake.connected_shards == {0: 2, 1: 2}
+        ws = {0: ws0, 1: ws1}
+
+        # A guild-scoped event goes only to its shard: the other shard's next event is the marker.
+        await fake.dispatch("CHANNEL_UPDATE", fake.channel_payload(other_channel))
+        await fake.dispatch("GUILD_UPDATE", fake.guild_payload(fake.guild_id))
+        assert await next_event(ws[1 - home]) == ("CHANNEL_UPDATE", fake.channel_payload(other_channel))
+        event, data = await next_event(ws[home])
+        assert (event, data["id"]) == ("GUILD_UPDATE", str(fake.guild_id))
+
+        # A user's command in a guild reaches that guild's shard; a DM interaction goes to shard 0.
+        await fake.post_user_message("hello", channel_id=other_channel)  # no GUILD_MESSAGES intent
+        inter = fake._base_interaction(2, {"name": "ping", "type": 1}, fake.user_ids["alice"], other_channel)
+        await fake._dispatch_interaction(inter, fake.user_ids["alice"])
+        event, data = await next_event(ws[1 - home])
+        assert (event, data["guild_id"]) == ("INTERACTION_CREATE", str(other_guild))
+        dm = {"type": 1, "id": "1", "channel_id": "5", "user": fake.user_payload("bob")}
+        await fake.dispatch("INTERACTION_CREATE", dm)
+        assert await next_event(ws0) == ("INTERACTION_CREATE", dm)
+        await fake.dispatch("GUILD_DELETE", {"id": str(other_guild), "unavailable": True})
+        assert (await next_event(ws[1 - home]))[0] == "GUILD_DELETE"
+
+        await ws[1 - home].close()
+        await fake.wait_for(lambda: fake.connected_shards == {home: 2})
+        with pytest.raises(RuntimeError, match=f"shard of guild {other_guild}"):
+            await fake.dispatch("CHANNEL_UPDATE", fake.channel_payload(other_channel))
+        await ws[home].close()
+
+
+@pytest.mark.parametrize("shard", [[2, 2], [-1, 2], [0, 0], [0], "0,1", [0.0, 1], [True, 2]])
+async def test_an_invalid_shard_is_closed_with_4010(fake: FakeDiscord, shard: Any) -> None:
+    async with aiohttp.ClientSession() as session:
+        ws, ready, _ = await identify(fake, session, shard)
+        assert ready == {} and ws.close_code == 4010
+    assert fake.identify_payloads == [] and not fake.connected
+
+
+async def test_too_many_guilds_on_one_shard_is_closed_with_4011(fake: FakeDiscord) -> None:
+    fake.max_guilds_per_shard = 1
+    fake.add_guild("Second", shard=(1 - shard_of(fake.guild_id, 2), 2))
+    async with aiohttp.ClientSession() as session:
+        ws, ready, _ = await identify(fake, session)  # no shard: one shard with both guilds
+        assert ready == {} and ws.close_code == 4011
+        ws0, ready0, _ = await identify(fake, session, [0, 2])
+        ws1, ready1, _ = await identify(fake, session, [1, 2])
+        assert len(ready0["d"]["guilds"]) == len(ready1["d"]["guilds"]) == 1
+        await ws0.close()
+        await ws1.close()
