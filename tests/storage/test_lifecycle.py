@@ -12,7 +12,7 @@ import pytest
 from storage import lifecycle
 from storage.db import Database
 from storage.jobs import JobRepository, JobState
-from storage.lifecycle import TRANSITIONS, IllegalTransition
+from storage.lifecycle import TRANSITIONS, IllegalTransition, JobEvent
 from storage.quota import Limits, QuotaRepository, daily_period
 from tests.storage.test_quota import new_job
 
@@ -149,3 +149,11 @@ async def test_approval_moves_the_job_with_its_charge_in_one_transaction(db: Dat
     assert await quota.job_ledger(job_id) == [("charge", 1)]
     assert await quota.approve_job(job_id, limits) is None  # decided already: no second charge
     assert await quota.job_ledger(job_id) == [("charge", 1)]
+
+
+def test_job_event_names_keep_their_wire_values() -> None:
+    wire = {"requested", "approved", "rejected", "submitted", "started", "delivered", "failed", "cancelled"}
+    assert {e.value for e in JobEvent} == wire
+    assert (
+        JobEvent.FAILED == "failed" and f"{JobEvent.DELIVERED}" == "delivered"
+    )  # listeners may compare strings
