@@ -23,14 +23,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from storage.lifecycle import UNFINISHED, JobEvent, JobState
+
 if TYPE_CHECKING:
     from storage.db import Database
 
 log = logging.getLogger(__name__)
 
-JOB_EVENTS = frozenset(
-    {"requested", "approved", "rejected", "submitted", "started", "delivered", "failed", "cancelled"}
-)
+JOB_EVENTS = frozenset(e.value for e in JobEvent)
 # Normalised phases (bot.runcomfy.Phase), not RunComfy's raw words: those vary by dialect.
 POLL_STATUSES = frozenset({"queued", "running", "succeeded", "failed", "cancelled", "unknown"})
 SUBMIT_OUTCOMES = frozenset(
@@ -42,7 +42,8 @@ RUNCOMFY_ENDPOINTS = frozenset({"submit", "status", "result", "cancel"})
 _KNOWN_CODES = frozenset(
     {200, 201, 202, 400, 401, 402, 403, 404, 408, 409, 413, 422, 429, 500, 502, 503, 504}
 )
-ACTIVE_STATES = ("pending", "queued", "running", "delivering")
+# The states shown in the in-flight gauge (in this order).
+ACTIVE_STATES = tuple(s.value for s in sorted(UNFINISHED, key=list(JobState).index))
 MAX_ROUTES = 64  # distinct Discord routes tracked for 429s; more are counted as "other"
 
 JOB_EVENTS_TOTAL = Counter(
@@ -106,7 +107,7 @@ def bounded(value: str, allowed: frozenset[str]) -> str:
 # ---------------------------------------------------------------------- job events, submits, polls
 
 
-def count_job_event(event: str) -> None:
+def count_job_event(event: JobEvent | str) -> None:
     JOB_EVENTS_TOTAL.labels(event=bounded(event, JOB_EVENTS)).inc()
 
 

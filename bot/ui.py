@@ -7,17 +7,33 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 from urllib.parse import urlsplit
 
 import discord
 
 from bot import errors
-from bot.i18n import N_, LocaleLike, tr, trn
+from bot.i18n import N_, LocaleLike, render, tr, trn
 from storage.jobs import Job, JobState
 
 if TYPE_CHECKING:
-    from bot.client import AnimateBot
+    from storage.jobs import JobRepository
+
+
+class _Canceller(Protocol):
+    async def cancel(self, job: Job, *, by_user_id: int) -> str: ...
+
+
+class ButtonHost(Protocol):
+    """What the buttons here need from the bot (bot.client.AnimateBot). A Protocol, so this module,
+    which the engine imports, never imports the client."""
+
+    @property
+    def jobs(self) -> JobRepository: ...
+
+    @property
+    def engine(self) -> _Canceller: ...
+
 
 MODEL_LABEL = N_("Wan 2.2 on RunComfy")
 PREVIEW_LABEL = N_("PREVIEW — a free local zoom/pan, not an AI generation")
@@ -209,9 +225,31 @@ class CancelButton(
         return cls(int(match["job_id"]))
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        bot: AnimateBot = interaction.client
         async with errors.reporting(interaction, f"Cancel button of job {self.job_id}"):
-            await bot.engine.handle_cancel_click(interaction, self.job_id)
+            await self.handle(interaction)
+
+    async def handle(self, interaction: discord.Interaction[Any]) -> None:
+        """Who may cancel, and the answer they see; what cancelling does is the engine's `cancel`."""
+        bot: ButtonHost = interaction.client
+        job = await job_for_button(interaction, self.job_id)
+        if job is None:
+            return
+        is_requester = interaction.user.id == job.user_id
+        if not is_requester and not interaction.permissions.manage_messages:
+            await interaction.response.send_message(
+                tr(
+                    interaction.locale,
+                    "Only the person who started this job, or a moderator with Manage Messages, "
+                    "can cancel it.",
+                ),
+                ephemeral=True,
+            )
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        text = await bot.engine.cancel(job, by_user_id=interaction.user.id)
+        await interaction.followup.send(
+            render(text, interaction.locale), ephemeral=True, allowed_mentions=NO_MENTIONS
+        )
 
 
 class _ActionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?!)"):
@@ -292,7 +330,7 @@ async def job_for_button(
 ) -> Job | None:
     """The job a persistent button names, if it is this server's job and the button sits on its status
     message (or, with `delivery`, its video). A forged or stale custom_id is refused: None."""
-    bot: AnimateBot = interaction.client
+    bot: ButtonHost = interaction.client
     job = await bot.jobs.get(job_id)
     message_id = interaction.message.id if interaction.message else None
     if job is not None and job.guild_id == interaction.guild_id:

@@ -19,6 +19,7 @@ from bot.i18n import N_, Msg, render, tr
 from bot.media import MediaError, download_capped, normalize_image
 from storage.guilds import guild_repository
 from storage.jobs import JobState, NewJob
+from storage.lifecycle import JobEvent
 from storage.quota import AlreadyStarted, LimitExceeded, Limits
 
 if TYPE_CHECKING:
@@ -427,7 +428,7 @@ class Animate(commands.Cog):
         if failure is not None:
             await self._end_unapproved(job, failure.message)
             return failure.message
-        self.bot.dispatch("job_event", job, "requested", job.user_id)
+        self.bot.dispatch("job_event", job, JobEvent.REQUESTED, job.user_id)
         link = f"https://discord.com/channels/{job.guild_id}/{job.channel_id}/{job.status_message_id}"
         if job.cost == 1:
             return Msg(
@@ -444,17 +445,10 @@ class Animate(commands.Cog):
         )
 
     async def _end_unapproved(self, job: Job, reason: str) -> None:
-        ended = await self.bot.quota.end_job(
-            job.id,
-            JobState.FAILED,
-            expect=(JobState.AWAITING_APPROVAL,),
-            refund=False,
-            error=render(reason, job.locale),
+        # Never charged, and no event: the request was never posted for approval.
+        await self.bot.engine.end(
+            job, JobState.FAILED, reason, within=JobState.AWAITING_APPROVAL, event=None, refund=False
         )
-        if ended and job.status_message_id is not None:
-            fresh = await self.bot.jobs.get(job.id)
-            if fresh is not None:
-                await self.bot.engine.present(fresh, force=True)
 
     @staticmethod
     def check_request(prompt: str, negative_prompt: str | None, image: ImageSource) -> str | None:

@@ -22,6 +22,7 @@ from bot.i18n import Msg, render, tr
 from bot.ui import DecisionButton
 from storage.guilds import guild_repository
 from storage.jobs import Job, JobState
+from storage.lifecycle import JobEvent
 from storage.quota import LimitExceeded
 
 if TYPE_CHECKING:
@@ -82,30 +83,33 @@ class Approval(commands.Cog):
                 JobState.REJECTED,
                 Msg("Rejected by <@{user}>.", user=interaction.user.id),
                 interaction.user.id,
-                "rejected",
+                JobEvent.REJECTED,
             )
         else:
             text = await self.finish(
-                job, JobState.CANCELLED, Msg("Withdrawn by the requester."), interaction.user.id, "cancelled"
+                job,
+                JobState.CANCELLED,
+                Msg("Withdrawn by the requester."),
+                interaction.user.id,
+                JobEvent.CANCELLED,
             )
         await interaction.followup.send(render(text, loc), ephemeral=True, allowed_mentions=ui.NO_MENTIONS)
 
-    async def finish(self, job: Job, state: JobState, reason: str, actor_id: int, event: str) -> str:
+    async def finish(self, job: Job, state: JobState, reason: str, actor_id: int, event: JobEvent) -> str:
         """Reject or withdraw: a final state, never charged. `reason` (a bot.i18n.Msg) is stored in the
         job's language; the answer is a Msg for whoever clicked."""
-        ended = await self.bot.quota.end_job(
-            job.id,
+        ended = await self.bot.engine.end(
+            job,
             state,
-            expect=(JobState.AWAITING_APPROVAL,),
+            reason,
+            within=JobState.AWAITING_APPROVAL,
+            event=event,
+            actor_id=actor_id,
             refund=False,
-            error=render(reason, job.locale),
         )
-        fresh = await self.bot.jobs.get(job.id)
-        if not ended or fresh is None:
-            return _already(fresh or job)
+        if not ended:
+            return _already(await self.bot.jobs.get(job.id) or job)
         log.info("Job %s %s by %s", job.id, event, actor_id)
-        self.bot.dispatch("job_event", fresh, event, actor_id)
-        await self.bot.engine.present(fresh, force=True)
         if state is JobState.REJECTED:
             return Msg("Rejected job #{id}. <@{user}> was not charged.", id=job.id, user=job.user_id)
         return Msg("Withdrawn. Nothing was charged.")
@@ -121,7 +125,11 @@ class Approval(commands.Cog):
             member = await guild.fetch_member(job.user_id)
         except discord.NotFound:
             await self.finish(
-                job, JobState.REJECTED, Msg("The requester left the server."), interaction.user.id, "rejected"
+                job,
+                JobState.REJECTED,
+                Msg("The requester left the server."),
+                interaction.user.id,
+                JobEvent.REJECTED,
             )
             return Msg("The requester has left the server, so the request was closed. Nothing was charged.")
         except discord.HTTPException as exc:
@@ -151,7 +159,7 @@ class Approval(commands.Cog):
         try:
             fresh = await self.bot.jobs.get(job.id)
             assert fresh is not None
-            self.bot.dispatch("job_event", fresh, "approved", interaction.user.id)
+            self.bot.dispatch("job_event", fresh, JobEvent.APPROVED, interaction.user.id)
             make_thread = not isinstance(interaction.channel, discord.Thread)
             result = await self.bot.engine.submit(fresh, make_thread=make_thread)
         except BaseException:

@@ -19,6 +19,7 @@ from bot import ui
 from bot.i18n import N_, LocaleLike, tr
 from storage.guilds import guild_repository
 from storage.jobs import Job
+from storage.lifecycle import JobEvent
 
 if TYPE_CHECKING:
     from bot.client import AnimateBot
@@ -27,23 +28,26 @@ log = logging.getLogger(__name__)
 
 # event -> (title, colour); events not listed here (e.g. "started") are not audited. Titles are English
 # templates, shown in the job's language.
-JOB_EVENTS: dict[str, tuple[str, discord.Colour]] = {
-    "requested": (N_("📝 Requested — awaiting approval"), discord.Colour.orange()),
-    "approved": (N_("👍 Approved"), discord.Colour.green()),
-    "rejected": (N_("⛔ Rejected"), discord.Colour.dark_red()),
-    "submitted": (N_("🚀 Submitted"), discord.Colour.blurple()),
-    "delivered": (N_("✅ Delivered"), discord.Colour.green()),
-    "failed": (N_("❌ Failed"), discord.Colour.red()),
-    "cancelled": (N_("🚫 Cancelled"), discord.Colour.dark_grey()),
+JOB_EVENTS: dict[JobEvent, tuple[str, discord.Colour]] = {
+    JobEvent.REQUESTED: (N_("📝 Requested — awaiting approval"), discord.Colour.orange()),
+    JobEvent.APPROVED: (N_("👍 Approved"), discord.Colour.green()),
+    JobEvent.REJECTED: (N_("⛔ Rejected"), discord.Colour.dark_red()),
+    JobEvent.SUBMITTED: (N_("🚀 Submitted"), discord.Colour.blurple()),
+    JobEvent.DELIVERED: (N_("✅ Delivered"), discord.Colour.green()),
+    JobEvent.FAILED: (N_("❌ Failed"), discord.Colour.red()),
+    JobEvent.CANCELLED: (N_("🚫 Cancelled"), discord.Colour.dark_grey()),
 }
+_KNOWN = frozenset(e.value for e in JobEvent)
 
 
 def message_link(guild_id: int, channel_id: int, message_id: int) -> str:
     return f"https://discord.com/channels/{guild_id}/{channel_id}/{message_id}"
 
 
-def job_embed(job: Job, event: str, actor_id: int | None, now: float | None = None) -> discord.Embed | None:
-    look = JOB_EVENTS.get(event)
+def job_embed(
+    job: Job, event: JobEvent | str, actor_id: int | None, now: float | None = None
+) -> discord.Embed | None:
+    look = JOB_EVENTS.get(JobEvent(event)) if event in _KNOWN else None
     if look is None:
         return None
     title, colour = look
@@ -55,7 +59,7 @@ def job_embed(job: Job, event: str, actor_id: int | None, now: float | None = No
         timestamp=datetime.fromtimestamp(time.time() if now is None else now, tz=UTC),
     )
     embed.add_field(name=tr(loc, "Requester"), value=f"<@{job.user_id}>")
-    if actor_id is not None and (actor_id != job.user_id or event in ("approved", "rejected")):
+    if actor_id is not None and (actor_id != job.user_id or event in (JobEvent.APPROVED, JobEvent.REJECTED)):
         embed.add_field(name=tr(loc, "By"), value=f"<@{actor_id}>")
     embed.add_field(name=tr(loc, "Cost"), value=f"{job.cost} ({job.resolution})")
     where = f"<#{job.channel_id}>"
@@ -63,7 +67,7 @@ def job_embed(job: Job, event: str, actor_id: int | None, now: float | None = No
         url = message_link(job.guild_id, job.channel_id, job.status_message_id)
         where += " · " + tr(loc, "[status message]({url})", url=url)
     embed.add_field(name=tr(loc, "Where"), value=where, inline=False)
-    if event in ("failed", "cancelled", "rejected") and job.error:
+    if event in (JobEvent.FAILED, JobEvent.CANCELLED, JobEvent.REJECTED) and job.error:
         embed.add_field(name=tr(loc, "Reason"), value=ui.clip(job.error, 300), inline=False)
     return embed
 
@@ -85,7 +89,7 @@ class Audit(commands.Cog):
             )
 
     @commands.Cog.listener()
-    async def on_job_event(self, job: Job, event: str, actor_id: int | None) -> None:
+    async def on_job_event(self, job: Job, event: JobEvent, actor_id: int | None) -> None:
         embed = job_embed(job, event, actor_id)
         if embed is not None:
             await self.post(job.guild_id, embed)

@@ -12,6 +12,7 @@ from discord.ext import commands
 
 from bot import ui
 from bot.i18n import tr
+from storage.lifecycle import JobEvent
 from storage.prefs import PrefsRepository
 
 if TYPE_CHECKING:
@@ -51,14 +52,16 @@ class Notify(commands.Cog):
         await interaction.response.send_message(text, ephemeral=True)
 
     @commands.Cog.listener()
-    async def on_job_event(self, job: Job, event: str, actor_id: int | None) -> None:
-        if event not in ("delivered", "failed") or not await self.prefs.dm_on_finish(job.user_id):
+    async def on_job_event(self, job: Job, event: JobEvent, actor_id: int | None) -> None:
+        if event not in (JobEvent.DELIVERED, JobEvent.FAILED) or not await self.prefs.dm_on_finish(
+            job.user_id
+        ):
             return
-        if event == "failed" and job.result_url:
+        if event == JobEvent.FAILED and job.result_url:
             return  # a finished video the bot could not post: the engine already DMed its link
         where = job.delivery_channel_id or job.thread_id or job.channel_id
         loc = job.locale  # the job's language (its error text is stored in it)
-        if event == "delivered" and job.delivery_message_id:
+        if event == JobEvent.DELIVERED and job.delivery_message_id:
             link = f"https://discord.com/channels/{job.guild_id}/{where}/{job.delivery_message_id}"
             text = tr(
                 loc, "Your video is ready: {link}\n> {prompt}", link=link, prompt=ui.clip(job.prompt, 200)

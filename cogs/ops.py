@@ -14,6 +14,7 @@ from discord.ext import commands
 from bot import metrics
 from bot.health import OpsServer
 from storage.jobs import Job
+from storage.lifecycle import JobEvent
 
 if TYPE_CHECKING:
     from bot.client import AnimateBot
@@ -50,7 +51,7 @@ class Ops(commands.Cog):
             self.server = None
 
     @commands.Cog.listener()
-    async def on_job_event(self, job: Job, event: str, actor_id: int | None) -> None:
+    async def on_job_event(self, job: Job, event: JobEvent, actor_id: int | None) -> None:
         metrics.count_job_event(event)
 
 

@@ -4,29 +4,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, fields
-from enum import StrEnum
 from typing import Any
 
+from storage import lifecycle
 from storage.db import Database, Row, Transaction
+from storage.lifecycle import UNFINISHED, JobState
 
-
-class JobState(StrEnum):
-    AWAITING_APPROVAL = "awaiting_approval"  # approval mode: posted, not charged, not submitted
-    PENDING = "pending"  # credits reserved, submit not confirmed yet
-    QUEUED = "queued"
-    RUNNING = "running"
-    DELIVERING = "delivering"  # RunComfy succeeded; the video still has to reach Discord
-    DELIVERED = "delivered"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    REJECTED = "rejected"  # approval mode: a moderator said no; never charged
-
-    @property
-    def finished(self) -> bool:
-        return self in (JobState.DELIVERED, JobState.FAILED, JobState.CANCELLED, JobState.REJECTED)
-
-
-UNFINISHED = (JobState.PENDING, JobState.QUEUED, JobState.RUNNING, JobState.DELIVERING)
+__all__ = ["UNFINISHED", "Job", "JobRepository", "JobState", "NewJob"]
 
 
 @dataclass(slots=True)
@@ -93,27 +77,19 @@ class NewJob:
     origin: str | None = None
 
 
-# Columns callers may change through `update`; anything else is a programming error.
+# Columns callers may change through `update`; anything else is a programming error. The state is
+# not among them: it changes only through `transition` (storage.lifecycle).
 _UPDATABLE = frozenset(
     {
         "status_message_id",
         "thread_id",
         "image_url",
         "image_note",
-        "request_id",
-        "state",
         "queue_position",
-        "error",
-        "result_url",
-        "delivery_message_id",
         "delivery_started_at",
         "overdue_notified_at",
         "status_has_image",
         "status_channel_id",
-        "delivery_channel_id",
-        "submitted_at",
-        "started_at",
-        "finished_at",
     }
 )
 
@@ -123,7 +99,11 @@ class JobRepository:
         self.db = db
 
     @staticmethod
-    async def insert(tx: Transaction, new: NewJob, now: float | None = None) -> int:
+    async def insert(
+        tx: Transaction, new: NewJob, now: float | None = None, *, state: JobState = JobState.PENDING
+    ) -> int:
+        if state not in lifecycle.INITIAL:
+            raise lifecycle.IllegalTransition(f"a job cannot start as {state.value}")
         now = time.time() if now is None else now
         return await tx.insert(
             "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, negative_prompt, resolution, template,"
@@ -141,7 +121,7 @@ class JobRepository:
                 int(new.prompt_extend),
                 new.cost,
                 new.upload_limit,
-                JobState.PENDING.value,
+                state.value,
                 now,
                 now,
                 new.locale,
@@ -177,24 +157,42 @@ class JobRepository:
         )
         return [Job.from_row(r) for r in rows]
 
-    async def update(self, job_id: int, *, expect: tuple[JobState, ...] = (), **changes: Any) -> bool:
-        """Set columns; with `expect`, only if the job is still in one of those states (compare-and-set).
+    async def transition(
+        self,
+        job_id: int,
+        to: JobState,
+        *,
+        within: JobState | frozenset[JobState] | None = None,
+        refund: bool = False,
+        reason: str | None = None,
+        **changes: Any,
+    ) -> bool:
+        """Move a job to `to` along `lifecycle.TRANSITIONS` (compare-and-set), with any refund in the
+        same transaction. Returns whether this call moved it, so of two racing actors (a cancel click
+        and a poll) exactly one wins."""
+        async with self.db.transaction() as tx:
+            return await lifecycle.move(
+                tx, job_id, to, within=within, refund=refund, reason=reason, **changes
+            )
 
-        Returns whether the row changed, so two racing transitions (a cancel click and a poll) cannot
-        both win.
+    async def update(
+        self, job_id: int, *, only_in: frozenset[JobState] | None = None, **changes: Any
+    ) -> bool:
+        """Set columns other than the state; with `only_in`, only while the job is in one of those
+        states (so a late poll does not touch a job that ended meanwhile). Returns whether the row changed.
         """
         bad = set(changes) - _UPDATABLE
         if bad:
             raise ValueError(f"cannot update {sorted(bad)}")
         sets = [f"{name} = ?" for name in changes]
-        params: list[Any] = [v.value if isinstance(v, JobState) else v for v in changes.values()]
+        params: list[Any] = list(changes.values())
         sets.append("updated_at = ?")
         params.append(time.time())
         sql = f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?"
         params.append(job_id)
-        if expect:
-            sql += f" AND state IN ({', '.join('?' for _ in expect)})"
-            params.extend(s.value for s in expect)
+        if only_in:
+            sql += f" AND state IN ({', '.join('?' for _ in only_in)})"
+            params.extend(s.value for s in sorted(only_in))
         return await self.db.execute(sql, params) == 1
 
     async def count_polls(self, job_id: int) -> None:

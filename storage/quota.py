@@ -16,14 +16,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
+from storage import lifecycle
 from storage.db import Database, Transaction, lock_key
 from storage.jobs import JobRepository, JobState, NewJob
 
 PeriodKind = Literal["day", "week"]
 # States in which a job counts towards a member's concurrent-job limit.
-_ACTIVE_STATES = ("awaiting_approval", "pending", "queued", "running", "delivering")
+_OPEN_STATES = tuple(sorted(s.value for s in lifecycle.OPEN))
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,11 +200,11 @@ class QuotaRepository:
         A job whose origin already has an unfinished job raises AlreadyStarted first: a double click
         hears that it started, not that it is cooling down."""
         exclude = -1 if exclude_job is None else exclude_job
-        marks = ", ".join("?" for _ in _ACTIVE_STATES)
+        marks = ", ".join("?" for _ in _OPEN_STATES)
         if new.origin is not None:
             row = await tx.fetchone(
                 f"SELECT id FROM jobs WHERE origin = ? AND id != ? AND state IN ({marks})",
-                (new.origin, exclude, *_ACTIVE_STATES),
+                (new.origin, exclude, *_OPEN_STATES),
             )
             if row is not None:
                 raise AlreadyStarted(int(row["id"]))
@@ -220,7 +221,7 @@ class QuotaRepository:
             row = await tx.fetchone(
                 f"SELECT COUNT(*) AS n FROM jobs WHERE guild_id = ? AND user_id = ? AND id != ?"
                 f" AND state IN ({marks})",
-                (new.guild_id, new.user_id, exclude, *_ACTIVE_STATES),
+                (new.guild_id, new.user_id, exclude, *_OPEN_STATES),
             )
             active = int(row["n"]) if row else 0
             if active >= limits.max_concurrent:
@@ -282,15 +283,14 @@ class QuotaRepository:
             await tx.lock(*_lock_keys(new.guild_id, new.user_id, limits))
             before = await self._check(tx, new, limits, now, exclude_job=None, for_approval=await_approval)
             try:
-                job_id = await JobRepository.insert(tx, new, now)
+                job_id = await JobRepository.insert(
+                    tx, new, now, state=JobState.AWAITING_APPROVAL if await_approval else JobState.PENDING
+                )
             except tx.unique_violation as exc:
                 # Only the one-unfinished-job-per-origin index can refuse this insert (another
                 # process won the race the check above could not see).
                 raise AlreadyStarted(None) from exc
             if await_approval:
-                await tx.execute(
-                    "UPDATE jobs SET state = ? WHERE id = ?", (JobState.AWAITING_APPROVAL.value, job_id)
-                )
                 return job_id, before
             await self._charge(tx, new.guild_id, new.user_id, job_id, limits.period, new.cost, now)
         return job_id, Standing(before.limit, before.used + new.cost, before.period, before.granted)
@@ -322,11 +322,10 @@ class QuotaRepository:
                 upload_limit=0,
             )
             before = await self._check(tx, probe, limits, now, exclude_job=job_id, for_approval=False)
-            changed = await tx.execute(
-                "UPDATE jobs SET state = ?, updated_at = ? WHERE id = ? AND state = ?",
-                (JobState.PENDING.value, now, job_id, JobState.AWAITING_APPROVAL.value),
+            moved = await lifecycle.move(
+                tx, job_id, JobState.PENDING, within=JobState.AWAITING_APPROVAL, now=now
             )
-            if changed != 1:  # decided by another process while this one waited for the lock
+            if not moved:  # decided by another process while this one waited for the lock
                 return None
             await self._charge(tx, probe.guild_id, probe.user_id, job_id, limits.period, probe.cost, now)
         return Standing(before.limit, before.used + probe.cost, before.period, before.granted)
@@ -355,47 +354,6 @@ class QuotaRepository:
                 " VALUES (?, ?, NULL, ?, ?, 'grant', ?, ?)",
                 (guild_id, user_id, period.key, -credits, reason, time.time()),
             )
-
-    async def end_job(
-        self,
-        job_id: int,
-        state: JobState,
-        *,
-        expect: tuple[JobState, ...],
-        refund: bool,
-        reason: str | None = None,
-        **changes: Any,
-    ) -> bool:
-        """Move a job to a final state and, if asked, refund its charge -- both or neither.
-
-        The refund goes into the period of the original charge, and the ledger's unique index makes a
-        second refund for the same job impossible. Returns False if the job had already left `expect`.
-        """
-        async with self.db.transaction() as tx:
-            sets = ["state = ?", "updated_at = ?", "finished_at = COALESCE(finished_at, ?)"]
-            now = time.time()
-            params: list[Any] = [state.value, now, now]
-            for name, value in changes.items():
-                if name not in {"error", "result_url", "queue_position", "delivery_message_id"}:
-                    raise ValueError(f"cannot set {name} when ending a job")
-                sets.append(f"{name} = ?")
-                params.append(value)
-            marks = ", ".join("?" for _ in expect)
-            changed = await tx.execute(
-                f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND state IN ({marks})",
-                [*params, job_id, *(s.value for s in expect)],
-            )
-            if changed != 1:
-                return False
-            if refund:
-                await tx.execute(
-                    "INSERT INTO quota_ledger"
-                    " (guild_id, user_id, job_id, period, credits, kind, reason, created_at)"
-                    " SELECT guild_id, user_id, job_id, period, -credits, 'refund', ?, ?"
-                    " FROM quota_ledger WHERE job_id = ? AND kind = 'charge' ON CONFLICT DO NOTHING",
-                    (reason, now, job_id),
-                )
-        return True
 
     async def job_ledger(self, job_id: int) -> list[tuple[str, int]]:
         rows = await self.db.fetchall(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from bot import engine
+from bot.engine import _common, _delivery
 from storage.jobs import Job, JobState
 
 
@@ -35,32 +35,32 @@ def make_job(**overrides: Any) -> Job:
 
 def test_nonces_are_deterministic_short_and_distinct() -> None:
     job = make_job()
-    assert engine._nonce("v", job) == engine._nonce("v", make_job())  # the same after a restart
+    assert _common.nonce("v", job) == _common.nonce("v", make_job())  # the same after a restart
     nonces = {
-        engine._nonce("v", job),
-        engine._nonce("s", job),
-        engine._nonce("r", job, 1577257791570051072),
-        engine._nonce("r", job, 1577257791570051073),
-        engine._nonce("v", make_job(id=43)),
-        engine._nonce("v", make_job(created_at=1_796_000_100.0)),  # a fresh database reusing id 42
+        _common.nonce("v", job),
+        _common.nonce("s", job),
+        _common.nonce("r", job, 1577257791570051072),
+        _common.nonce("r", job, 1577257791570051073),
+        _common.nonce("v", make_job(id=43)),
+        _common.nonce("v", make_job(created_at=1_796_000_100.0)),  # a fresh database reusing id 42
     }
     assert len(nonces) == 6
     huge = make_job(id=2**63 - 1)
-    assert all(len(engine._nonce(kind, huge, 2**63 - 1)) <= 25 for kind in "vsrd")
+    assert all(len(_common.nonce(kind, huge, 2**63 - 1)) <= 25 for kind in "vsrd")
 
 
 def test_short_links_stay_inline() -> None:
-    out = engine._linked(None, "https://cdn.example/v.mp4", lambda link: f"ready: {link} · job #1")
+    out = _delivery._linked(None, "https://cdn.example/v.mp4", lambda link: f"ready: {link} · job #1")
     assert out.content == "ready: <https://cdn.example/v.mp4> · job #1" and out.link is None
 
 
 def test_long_links_move_out_of_the_text() -> None:
     url = "https://cdn.example/v.mp4?sig=" + "s" * 1990
-    out = engine._linked(None, url, lambda link: f"ready: {link} · job #1")
+    out = _delivery._linked(None, url, lambda link: f"ready: {link} · job #1")
     assert out.content == "ready: (link below) · job #1" and out.link == url
-    plain = engine._linked(None, url, lambda link: f"ready: {link}", extras=False)
+    plain = _delivery._linked(None, url, lambda link: f"ready: {link}", extras=False)
     assert plain.link is None and url not in plain.content and "too long" in plain.content
     # Nowhere to show it: not http(s), or longer than an embed holds.
     for odd in ("javascript:" + "x" * 2000, "https://cdn.example/" + "x" * 5000):
-        out = engine._linked(None, odd, lambda link: f"ready: {link}")
-        assert out.link is None and len(out.content) <= engine.MAX_CONTENT
+        out = _delivery._linked(None, odd, lambda link: f"ready: {link}")
+        assert out.link is None and len(out.content) <= _common.MAX_CONTENT

@@ -58,7 +58,7 @@ async def test_video_stored_but_answer_lost_is_posted_once(harness: Harness, out
 async def test_video_upload_that_goes_unanswered_is_posted_once(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bot import engine as engine_module
+    from bot.engine import _common as engine_module
 
     h = harness
     monkeypatch.setattr(engine_module, "POST_TIMEOUT", 0.5)

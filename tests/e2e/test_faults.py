@@ -224,7 +224,7 @@ async def test_a_discord_hiccup_right_after_submit_does_not_orphan_the_job(harne
     h = harness
     await h.start_bot()
     engine = h.running.engine
-    real_present = engine.present
+    real_present = engine.presenter.present
     calls = 0
 
     async def flaky_present(job: object, *, force: bool = False) -> None:
@@ -234,7 +234,7 @@ async def test_a_discord_hiccup_right_after_submit_does_not_orphan_the_job(harne
             raise ConnectionResetError("network blip")  # not an HTTPException: discord.py lets it through
         await real_present(job, force=force)  # type: ignore[arg-type]
 
-    engine.present = flaky_present  # type: ignore[method-assign]
+    engine.presenter.present = flaky_present  # type: ignore[method-assign]
     inter = await h.animate()
     assert "on its way" in await h.reply(inter)
     job = await h.wait_job(1, "delivered")
@@ -244,7 +244,7 @@ async def test_a_discord_hiccup_right_after_submit_does_not_orphan_the_job(harne
 async def test_video_discord_keeps_refusing_is_sent_by_dm_and_refunded(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bot import engine as engine_module
+    from bot.engine import _common as engine_module
 
     h = harness
     monkeypatch.setattr(engine_module, "DELIVERY_TIMEOUT", 1.0)

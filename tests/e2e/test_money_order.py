@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yarl
 
-import bot.engine as engine_module
+import bot.engine._common as engine_module
 from bot.runcomfy import GenerationParams, Submission
 from tests.e2e.conftest import RUNCOMFY_TOKEN, Harness, jpeg_bytes
 from tests.fakes.discord import FakeInteraction

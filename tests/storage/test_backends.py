@@ -93,7 +93,8 @@ async def test_values_read_back_are_the_same_python_values(db: Database) -> None
     quota = QuotaRepository(db)
     job = NewJob(SNOWFLAKE, SNOWFLAKE + 1, SNOWFLAKE + 2, "p", None, "480P", None, 4_294_967_295, True, 2, 1)
     job_id, _ = await quota.reserve_job(job, Limits(None, daily_period()))
-    await jobs.update(job_id, status_has_image=False, submitted_at=1.5, thread_id=SNOWFLAKE + 3)
+    await jobs.update(job_id, status_has_image=False, thread_id=SNOWFLAKE + 3)
+    await jobs.transition(job_id, JobState.QUEUED, submitted_at=1.5, request_id="r1")
     got = await jobs.get(job_id)
     assert got is not None
     assert (got.guild_id, got.channel_id, got.user_id, got.thread_id) == (
@@ -103,7 +104,7 @@ async def test_values_read_back_are_the_same_python_values(db: Database) -> None
         SNOWFLAKE + 3,
     )
     assert got.seed == 4_294_967_295 and got.prompt_extend is True and got.status_has_image is False
-    assert type(got.created_at) is float and got.submitted_at == 1.5 and got.state is JobState.PENDING
+    assert type(got.created_at) is float and got.submitted_at == 1.5 and got.state is JobState.QUEUED
     # Sums and counts come back as int on both (not Decimal).
     row = await db.fetchone("SELECT COALESCE(SUM(credits), 0) AS s, COUNT(*) AS n FROM quota_ledger")
     assert row is not None and type(row["s"]) is int and row["s"] == 2 and row[1] == 1
@@ -311,9 +312,11 @@ async def test_stats_and_prefs_give_the_same_answers_on_both(db: Database) -> No
     limits = Limits(None, daily_period())
     for user, took in ((1, 30.0), (1, 50.0), (2, 40.0)):
         job_id, _ = await quota.reserve_job(new_job(user_id=user, cost=2), limits)
-        await jobs.update(job_id, state=JobState.DELIVERED, submitted_at=1000.0, finished_at=1000.0 + took)
+        await jobs.transition(job_id, JobState.QUEUED, submitted_at=1000.0)
+        await jobs.transition(job_id, JobState.DELIVERING, finished_at=1000.0 + took)
+        await jobs.transition(job_id, JobState.DELIVERED)
     refunded, _ = await quota.reserve_job(new_job(user_id=3), limits)
-    await quota.end_job(refunded, JobState.FAILED, expect=(JobState.PENDING,), refund=True)
+    await jobs.transition(refunded, JobState.FAILED, within=JobState.PENDING, refund=True)
     stats = await guild_stats(db, 1, 0.0)
     assert stats.by_state == {"delivered": 3, "failed": 1} and stats.spent == 6
     assert stats.median_seconds == 40.0 and stats.top_users == [(1, 4), (2, 2)]

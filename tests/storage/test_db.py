@@ -72,9 +72,9 @@ async def test_many_coroutines_never_see_database_is_locked(db: Database) -> Non
     async def worker(user: int) -> None:
         for _ in range(10):
             job_id, _ = await quota.reserve_job(new_job(user_id=user), 1000, period)
-            await jobs.update(job_id, state=JobState.QUEUED, request_id=f"r{job_id}")
+            await jobs.transition(job_id, JobState.QUEUED, request_id=f"r{job_id}")
             await jobs.count_polls(job_id)
-            await quota.end_job(job_id, JobState.FAILED, expect=(JobState.QUEUED,), refund=True)
+            await jobs.transition(job_id, JobState.FAILED, within=JobState.QUEUED, refund=True)
 
     await asyncio.gather(*(worker(u) for u in range(20)))
     row = await db.fetchone("SELECT COUNT(*) AS n, SUM(poll_count) AS p FROM jobs WHERE state = 'failed'")

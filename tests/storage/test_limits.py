@@ -18,7 +18,7 @@ from storage.quota import (
     daily_period,
     period_for,
 )
-from tests.storage.test_quota import new_job
+from tests.storage.test_quota import deliver, new_job
 
 
 async def test_concurrency_limit_is_atomic(db: Database) -> None:
@@ -32,7 +32,7 @@ async def test_concurrency_limit_is_atomic(db: Database) -> None:
     assert len(refused) == 4 and refused[0].limit == 2
     # A finished job frees a slot.
     first = next(r for r in results if isinstance(r, tuple))
-    await quota.end_job(first[0], JobState.DELIVERED, expect=(JobState.PENDING,), refund=False)
+    await deliver(JobRepository(db), first[0])
     await quota.reserve_job(new_job(), limits)
 
 
@@ -54,7 +54,7 @@ async def test_guild_budget_counts_unrefunded_charges_of_everyone(db: Database) 
         await quota.reserve_job(new_job(user_id=2, cost=2), limits)
     assert info.value.spent == 2 and info.value.frees_at is not None
     await quota.reserve_job(new_job(user_id=2, guild_id=9, cost=2), limits)  # another guild
-    await quota.end_job(first, JobState.FAILED, expect=(JobState.PENDING,), refund=True)
+    await JobRepository(db).transition(first, JobState.FAILED, refund=True)
     await quota.reserve_job(new_job(user_id=2, cost=2), limits)  # the refund freed the budget
 
 

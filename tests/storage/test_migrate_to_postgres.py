@@ -76,19 +76,26 @@ async def build_todays_database(path: Path) -> None:
         delivered, _ = await quota.reserve_job(new_job(user_id=U, guild_id=G), limits)
         await jobs.update(
             delivered,
-            state=JobState.DELIVERED,
-            request_id="req-1",
             thread_id=CHANNEL + 10,
             status_message_id=CHANNEL + 11,
-            delivery_message_id=CHANNEL + 12,
-            delivery_channel_id=CHANNEL + 10,
-            result_url="https://example.com/v.mp4",
-            submitted_at=1_700_000_000.25,
-            finished_at=1_700_000_060.5,
             status_has_image=False,
         )
+        # Through the lifecycle, as the engine moves it: submitted, finished, posted.
+        await jobs.transition(delivered, JobState.QUEUED, request_id="req-1", submitted_at=1_700_000_000.25)
+        await jobs.transition(
+            delivered,
+            JobState.DELIVERING,
+            result_url="https://example.com/v.mp4",
+            finished_at=1_700_000_060.5,
+        )
+        await jobs.transition(
+            delivered,
+            JobState.DELIVERED,
+            delivery_message_id=CHANNEL + 12,
+            delivery_channel_id=CHANNEL + 10,
+        )
         failed, _ = await quota.reserve_job(new_job(user_id=U, guild_id=G, cost=2), limits)
-        await quota.end_job(failed, JobState.FAILED, expect=(JobState.PENDING,), refund=True, error="boom")
+        await jobs.transition(failed, JobState.FAILED, within=JobState.PENDING, refund=True, error="boom")
         await quota.reserve_job(new_job(user_id=U + 2, guild_id=G), limits, await_approval=True)
         await quota.grant(G, U, 4, period_for("week", 5), reason="event")
         # A job deleted after it got an id: SQLite's AUTOINCREMENT never reuses it, nor may PostgreSQL.

@@ -1,0 +1,170 @@
+"""The job's status message: edits (coalesced per message, spaced per channel), re-posts, the ETA."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+import time
+
+import discord
+
+from bot import ui
+from bot.engine import _common as c
+from bot.engine._scheduler import Tasks
+from storage.jobs import Job
+from storage.lifecycle import POLLED
+from storage.stats import recent_durations
+
+log = logging.getLogger(__name__)
+SHOWN_MEMORY = 10_000  # jobs whose newest shown row is remembered
+
+
+class Presenter:
+    def __init__(self, ctx: c.Context, tasks: Tasks) -> None:
+        self.ctx = ctx
+        self._tasks = tasks
+        self._last_edit: dict[int, float] = {}
+        self._edit_pending: set[int] = set()
+        self._channel_next: dict[int, float] = {}  # earliest next routine edit per channel
+        self._edit_locks: dict[int, asyncio.Lock] = {}
+        self._shown: dict[int, float] = {}  # job id -> `updated_at` of the newest row shown
+        self.eta_cache: dict[tuple[int, str], tuple[float, float | None]] = {}
+
+    async def refresh(self, job_id: int, *, force: bool = False) -> None:
+        """Show the job as the database has it now."""
+        job = await self.ctx.jobs.get(job_id)
+        if job is not None:
+            await self.present(job, force=force)
+
+    async def present(self, job: Job, *, force: bool = False) -> None:
+        """Edit the status message to show `job`. Routine edits are coalesced to one per message per
+        `status_edit_interval` and spaced `channel_edit_interval` apart within a channel (all status
+        messages of a channel share Discord's rate limit); forced edits -- state changes -- go at once.
+
+        Edits of one message run one at a time. The job given is shown as it is (callers pass the row
+        they just read or wrote), unless an edit already showed a newer row: then it is read again, so
+        the last edit always shows the newest state, whatever order they were asked for in.
+        """
+        settings = self.ctx.settings
+        if job.status_message_id is None or self.ctx.closing:
+            return
+        channel_id = job.status_channel_id or job.channel_id
+        now = time.monotonic()
+        if not force:
+            wait = max(
+                self._last_edit.get(job.id, -1e9) + settings.status_edit_interval - now,
+                self._channel_next.get(channel_id, 0.0) - now,
+            )
+            if wait > 0:
+                if job.id not in self._edit_pending:
+                    self._edit_pending.add(job.id)
+                    self._tasks.spawn(self._delayed(job.id, wait), f"present-{job.id}")
+                return
+        self._last_edit[job.id] = now
+        self._channel_next[channel_id] = max(now, self._channel_next.get(channel_id, 0.0)) + (
+            settings.channel_edit_interval
+        )
+        lock = self._edit_locks.setdefault(job.id, asyncio.Lock())
+        async with lock:
+            shown = self._shown.get(job.id)
+            fresh = job
+            if shown is not None and job.updated_at < shown:
+                fresh = await self.ctx.jobs.get(job.id) or job
+            if fresh.status_message_id is None:
+                return
+            self._remember(job.id, max(fresh.updated_at, shown or fresh.updated_at))
+            await self._edit(fresh)
+        if fresh.state.finished:
+            self._last_edit.pop(job.id, None)
+            self._edit_locks.pop(job.id, None)
+
+    def _remember(self, job_id: int, updated_at: float) -> None:
+        # Kept after a job ends too (a late edit of an older row must still see it is old); bounded,
+        # as an edit that late only ever comes from a step that was already under way.
+        self._shown.pop(job_id, None)
+        self._shown[job_id] = updated_at
+        while len(self._shown) > SHOWN_MEMORY:
+            del self._shown[next(iter(self._shown))]
+
+    async def _edit(self, job: Job) -> None:
+        eta = await self.eta(job)
+        try:
+            await self.ctx.status_message(job).edit(
+                embed=ui.status_embed(job, eta=eta), view=ui.status_view(job), allowed_mentions=ui.NO_MENTIONS
+            )
+        except discord.NotFound as exc:
+            if exc.code == 10008:  # Unknown Message: someone deleted it
+                await self._repost(job)
+            else:
+                log.warning("Job %s: status message unreachable: %s", job.id, exc)
+        except discord.HTTPException as exc:
+            log.warning("Job %s: could not update the status message: %s", job.id, exc)
+
+    async def eta(self, job: Job) -> float | None:
+        """Expected finish: submit time plus the median of the guild's recent jobs at this resolution
+        (bot-wide while the guild has fewer than a few). Cached for a minute per guild/resolution."""
+        if job.state not in POLLED or job.submitted_at is None:
+            return None
+        key = (job.guild_id, job.resolution)
+        cached = self.eta_cache.get(key)
+        now = time.monotonic()
+        if cached is None or now - cached[0] > 60:
+            db = self.ctx.jobs.db
+            took = await recent_durations(db, job.resolution, job.guild_id)
+            if len(took) < c.ETA_MIN_SAMPLES:
+                took = await recent_durations(db, job.resolution, None)
+            median = statistics.median(took) if len(took) >= c.ETA_MIN_SAMPLES else None
+            cached = (now, median)
+            self.eta_cache[key] = cached
+        return None if cached[1] is None else job.submitted_at + cached[1]
+
+    async def _repost(self, job: Job) -> None:
+        """The status message was deleted: post a fresh one (in the thread if there is one) so the
+        requester keeps their progress and Cancel button. The source image went with the original."""
+        assert job.status_message_id is not None
+        deleted = job.status_message_id
+        job.status_has_image = False
+        started = time.time()
+        for target_id in dict.fromkeys(t for t in (job.thread_id, job.channel_id) if t is not None):
+            target = self.ctx.client.get_partial_messageable(target_id, guild_id=job.guild_id)
+            view = ui.status_view(job) or discord.ui.View(timeout=None)
+            try:
+                # The nonce names this re-post (of this deleted message), wherever it lands.
+                message = await c.send(
+                    target,
+                    nonce=c.nonce("r", job, deleted),
+                    embed=ui.status_embed(job),
+                    view=view,
+                    allowed_mentions=ui.NO_MENTIONS,
+                )
+            except c.AMBIGUOUS as exc:
+                try:
+                    found = await self.ctx.find_status(job, target_id, besides=deleted, since=started)
+                except c.Unverifiable:
+                    found = None
+                if found is None:
+                    # The next edit finds the old message still gone and re-posts with the same nonce.
+                    log.info(
+                        "Job %s: re-posting the status in %s went unanswered: %r", job.id, target_id, exc
+                    )
+                    return
+                message = found
+            except discord.HTTPException as exc:
+                log.info("Job %s: could not re-post the status in %s: %s", job.id, target_id, exc)
+                continue
+            # The message's own channel is where it is edited from now on.
+            await self.ctx.jobs.update(
+                job.id, status_message_id=message.id, status_channel_id=target_id, status_has_image=False
+            )
+            # Rows read before this point name the deleted message: the next edit must read again.
+            self._remember(job.id, time.time())
+            log.info("Job %s: status message was deleted; re-posted in %s", job.id, target_id)
+            return
+
+    async def _delayed(self, job_id: int, wait: float) -> None:
+        try:
+            await asyncio.sleep(wait)
+        finally:
+            self._edit_pending.discard(job_id)
+        await self.refresh(job_id)  # not forced: waits again if its channel is still busy
