@@ -8,7 +8,7 @@ import hashlib
 import json
 import logging
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import discord
@@ -16,15 +16,21 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import errors, i18n, metrics, ui
+from bot.admission import MAX_SOURCE_BYTES, Admission
 from bot.engine import JobEngine, VideoBackend
 from bot.fetch import OutputFetcher
+from bot.media import download_capped
 from bot.preview import PreviewBackend
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
 from bot.ui import CancelButton, ResultButton
 from storage.db import Database
+from storage.guilds import guild_repository
 from storage.jobs import JobRepository
 from storage.quota import QuotaRepository
+
+if TYPE_CHECKING:
+    from cogs.animate import Animate
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +74,9 @@ class AnimateBot(commands.Bot):
     runcomfy: VideoBackend
     preview: PreviewBackend | None = None
     engine: JobEngine
+    admission: Admission
+    # Typed accessors for cross-cog calls, set by each cog while it is loaded.
+    animate: Animate | None = None
 
     def __init__(self, settings: Settings, **options: Any) -> None:
         # The bot never joins voice; skip discord.py's warnings about voice libraries.
@@ -163,6 +172,15 @@ class AnimateBot(commands.Bot):
             session=self.session,
             outputs=self.outputs,
         )
+        self.admission = Admission(
+            settings=self.settings,
+            guilds=guild_repository(self.db),
+            jobs=self.jobs,
+            quota=self.quota,
+            download=self.download_source,
+            accepting=lambda: self.engine.accepting,
+            abandon=self.engine.abandon,
+        )
         self.add_dynamic_items(CancelButton, ResultButton)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
@@ -170,6 +188,10 @@ class AnimateBot(commands.Bot):
         await self.tree.set_translator(i18n.CatalogTranslator())
         await self.sync_commands_if_changed()
         await self.engine.start()
+
+    async def download_source(self, url: str) -> bytes:
+        """A member's source image (an attachment URL), capped in size and time."""
+        return await download_capped(self.session, url, max_bytes=MAX_SOURCE_BYTES, timeout=60)
 
     async def close(self) -> None:
         log.info("Shutting down")

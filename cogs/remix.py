@@ -15,9 +15,10 @@ from discord.app_commands import locale_str as _l
 from discord.ext import commands
 
 from bot import ui
+from bot.admission import NEGATIVE_MAX, PROMPT_MAX, AnimateRequest, ImageSource
 from bot.errors import ReportingModal
 from bot.i18n import N_, LocaleLike, tr
-from cogs.animate import NEGATIVE_MAX, POSTABLE, PROMPT_MAX, AnimateRequest, ImageSource, PostableChannel
+from cogs.animate import POSTABLE, PostableChannel
 
 if TYPE_CHECKING:
     from bot.client import AnimateBot
@@ -146,9 +147,9 @@ class Remix(commands.Cog):
 
     @property
     def animate(self) -> Animate:
-        cog = self.bot.get_cog("Animate")
+        cog = self.bot.animate
         assert cog is not None, "cogs.animate must be loaded before cogs.remix"
-        return cog  # type: ignore[return-value]
+        return cog
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self.menu)
