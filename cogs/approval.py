@@ -132,12 +132,10 @@ class Approval(commands.Cog):
                 "<@{user}> is banned from /animate here; reject the request or unban them first.",
                 user=job.user_id,
             )
-        override = await guilds.user_override(job.guild_id, job.user_id)
-        allowance = policy.resolve_allowance(
-            config, policy.role_ids(member), override, self.bot.settings.daily_quota
-        )
+        # The same allowance rules as when it was requested (bot/admission.py).
+        limits = await self.bot.admission.limits(config, job.user_id, policy.role_ids(member))
         try:
-            standing = await self.bot.quota.approve_job(job.id, policy.limits_for(config, allowance))
+            standing = await self.bot.quota.approve_job(job.id, limits)
         except LimitExceeded as exc:
             reason = policy.describe_limit(exc, job.resolution, requester=job.user_id)
             return Msg(
