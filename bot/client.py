@@ -23,7 +23,7 @@ from bot.media import download_capped
 from bot.preview import PreviewBackend
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
-from bot.ui import CancelButton, ResultButton
+from bot.ui import CancelButton, DecisionButton, ResultButton
 from storage.db import Database
 from storage.guilds import guild_repository
 from storage.jobs import JobRepository
@@ -31,6 +31,8 @@ from storage.quota import QuotaRepository
 
 if TYPE_CHECKING:
     from cogs.animate import Animate
+    from cogs.approval import Approval
+    from cogs.remix import Remix
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,8 @@ class AnimateBot(commands.Bot):
     admission: Admission
     # Typed accessors for cross-cog calls, set by each cog while it is loaded.
     animate: Animate | None = None
+    remix: Remix | None = None
+    approval: Approval | None = None
 
     def __init__(self, settings: Settings, **options: Any) -> None:
         # The bot never joins voice; skip discord.py's warnings about voice libraries.
@@ -181,7 +185,9 @@ class AnimateBot(commands.Bot):
             accepting=lambda: self.engine.accepting,
             abandon=self.engine.abandon,
         )
-        self.add_dynamic_items(CancelButton, ResultButton)
+        # Every job button is registered for the bot's life; a click finds its handling cog through a
+        # typed attribute (bot.remix, bot.approval) and says so if that cog is not loaded.
+        self.add_dynamic_items(CancelButton, ResultButton, DecisionButton)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         # Descriptions, choice names and the context-menu name get their translations at sync.

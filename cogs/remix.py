@@ -153,28 +153,29 @@ class Remix(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self.menu)
+        self.bot.remix = self  # handles bot.ui.ResultButton clicks
 
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
+        if self.bot.remix is self:
+            self.bot.remix = None
 
     # ------------------------------------------------------------------ buttons on a finished video
 
-    async def handle_result_button(
-        self, interaction: discord.Interaction[Any], job_id: int, action: str
-    ) -> None:
-        loc = interaction.locale
-        job = await ui.job_for_button(interaction, job_id, delivery=True)
-        if job is None:
-            return
+    async def button_refusal(
+        self, interaction: discord.Interaction[Any], job: Job, action: str
+    ) -> str | None:
+        """Who may press a finished video's buttons: its requester or a moderator (Manage Messages)."""
         if interaction.user.id != job.user_id and not interaction.permissions.manage_messages:
-            await interaction.response.send_message(
-                tr(
-                    loc,
-                    "Only the person who made this video, or a moderator with Manage Messages, can use this.",
-                ),
-                ephemeral=True,
+            return tr(
+                interaction.locale,
+                "Only the person who made this video, or a moderator with Manage Messages, can use this.",
             )
-            return
+        return None
+
+    async def button_pressed(self, interaction: discord.Interaction[Any], job: Job, action: str) -> None:
+        """A click on a finished video's button (bot.ui.ResultButton), already checked."""
+        loc = interaction.locale
         if action == "details":
             await interaction.response.send_message(embed=details_embed(job, loc), ephemeral=True)
             return
