@@ -28,6 +28,7 @@ from bot.ui import clip
 from storage.guilds import GuildConfig, GuildRepository
 from storage.jobs import Job, JobRepository, NewJob
 from storage.quota import AlreadyStarted, LimitExceeded, Limits, QuotaRepository, Standing
+from storage.spec import GenerationSpec
 
 if TYPE_CHECKING:
     import discord
@@ -49,18 +50,6 @@ DOWNLOADS_AT_ONCE = 3
 MEMBER_WAIT = 30.0
 # Images decoded at once (a large photo takes hundreds of MB while it is decoded).
 DECODES_AT_ONCE = 4
-
-
-@dataclass(frozen=True, slots=True)
-class AnimateRequest:
-    """What the user asked for, however they asked (slash command, button, modal, context menu)."""
-
-    prompt: str
-    negative_prompt: str | None = None
-    resolution: str = "480P"
-    template: str | None = None
-    seed: int | None = None
-    prompt_extend: bool = True
 
 
 class AttachmentLike(Protocol):
@@ -118,7 +107,7 @@ class AdmissionRequest:
     role_ids: frozenset[int]
     channel: ChannelFacts | None  # None: a kind of channel the bot cannot post in
     permissions: discord.Permissions  # the bot's, in that channel
-    request: AnimateRequest
+    spec: GenerationSpec  # what to generate, as the user gave it (admission cleans it)
     source: ImageSource
     upload_limit: int
     guild_locale: str | None = None  # the job's public messages and the audit log are in it
@@ -398,7 +387,7 @@ class Admission:
                     )
                 )
             return Refused(Msg("A server admin has blocked you from using /animate here."))
-        spec, source = req.request, req.source
+        spec, source = req.spec, req.source
         problem = (
             policy.channel_problem(
                 config, channel_id=channel.id, parent_id=channel.parent_id, nsfw=channel.nsfw
@@ -442,18 +431,12 @@ class Admission:
         return Refused(policy.describe_block(hit), blocked)
 
     def _new_job(self, req: AdmissionRequest, channel: ChannelFacts, config: GuildConfig) -> NewJob:
-        spec = req.request
-        return NewJob(
+        return NewJob.from_spec(
+            req.spec.cleaned(),
             guild_id=req.guild_id,
             channel_id=channel.id,
             user_id=req.user_id,
-            prompt=spec.prompt.strip(),
-            negative_prompt=spec.negative_prompt.strip() if spec.negative_prompt else None,
-            resolution=spec.resolution,
-            template=spec.template.strip().lower() if spec.template else None,
-            seed=spec.seed,
-            prompt_extend=spec.prompt_extend,
-            cost=self.price(config, spec.resolution),
+            cost=self.price(config, req.spec.resolution),
             upload_limit=req.upload_limit,
             locale=req.guild_locale,
             origin=req.origin,

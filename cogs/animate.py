@@ -19,7 +19,6 @@ from bot.admission import (
     NEGATIVE_MAX,
     PROMPT_MAX,
     AdmissionRequest,
-    AnimateRequest,
     ChannelFacts,
     DownloadGate,
     ImageSource,
@@ -32,6 +31,7 @@ from bot.admission import (
 )
 from bot.i18n import Msg, render, tr
 from storage.jobs import JobState
+from storage.spec import GenerationSpec, Resolution
 
 if TYPE_CHECKING:
     from bot.client import AnimateBot
@@ -51,7 +51,6 @@ __all__ = [
     "PROMPT_MAX",
     "TEMPLATES",
     "Animate",
-    "AnimateRequest",
     "DownloadGate",
     "ImageSource",
     "MemberSlot",
@@ -121,20 +120,20 @@ class Animate(commands.Cog):
     ) -> None:
         # Acknowledge first: everything below may take longer than Discord's 3 seconds.
         await interaction.response.defer(ephemeral=True, thinking=True)
-        request = AnimateRequest(
+        spec = GenerationSpec(
             prompt=prompt,
             negative_prompt=negative_prompt,
-            resolution=resolution,
+            resolution=Resolution(resolution),
             template=template,
             seed=seed,
             prompt_extend=prompt_extend,
         )
-        await self.start(interaction, request, ImageSource.from_attachment(image))
+        await self.start(interaction, spec, ImageSource.from_attachment(image))
 
     async def start(
         self,
         interaction: discord.Interaction[AnimateBot],
-        request: AnimateRequest,
+        spec: GenerationSpec,
         source: ImageSource,
         channel: PostableChannel | None = None,
         *,
@@ -153,9 +152,7 @@ class Animate(commands.Cog):
             )
 
         target = channel if channel is not None else interaction.channel
-        result = await self.bot.admission.admit(
-            admission_request(interaction, request, source, target, origin)
-        )
+        result = await self.bot.admission.admit(admission_request(interaction, spec, source, target, origin))
         if isinstance(result, Refused):
             if result.blocked is not None:
                 b = result.blocked
@@ -256,7 +253,7 @@ class Animate(commands.Cog):
 
 def admission_request(
     interaction: discord.Interaction[AnimateBot],
-    request: AnimateRequest,
+    spec: GenerationSpec,
     source: ImageSource,
     channel: object,
     origin: str | None,
@@ -277,7 +274,7 @@ def admission_request(
         role_ids=frozenset(policy.role_ids(interaction.user)),
         channel=facts,
         permissions=interaction.app_permissions,
-        request=request,
+        spec=spec,
         source=source,
         upload_limit=interaction.filesize_limit,
         guild_locale=interaction.guild_locale.value if interaction.guild_locale else None,

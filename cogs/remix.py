@@ -4,6 +4,7 @@ like any other job."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -15,10 +16,11 @@ from discord.app_commands import locale_str as _l
 from discord.ext import commands
 
 from bot import ui
-from bot.admission import NEGATIVE_MAX, PROMPT_MAX, AnimateRequest, ImageSource
+from bot.admission import NEGATIVE_MAX, PROMPT_MAX, ImageSource
 from bot.errors import ReportingModal
 from bot.i18n import N_, LocaleLike, tr
 from cogs.animate import POSTABLE, PostableChannel
+from storage.spec import GenerationSpec, Resolution
 
 if TYPE_CHECKING:
     from bot.client import AnimateBot
@@ -46,7 +48,7 @@ class AnimateModal(ReportingModal):
         cog: Remix,
         *,
         title: str,
-        defaults: AnimateRequest,
+        defaults: GenerationSpec,
         load_source: SourceLoader,
         channel: PostableChannel | None,
         locale: LocaleLike = None,
@@ -74,7 +76,7 @@ class AnimateModal(ReportingModal):
             max_length=NEGATIVE_MAX,
         )
         self.resolution: discord.ui.TextInput[AnimateModal] = discord.ui.TextInput(
-            label=tr(locale, "Resolution: 480P or 1080P"), default=defaults.resolution, max_length=5
+            label=tr(locale, "Resolution: 480P or 1080P"), default=defaults.resolution.value, max_length=5
         )
         self.template: discord.ui.TextInput[AnimateModal] = discord.ui.TextInput(
             label=tr(locale, "Template (optional), e.g. squish, flying"),
@@ -91,11 +93,11 @@ class AnimateModal(ReportingModal):
         for item in (self.prompt, self.negative, self.resolution, self.template, self.seed):
             self.add_item(item)
 
-    def parse(self) -> AnimateRequest | str:
+    def parse(self) -> GenerationSpec | str:
         """The request, or a sentence saying which field to fix (in the form's language)."""
         loc = self.locale
         resolution = self.resolution.value.strip().upper()
-        if resolution not in ("480P", "1080P"):
+        if resolution not in {r.value for r in Resolution}:
             return tr(
                 loc,
                 "Resolution must be 480P or 1080P, not “{value}”.",
@@ -109,10 +111,10 @@ class AnimateModal(ReportingModal):
                 return tr(loc, "The seed must be a whole number (or empty for a random one).")
             if not 0 <= seed <= SEED_MAX:
                 return tr(loc, "The seed must be between 0 and {max}.", max=SEED_MAX)
-        return AnimateRequest(
+        return GenerationSpec(
             prompt=self.prompt.value,
             negative_prompt=self.negative.value.strip() or None,
-            resolution=resolution,
+            resolution=Resolution(resolution),
             template=self.template.value.strip() or None,
             seed=seed,
             prompt_extend=self.defaults.prompt_extend,
@@ -179,7 +181,7 @@ class Remix(commands.Cog):
         if action == "details":
             await interaction.response.send_message(embed=details_embed(job, loc), ephemeral=True)
             return
-        defaults = request_of(job)
+        defaults = job.spec
         channel = self.job_channel(job)
         if action == "edit":
             modal = AnimateModal(
@@ -199,14 +201,7 @@ class Remix(commands.Cog):
         if source is None:
             await interaction.edit_original_response(content=tr(loc, SOURCE_GONE))
             return
-        again = AnimateRequest(
-            prompt=defaults.prompt,
-            negative_prompt=defaults.negative_prompt,
-            resolution=defaults.resolution,
-            template=defaults.template,
-            seed=random.randint(0, SEED_MAX),
-            prompt_extend=defaults.prompt_extend,
-        )
+        again = dataclasses.replace(defaults, seed=random.randint(0, SEED_MAX))
         # One job per click on this video, however often it arrives (a double click, two moderators):
         # the origin allows one unfinished job from this button at a time.
         message_id = interaction.message.id if interaction.message else 0
@@ -245,7 +240,7 @@ class Remix(commands.Cog):
         modal = AnimateModal(
             self,
             title=N_("Animate this image"),
-            defaults=AnimateRequest(prompt=""),
+            defaults=GenerationSpec(prompt=""),
             load_source=load,
             channel=None,
             locale=interaction.locale,
@@ -260,17 +255,6 @@ def first_image(message: discord.Message) -> discord.Attachment | None:
         if content_type.startswith("image/") or attachment.filename.lower().endswith(IMAGE_SUFFIXES):
             return attachment
     return None
-
-
-def request_of(job: Job) -> AnimateRequest:
-    return AnimateRequest(
-        prompt=job.prompt,
-        negative_prompt=job.negative_prompt,
-        resolution=job.resolution,
-        template=job.template,
-        seed=job.seed,
-        prompt_extend=job.prompt_extend,
-    )
 
 
 def details_embed(job: Job, locale: LocaleLike = None) -> discord.Embed:

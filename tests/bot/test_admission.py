@@ -15,7 +15,6 @@ from bot.admission import (
     Admission,
     AdmissionRequest,
     Admitted,
-    AnimateRequest,
     ChannelFacts,
     ImageSource,
     Refused,
@@ -27,6 +26,7 @@ from storage.db import Database
 from storage.guilds import GuildRepository
 from storage.jobs import JobRepository, JobState, NewJob
 from storage.quota import Limits, Period, QuotaRepository, Standing
+from storage.spec import GenerationSpec
 from tests.fakes.runcomfy import make_image
 
 GUILD, USER, CHANNEL, OTHER_CHANNEL = 1, 7, 10, 11
@@ -100,7 +100,7 @@ def request(**changes: Any) -> AdmissionRequest:
         role_ids=frozenset({GUILD}),
         channel=ChannelFacts(CHANNEL),
         permissions=discord.Permissions.all(),
-        request=AnimateRequest(prompt="a cat turns its head"),
+        spec=GenerationSpec(prompt="a cat turns its head"),
         source=ImageSource("https://cdn.example/cat.png", "cat.png", "image/png", 5000, 640, 480),
         upload_limit=10 * 1024 * 1024,
     )
@@ -120,7 +120,7 @@ async def test_each_refusal_in_order_and_none_downloads(world: World) -> None:
     await world.guilds.add_block(GUILD, "word", "cat", actor_id=1)
     await world.guilds.set_user_override(GUILD, USER, 0)
     req = request(
-        request=AnimateRequest(prompt="   "),
+        spec=GenerationSpec(prompt="   "),
         source=ImageSource("https://cdn.example/x.png", "x.png", "image/png", 5000, 100, 100),
         permissions=discord.Permissions.none(),
     )
@@ -129,7 +129,7 @@ async def test_each_refusal_in_order_and_none_downloads(world: World) -> None:
     assert "isn't enabled in this channel" in (await refused(world, req)).reason
     req = replace(req, channel=ChannelFacts(CHANNEL + 100, parent_id=OTHER_CHANNEL, in_thread=True))
     assert "prompt is empty" in (await refused(world, req)).reason
-    req = replace(req, request=AnimateRequest(prompt="a cat turns its head"))
+    req = replace(req, spec=GenerationSpec(prompt="a cat turns its head"))
     assert "too small (100x100 px)" in (await refused(world, req)).reason
     req = replace(req, source=request().source)
     reason = (await refused(world, req)).reason
@@ -138,7 +138,7 @@ async def test_each_refusal_in_order_and_none_downloads(world: World) -> None:
     req = replace(req, permissions=discord.Permissions.all())
     blocked = await refused(world, req)
     assert blocked.blocked is not None and "matched `cat`" in blocked.blocked.details
-    req = replace(req, request=AnimateRequest(prompt="a dog wags its tail"))
+    req = replace(req, spec=GenerationSpec(prompt="a dog wags its tail"))
     affordability = await refused(world, req)
     assert affordability.blocked is None and "credit" in affordability.reason
     assert world.downloads == [] and world.quota.reserves == 0
