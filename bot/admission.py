@@ -314,6 +314,7 @@ class Admission:
     # ------------------------------------------------------------------ the entry point
 
     async def admit(self, req: AdmissionRequest) -> Admitted | Refused:
+        """Admit one request (cheapest checks first), or say why not; nothing is charged for a refusal."""
         if not self.accepting():
             return Refused(Msg("The bot is restarting — please try again in a minute. Nothing was charged."))
         if req.channel is None:
@@ -324,12 +325,26 @@ class Admission:
             return refusal
         new = self._new_job(req, req.channel, config)
         allowance = await self.allowance(config, req.user_id, req.role_ids)
-        approval = config.approval_required
         # A fast refusal before any download: a member who cannot afford the job costs ~nothing. It
         # charges nothing and decides nothing -- reserve_job re-checks in its transaction.
-        reason = await self._unaffordable(new, policy.limits_for(config, allowance), approval)
+        reason = await self._unaffordable(new, policy.limits_for(config, allowance), config.approval_required)
         if reason is not None:
             return Refused(reason)
+        reserved = await self._download_and_reserve(req, new, config, allowance)
+        if isinstance(reserved, Refused):
+            return reserved
+        job_id, standing, image = reserved
+        job = await self._prepared(job_id, image)
+        return Admitted(
+            job, image, standing, awaiting_approval=config.approval_required, in_thread=req.channel.in_thread
+        )
+
+    async def _download_and_reserve(
+        self, req: AdmissionRequest, new: NewJob, config: GuildConfig, allowance: policy.Allowance
+    ) -> tuple[int, Standing, NormalizedImage] | Refused:
+        """The expensive part, gated (bot-wide and one at a time per member): download, decode, then
+        re-check every limit and reserve in one transaction."""
+        approval = config.approval_required
         async with self.gate.member(req.user_id, self.member_wait) as slot:
             if not slot.acquired:
                 return Refused(
@@ -357,7 +372,10 @@ class Admission:
                 )
             except (LimitExceeded, AlreadyStarted) as exc:
                 return Refused(describe_refusal(exc, new.resolution))
-        # From here on the job is reserved: a failure before RunComfy has it must end it.
+        return job_id, standing, image
+
+    async def _prepared(self, job_id: int, image: NormalizedImage) -> Job:
+        """The reserved job, noting on it how the image was adjusted. A failure here ends the job."""
         try:
             job = await self.jobs.get(job_id)
             assert job is not None
@@ -370,7 +388,7 @@ class Admission:
         except BaseException:
             await self.abandon(job_id, Msg("An internal error stopped this job before it started."))
             raise
-        return Admitted(job, image, standing, awaiting_approval=approval, in_thread=req.channel.in_thread)
+        return job
 
     async def _cheap_checks(
         self, req: AdmissionRequest, channel: ChannelFacts, config: GuildConfig

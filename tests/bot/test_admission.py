@@ -3,6 +3,7 @@ downloader that records its calls."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -217,3 +218,25 @@ async def test_allowance_limits_and_price_are_the_shared_rules(world: World) -> 
     assert (await admission.allowance(config, USER, {GUILD})).credits == 9
     await world.guilds.set_user_override(GUILD, USER, 3)
     assert (await admission.limits(config, USER, {GUILD})).allowance == 3
+
+
+async def test_a_failure_after_reserving_ends_the_job(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    world.image = make_image(3000, 2400)  # adjusted: the note is written after the reserve
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(world.jobs, "update", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        await world.admission.admit(request())
+    assert world.quota.reserves == 1 and len(world.abandoned) == 1  # reserved, then handed back
+
+
+async def test_a_members_second_request_waits_and_is_re_checked(world: World) -> None:
+    await world.guilds.set_user_override(GUILD, USER, 1)
+    first, second = await asyncio.gather(world.admission.admit(request()), world.admission.admit(request()))
+    assert isinstance(first, Admitted)
+    # The first spent the only credit; the second (waiting for it, or after it) is refused before any
+    # download of its own.
+    assert isinstance(second, Refused) and "credit" in second.reason
+    assert len(world.downloads) == 1 and world.quota.reserves == 1
