@@ -8,7 +8,7 @@ import hashlib
 import json
 import logging
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import discord
@@ -16,16 +16,23 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import errors, i18n, metrics, ui
+from bot.admission import MAX_SOURCE_BYTES, Admission
 from bot.engine import JobEngine, VideoBackend
 from bot.fetch import OutputFetcher
+from bot.media import download_capped
 from bot.preview import PreviewBackend
 from bot.ratelimit import IdentifyPacer, RestRateLimiter
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
-from bot.ui import CancelButton, ResultButton
+from bot.ui import ButtonHandler, CancelButton, DecisionButton, ResultButton
 from storage.db import Database, open_database
+from storage.guilds import guild_repository
 from storage.jobs import JobRepository
 from storage.quota import QuotaRepository
+
+if TYPE_CHECKING:
+    from bot.admission import ImageSource
+    from storage.spec import GenerationSpec
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +66,20 @@ def describe_unreachable(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+class RequestStarter(Protocol):
+    """cogs/animate.py's `Animate.start`: admit, launch and answer one request (used by cogs/remix.py)."""
+
+    async def start(
+        self,
+        interaction: discord.Interaction[Any],
+        spec: GenerationSpec,
+        source: ImageSource,
+        channel: Any = None,
+        *,
+        origin: str | None = None,
+    ) -> None: ...
+
+
 class AnimateBot(commands.AutoShardedBot):
     # Set in setup_hook, which discord.py runs after login and before the gateway connects.
     session: aiohttp.ClientSession
@@ -69,6 +90,13 @@ class AnimateBot(commands.AutoShardedBot):
     runcomfy: VideoBackend
     preview: PreviewBackend | None = None
     engine: JobEngine
+    admission: Admission
+    # Typed accessors for cross-cog calls, set by each cog while it is loaded.
+    # The cogs other parts reach, set by each cog while it is loaded. Typed by what is used of them,
+    # so the client never imports a cog (no import cycle, not even for the type checker).
+    animate: RequestStarter | None = None
+    remix: ButtonHandler | None = None
+    approval: ButtonHandler | None = None
 
     def __init__(self, settings: Settings, **options: Any) -> None:
         # The bot never joins voice; skip discord.py's warnings about voice libraries.
@@ -174,7 +202,18 @@ class AnimateBot(commands.AutoShardedBot):
             session=self.session,
             outputs=self.outputs,
         )
-        self.add_dynamic_items(CancelButton, ResultButton)
+        self.admission = Admission(
+            settings=self.settings,
+            guilds=guild_repository(self.db),
+            jobs=self.jobs,
+            quota=self.quota,
+            download=self.download_source,
+            accepting=lambda: self.engine.accepting,
+            abandon=self.engine.abandon,
+        )
+        # Every job button is registered for the bot's life; a click finds its handling cog through a
+        # typed attribute (bot.remix, bot.approval) and says so if that cog is not loaded.
+        self.add_dynamic_items(CancelButton, ResultButton, DecisionButton)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         # Descriptions, choice names and the context-menu name get their translations at sync.
@@ -210,6 +249,10 @@ class AnimateBot(commands.AutoShardedBot):
         The fingerprint check in the database would make repeats harmless, but with a database per
         process (or during a rolling restart) several processes would each sync the same commands."""
         return self.settings.shard_ids is None or 0 in self.settings.shard_ids
+
+    async def download_source(self, url: str) -> bytes:
+        """A member's source image (an attachment URL), capped in size and time."""
+        return await download_capped(self.session, url, max_bytes=MAX_SOURCE_BYTES, timeout=60)
 
     async def close(self) -> None:
         log.info("Shutting down")

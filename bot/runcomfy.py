@@ -33,6 +33,7 @@ from typing import Any, Final, NoReturn
 import aiohttp
 
 from bot import metrics
+from storage.spec import GenerationSpec
 
 __all__ = [
     "CancelResult",
@@ -167,6 +168,11 @@ class GenerationParams:
     seed: int | None = None
     prompt_extend: bool = True
     duration: int = 5
+
+    @classmethod
+    def from_spec(cls, spec: GenerationSpec, img_url: str) -> GenerationParams:
+        """The one place a job's spec becomes a submit (RunComfy's `duration` keeps its default)."""
+        return cls(img_url=img_url, **spec.columns())
 
     def to_payload(self) -> dict[str, Any]:
         """The JSON body for a submit; ``None`` fields are omitted."""

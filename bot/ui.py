@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 from urllib.parse import urlsplit
 
@@ -33,6 +34,13 @@ class ButtonHost(Protocol):
 
     @property
     def engine(self) -> _Canceller: ...
+
+    # The cogs that handle the approval and result buttons (None while not loaded).
+    @property
+    def approval(self) -> ButtonHandler | None: ...
+
+    @property
+    def remix(self) -> ButtonHandler | None: ...
 
 
 MODEL_LABEL = N_("Wan 2.2 on RunComfy")
@@ -252,19 +260,41 @@ class CancelButton(
         )
 
 
-class _ActionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?!)"):
-    """A persistent button with custom_id `animate:<action>:<job_id>` whose clicks a cog handles.
+class ButtonHandler(Protocol):
+    """The cog that handles a kind of job button (cogs/remix.py, cogs/approval.py)."""
 
-    Subclasses give the real template (this never-matching one keeps the base unregistrable) and
-    say which cog method decides what a click does, so a restart loses no button.
+    async def button_refusal(
+        self, interaction: discord.Interaction[Any], job: Job, action: str
+    ) -> str | None:
+        """Why this member may not press `action` on `job` (in their language), or None."""
+        ...
+
+    async def button_pressed(self, interaction: discord.Interaction[Any], job: Job, action: str) -> None:
+        """What a click does, once every check passed."""
+        ...
+
+
+class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?!)"):
+    """One base for the persistent job buttons, custom_id `animate:<action>:<job_id>`, so a restart
+    loses no button.
+
+    `interaction_check` loads the job and refuses a button that is not this server's job's or does not
+    sit on its status message (with DELIVERY: its video), then asks the handling cog who may press it;
+    only then does `callback` hand the click to that cog. The cog is a typed attribute of the bot
+    (`handler`), never looked up by name. An exception in either step goes to bot.errors.report_error
+    (for a DynamicItem discord.py would only log it). This never-matching template keeps the base
+    unregistrable.
+
+    (discord.py registers the class of every DynamicItem in a sent view for its template, so the class
+    that renders a button must be the class that handles it: handling is delegated, not subclassed.)
     """
 
     LOOKS: ClassVar[dict[str, tuple[str, discord.ButtonStyle, str]]]
-    COG: ClassVar[str]
-    HANDLER: ClassVar[str]
-    UNAVAILABLE: ClassVar[str]
+    TEMPLATE: ClassVar[str]
+    DELIVERY: ClassVar[bool] = False
     # Actions that may charge credits (a failure then says nothing was charged).
     CHARGING: ClassVar[frozenset[str]] = frozenset()
+    UNAVAILABLE: ClassVar[str] = N_("That button isn't available right now. Please try again later.")
 
     def __init__(self, action: str, job_id: int, *, locale: LocaleLike = None) -> None:
         label, style, emoji = self.LOOKS[action]
@@ -275,6 +305,7 @@ class _ActionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(
         )
         self.action = action
         self.job_id = job_id
+        self.job: Job | None = None  # set by interaction_check
 
     @classmethod
     async def from_custom_id(
@@ -285,44 +316,79 @@ class _ActionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(
     ) -> Self:
         return cls(match["action"], int(match["job_id"]))
 
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+    def _reporting(self, interaction: discord.Interaction[Any]) -> AbstractAsyncContextManager[None]:
         action = f"{self.action} button of job {self.job_id}"
-        async with errors.reporting(interaction, action, charges=self.action in self.CHARGING):
-            handler = getattr(interaction.client.get_cog(self.COG), self.HANDLER, None)
+        return errors.reporting(interaction, action, charges=self.action in self.CHARGING)
+
+    @classmethod
+    def handler(cls, bot: ButtonHost) -> ButtonHandler | None:
+        """The loaded cog that handles these buttons (None: it is not loaded)."""
+        return None
+
+    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+        async with self._reporting(interaction):
+            handler = self.handler(interaction.client)
             if handler is None:
                 await interaction.response.send_message(
-                    tr(interaction.locale, self.UNAVAILABLE), ephemeral=True
+                    tr(interaction.locale, self.UNAVAILABLE), ephemeral=True, allowed_mentions=NO_MENTIONS
                 )
-                return
-            await handler(interaction, self.job_id, self.action)
+                return False
+            job = await job_for_button(interaction, self.job_id, delivery=self.DELIVERY)
+            if job is None:
+                return False
+            refusal = await handler.button_refusal(interaction, job, self.action)
+            if refusal is not None:
+                await interaction.response.send_message(refusal, ephemeral=True, allowed_mentions=NO_MENTIONS)
+                return False
+            self.job = job
+            return True
+        return False  # the check failed and was reported
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        async with self._reporting(interaction):
+            handler = self.handler(interaction.client)
+            assert self.job is not None and handler is not None, "interaction_check runs first"
+            await handler.button_pressed(interaction, self.job, self.action)
 
 
-class DecisionButton(
-    _ActionButton, template=r"animate:(?P<action>approve|reject|withdraw):(?P<job_id>[0-9]{1,18})"
-):
-    """Approval mode: Approve / Reject (moderators) and Cancel (the requester withdraws)."""
+DECISION_TEMPLATE = r"animate:(?P<action>approve|reject|withdraw):(?P<job_id>[0-9]{1,18})"
+RESULT_TEMPLATE = r"animate:(?P<action>again|edit|details):(?P<job_id>[0-9]{1,18})"
+
+
+class DecisionButton(JobButton, template=DECISION_TEMPLATE):
+    """Approval mode: Approve / Reject (moderators) and Cancel (the requester withdraws); handled by
+    cogs/approval.py (`bot.approval`)."""
 
     LOOKS: ClassVar[dict[str, tuple[str, discord.ButtonStyle, str]]] = {
         "approve": (N_("Approve"), discord.ButtonStyle.success, "✔️"),
         "reject": (N_("Reject"), discord.ButtonStyle.danger, "⛔"),
         "withdraw": (N_("Cancel"), discord.ButtonStyle.secondary, "✖️"),
     }
-    COG, HANDLER = "Approval", "handle_decision"
+    TEMPLATE = DECISION_TEMPLATE
     CHARGING = frozenset({"approve"})
     UNAVAILABLE = N_("Approvals aren't available right now. Please try again later.")
 
+    @classmethod
+    def handler(cls, bot: ButtonHost) -> ButtonHandler | None:
+        return bot.approval
 
-class ResultButton(_ActionButton, template=r"animate:(?P<action>again|edit|details):(?P<job_id>[0-9]{1,18})"):
-    """Buttons on a finished video: Animate again, Edit prompt, Details (cogs/remix.py)."""
+
+class ResultButton(JobButton, template=RESULT_TEMPLATE):
+    """Buttons on a finished video: Animate again, Edit prompt, Details; handled by cogs/remix.py
+    (`bot.remix`)."""
 
     LOOKS: ClassVar[dict[str, tuple[str, discord.ButtonStyle, str]]] = {
         "again": (N_("Animate again"), discord.ButtonStyle.primary, "🔁"),
         "edit": (N_("Edit prompt"), discord.ButtonStyle.secondary, "✏️"),
         "details": (N_("Details"), discord.ButtonStyle.secondary, "ℹ️"),
     }
-    COG, HANDLER = "Remix", "handle_result_button"
+    TEMPLATE = RESULT_TEMPLATE
+    DELIVERY = True
     CHARGING = frozenset({"again"})
-    UNAVAILABLE = N_("That button isn't available right now. Please try again later.")
+
+    @classmethod
+    def handler(cls, bot: ButtonHost) -> ButtonHandler | None:
+        return bot.remix
 
 
 async def job_for_button(

@@ -1,12 +1,8 @@
-"""/animate: check the request, normalise the image, reserve credits, hand the job to the engine."""
+"""/animate: parse the command, ask bot.admission whether the request is admitted, launch and reply."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import discord
@@ -15,12 +11,28 @@ from discord.app_commands import locale_str as _l
 from discord.ext import commands
 
 from bot import policy, ui
-from bot.i18n import N_, Msg, render, tr
-from bot.media import MediaError, download_capped, normalize_image
-from storage.guilds import guild_repository
-from storage.jobs import JobState, NewJob
+from bot.admission import (
+    DOWNLOADS_AT_ONCE,
+    MAX_SOURCE_BYTES,
+    MEMBER_WAIT,
+    MIN_SIDE,
+    NEGATIVE_MAX,
+    PROMPT_MAX,
+    AdmissionRequest,
+    ChannelFacts,
+    DownloadGate,
+    ImageSource,
+    MemberSlot,
+    Refused,
+    changes_text,
+    check_dimensions,
+    check_request,
+    missing_permissions,
+)
+from bot.i18n import Msg, render, tr
+from storage.jobs import JobState
 from storage.lifecycle import JobEvent
-from storage.quota import AlreadyStarted, LimitExceeded, Limits
+from storage.spec import GenerationSpec, Resolution
 
 if TYPE_CHECKING:
     from bot.client import AnimateBot
@@ -29,18 +41,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Re-exported: the checks and limits live in bot/admission.py.
+__all__ = [
+    "DOWNLOADS_AT_ONCE",
+    "MAX_SOURCE_BYTES",
+    "MEMBER_WAIT",
+    "MIN_SIDE",
+    "NEGATIVE_MAX",
+    "POSTABLE",
+    "PROMPT_MAX",
+    "TEMPLATES",
+    "Animate",
+    "DownloadGate",
+    "ImageSource",
+    "MemberSlot",
+    "PostableChannel",
+    "changes_text",
+    "missing_permissions",
+]
+
 TEMPLATES = ("squish", "flying", "carousel", "rotation", "poke", "inflate", "dissolve")
-PROMPT_MAX = 800
-NEGATIVE_MAX = 500
-# Larger uploads are refused before download; the API itself recommends images of at most 50 MB.
-MAX_SOURCE_BYTES = 50 * 1024 * 1024
-# Images smaller than this on a side are refused (bot.media.normalize_image's `min_side`); Discord
-# declares an image's size with the attachment, so this is checked before downloading too.
-MIN_SIDE = 360
-# Source images downloaded at once, bot-wide (each may be up to MAX_SOURCE_BYTES in memory).
-DOWNLOADS_AT_ONCE = 3
-# A member's second request waits this long for their first to be downloaded and charged.
-MEMBER_WAIT = 30.0
 
 
 # Channels a job can live in (a forum post is a Thread; DMs are excluded by guild_only).
@@ -65,97 +85,17 @@ THREAD_TYPES = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class AnimateRequest:
-    """What the user asked for, however they asked (slash command, button, modal, context menu)."""
-
-    prompt: str
-    negative_prompt: str | None = None
-    resolution: str = "480P"
-    template: str | None = None
-    seed: int | None = None
-    prompt_extend: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class ImageSource:
-    """Where the still image comes from: an attachment (URLs are signed and expire, so use it soon)."""
-
-    url: str
-    filename: str
-    content_type: str | None
-    size: int
-    width: int | None = None  # as Discord declares it (images only); untrusted, the decode re-checks
-    height: int | None = None
-
-    @classmethod
-    def from_attachment(cls, attachment: discord.Attachment) -> ImageSource:
-        return cls(
-            attachment.url,
-            attachment.filename,
-            attachment.content_type,
-            attachment.size,
-            attachment.width,
-            attachment.height,
-        )
-
-
-def missing_permissions(perms: discord.Permissions, *, in_thread: bool) -> list[str]:
-    """The names (English, as in Discord's English client; translate with `tr`) of what the bot lacks."""
-    needed = {
-        N_("Send Messages"): perms.send_messages_in_threads if in_thread else perms.send_messages,
-        N_("Embed Links"): perms.embed_links,
-        N_("Attach Files"): perms.attach_files,
-        N_("View Channel"): perms.view_channel,
-    }
-    if not in_thread:
-        needed[N_("Create Public Threads")] = perms.create_public_threads
-        needed[N_("Send Messages in Threads")] = perms.send_messages_in_threads
-    return [name for name, ok in needed.items() if not ok]
-
-
-@dataclass(slots=True)
-class MemberSlot:
-    acquired: bool  # False: the member's earlier request did not finish in time
-    waited: bool  # True: another request of theirs went first (it may have spent the credits)
-
-
-class DownloadGate:
-    """Bounds the expensive part of a request -- download, decode, charge: a few at once bot-wide
-    (`downloads`), and one at a time per member, so one member's burst cannot crowd out everyone."""
-
-    def __init__(self, downloads: int) -> None:
-        self.downloads = asyncio.Semaphore(downloads)
-        self._members: dict[int, tuple[asyncio.Lock, int]] = {}  # lock, requests holding or waiting
-
-    @asynccontextmanager
-    async def member(self, user_id: int, wait: float) -> AsyncIterator[MemberSlot]:
-        lock, users = self._members.get(user_id, (asyncio.Lock(), 0))
-        self._members[user_id] = (lock, users + 1)
-        slot = MemberSlot(acquired=False, waited=lock.locked())
-        try:
-            try:
-                async with asyncio.timeout(wait):
-                    await lock.acquire()
-                slot.acquired = True
-            except TimeoutError:
-                pass
-            yield slot
-        finally:
-            if slot.acquired:
-                lock.release()
-            lock, users = self._members[user_id]
-            if users <= 1:
-                del self._members[user_id]
-            else:
-                self._members[user_id] = (lock, users - 1)
-
-
 class Animate(commands.Cog):
     def __init__(self, bot: AnimateBot) -> None:
         self.bot = bot
-        self.decoders = asyncio.Semaphore(4)
-        self.gate = DownloadGate(DOWNLOADS_AT_ONCE)
+
+    async def cog_load(self) -> None:
+        # The typed accessor other cogs use (cogs/remix.py): no lookup by name.
+        self.bot.animate = self
+
+    async def cog_unload(self) -> None:
+        if self.bot.animate is self:
+            self.bot.animate = None
 
     @app_commands.command(name="animate", description=_l("Turn an image into a 5-second video with Wan 2.2"))
     @app_commands.guild_only()
@@ -181,208 +121,60 @@ class Animate(commands.Cog):
     ) -> None:
         # Acknowledge first: everything below may take longer than Discord's 3 seconds.
         await interaction.response.defer(ephemeral=True, thinking=True)
-        request = AnimateRequest(
+        spec = GenerationSpec(
             prompt=prompt,
             negative_prompt=negative_prompt,
-            resolution=resolution,
+            resolution=Resolution(resolution),
             template=template,
             seed=seed,
             prompt_extend=prompt_extend,
         )
-        await self.start(interaction, request, ImageSource.from_attachment(image))
+        await self.start(interaction, spec, ImageSource.from_attachment(image))
 
     async def start(
         self,
         interaction: discord.Interaction[AnimateBot],
-        request: AnimateRequest,
+        spec: GenerationSpec,
         source: ImageSource,
         channel: PostableChannel | None = None,
         *,
         origin: str | None = None,
     ) -> None:
-        """Check, normalise, charge and launch one request; the interaction is already deferred
-        (ephemeral) and gets the answer. `channel` defaults to the interaction's channel.
-
-        Everything cheap runs before the image is downloaded: bans, channel rules, the request itself
-        (declared type and size too), permissions, the blocklist and a read-only check of every limit.
-        `origin` names the click or form this came from: at most one unfinished job per origin."""
-        prompt, negative_prompt, template = request.prompt, request.negative_prompt, request.template
-        resolution = request.resolution
+        """Admit (bot/admission.py), launch and answer one request; the interaction is already deferred
+        (ephemeral) and gets the answer. `channel` defaults to the interaction's channel. `origin` names
+        the click or form this came from: at most one unfinished job per origin."""
         # The requester reads the ephemeral answers in their own language; the job's public messages
         # are in the server's.
         loc = interaction.locale
-        guild_locale = interaction.guild_locale.value if interaction.guild_locale else None
 
         async def reply(text: str) -> None:
             await interaction.edit_original_response(
                 content=render(text, loc), allowed_mentions=ui.NO_MENTIONS
             )
 
-        if not self.bot.engine.accepting:
-            await reply(tr(loc, "The bot is restarting — please try again in a minute. Nothing was charged."))
-            return
-        assert interaction.guild_id is not None
         target = channel if channel is not None else interaction.channel
-        if not isinstance(target, POSTABLE):
-            await reply(tr(loc, "I can't post in this kind of channel. Use /animate in a text channel."))
+        result = await self.bot.admission.admit(admission_request(interaction, spec, source, target, origin))
+        if isinstance(result, Refused):
+            if result.blocked is not None:
+                b = result.blocked
+                self.bot.dispatch("animate_audit", b.guild_id, b.user_id, b.title, b.details, b.locale)
+            await reply(result.reason)
             return
-        channel = target
-        in_thread = isinstance(channel, discord.Thread) or channel.type in THREAD_TYPES
-        guilds = guild_repository(self.bot.db)
-        config = await guilds.get(interaction.guild_id)
-        user = interaction.user
-
-        ban = await guilds.get_ban(interaction.guild_id, user.id)
-        if ban is not None:
-            if ban.reason:
-                text = tr(
-                    loc,
-                    "A server admin has blocked you from using /animate here ({reason}).",
-                    reason=ui.clip(ban.reason, 200),
-                )
-            else:
-                text = tr(loc, "A server admin has blocked you from using /animate here.")
-            await reply(text)
-            return
-        problem = (
-            policy.channel_problem(
-                config,
-                channel_id=channel.id,
-                parent_id=channel.parent_id if isinstance(channel, discord.Thread) else None,
-                nsfw=bool(getattr(channel, "is_nsfw", lambda: False)()),
-            )
-            or self.check_request(prompt, negative_prompt, source)
-            or self.check_dimensions(source)
-        )
-        if problem:
-            await reply(problem)
-            return
-        missing = missing_permissions(interaction.app_permissions, in_thread=in_thread)
-        if missing:
-            await reply(
-                tr(
-                    loc,
-                    "I can't run jobs in this channel because I'm missing these permissions here: "
-                    "{permissions}. Ask a server admin to grant them, or use another channel.",
-                    permissions=", ".join(tr(loc, name) for name in missing),
-                )
-            )
-            return
-        # Compiling (cached) and matching admins' regexes stays off the event loop.
-        blocklist = await asyncio.to_thread(policy.compiled_blocklist, config.blocklist)
-        hit = await asyncio.to_thread(blocklist.check, f"{prompt}\n{template or ''}")
-        if hit is not None:
-            if hit.entry:
-                details = tr(
-                    guild_locale,
-                    "<@{user}> in <#{channel}>: matched `{matched}`",
-                    user=user.id,
-                    channel=channel.id,
-                    matched=ui.clip(hit.matched, 80),
-                )
-            else:
-                details = tr(
-                    guild_locale,
-                    "<@{user}> in <#{channel}>: the blocklist check timed out",
-                    user=user.id,
-                    channel=channel.id,
-                )
-            self.bot.dispatch(
-                "animate_audit",
-                interaction.guild_id,
-                user.id,
-                tr(guild_locale, "Prompt blocked"),
-                details,
-                guild_locale,
-            )
-            await reply(policy.describe_block(hit))
-            return
-
-        settings = self.bot.settings
-        cost = policy.cost_of(config, resolution, settings.cost_480p, settings.cost_1080p)
-        override = await guilds.user_override(interaction.guild_id, user.id)
-        allowance = policy.resolve_allowance(config, policy.role_ids(user), override, settings.daily_quota)
-        new = NewJob(
-            guild_id=interaction.guild_id,
-            channel_id=channel.id,
-            user_id=interaction.user.id,
-            prompt=prompt.strip(),
-            negative_prompt=negative_prompt.strip() if negative_prompt else None,
-            resolution=resolution,
-            template=template.strip().lower() if template else None,
-            seed=request.seed,
-            prompt_extend=request.prompt_extend,
-            cost=cost,
-            upload_limit=interaction.filesize_limit,
-            locale=guild_locale,
-            origin=origin,
-        )
-        approval = config.approval_required
-        # A fast refusal before any download: a member who cannot afford the job costs ~nothing. It
-        # charges nothing and decides nothing -- reserve_job re-checks in its transaction.
-        refusal = await self._refusal(new, policy.limits_for(config, allowance), approval)
-        if refusal is not None:
-            await reply(render(refusal, loc))
-            return
-
-        async with self.gate.member(user.id, MEMBER_WAIT) as slot:
-            if not slot.acquired:
-                await reply(
-                    tr(
-                        loc,
-                        "Your previous image is still being prepared. Please try again in a moment. "
-                        "Nothing was charged.",
-                    )
-                )
-                return
-            if slot.waited:
-                # Their request that went first may have spent the credits or started this very job.
-                refusal = await self._refusal(new, policy.limits_for(config, allowance), approval)
-                if refusal is not None:
-                    await reply(render(refusal, loc))
-                    return
-            try:
-                async with self.gate.downloads:
-                    raw = await download_capped(
-                        self.bot.session, source.url, max_bytes=MAX_SOURCE_BYTES, timeout=60
-                    )
-                async with self.decoders:  # a large photo takes hundreds of MB while it is decoded
-                    normalised = await asyncio.to_thread(normalize_image, raw)
-            except MediaError as exc:
-                await reply(exc.localized(loc))
-                return
-            del raw
-            try:
-                job_id, standing = await self.bot.quota.reserve_job(
-                    new, policy.limits_for(config, allowance), await_approval=approval
-                )
-            except (LimitExceeded, AlreadyStarted) as exc:
-                await reply(render(self._describe_refusal(exc, resolution), loc))
-                return
-
-        # From here on the credits are reserved: any failure before RunComfy has the job refunds them.
+        assert isinstance(target, POSTABLE)
+        job, normalised, standing = result.job, result.image, result.standing
+        # The credits are reserved: any failure before RunComfy has the job refunds them.
         try:
-            job = await self.bot.jobs.get(job_id)
-            assert job is not None
-            if normalised.adjusted:
-                # Shown on the public status message: stored in the job's language.
-                job.image_note = tr(
-                    job.locale,
-                    "Adjusted for the model: {changes}",
-                    changes=changes_text(normalised, job.locale),
-                )
-                await self.bot.jobs.update(job.id, image_note=job.image_note)
-            if config.approval_required:
-                await reply(await self.request_approval(job, normalised, channel))
+            if result.awaiting_approval:
+                await reply(await self.request_approval(job, normalised, target))
                 return
-            result = await self.bot.engine.launch(job, normalised, channel, make_thread=not in_thread)
+            launched = await self.bot.engine.launch(job, normalised, target, make_thread=not result.in_thread)
         except BaseException:
             await self.bot.engine.abandon(
-                job_id, Msg("An internal error stopped this job before it started.")
+                job.id, Msg("An internal error stopped this job before it started.")
             )
             raise
-        text = render(result.message, loc)
-        if result.ok:
+        text = render(launched.message, loc)
+        if launched.ok:
             left = standing.remaining
             if left is None:
                 text += tr(loc, " Your credits are unlimited.")
@@ -399,22 +191,6 @@ class Animate(commands.Cog):
                     changes=changes_text(normalised, loc),
                 )
         await reply(text)
-
-    async def _refusal(self, new: NewJob, limits: Limits, approval: bool) -> str | None:
-        """Why the job would be refused right now (read-only, nothing charged), or None."""
-        try:
-            await self.bot.quota.check_job(new, limits, await_approval=approval)
-        except (LimitExceeded, AlreadyStarted) as exc:
-            return self._describe_refusal(exc, new.resolution)
-        return None
-
-    @staticmethod
-    def _describe_refusal(exc: LimitExceeded | AlreadyStarted, resolution: str) -> str:
-        if isinstance(exc, AlreadyStarted):
-            if exc.job_id is None:
-                return Msg("This was already started — nothing more was charged.")
-            return Msg("This was already started as job #{id} — nothing more was charged.", id=exc.job_id)
-        return policy.describe_limit(exc, resolution)
 
     async def request_approval(
         self, job: Job, image: NormalizedImage, channel: discord.abc.Messageable
@@ -450,53 +226,9 @@ class Animate(commands.Cog):
             job, JobState.FAILED, reason, within=JobState.AWAITING_APPROVAL, event=None, refund=False
         )
 
-    @staticmethod
-    def check_request(prompt: str, negative_prompt: str | None, image: ImageSource) -> str | None:
-        """A friendly sentence for input we can reject before downloading anything (a bot.i18n.Msg)."""
-        if not prompt.strip():
-            return Msg("Please describe what should happen in the video (the prompt is empty).")
-        if len(prompt) > PROMPT_MAX:
-            return Msg(
-                "Your prompt is {length} characters; the model accepts at most {limit}.",
-                length=len(prompt),
-                limit=PROMPT_MAX,
-            )
-        if negative_prompt is not None and len(negative_prompt) > NEGATIVE_MAX:
-            return Msg(
-                "Your negative prompt is {length} characters; the model accepts at most {limit}.",
-                length=len(negative_prompt),
-                limit=NEGATIVE_MAX,
-            )
-        content_type = (image.content_type or "").split(";")[0].strip().lower()
-        if content_type and not content_type.startswith("image/"):
-            return Msg(
-                "`{filename}` isn't an image ({content_type}). Attach a JPEG, PNG, WebP or BMP picture.",
-                filename=ui.clip(image.filename, 80),
-                content_type=content_type,
-            )
-        if image.size > MAX_SOURCE_BYTES:
-            return Msg(
-                "That image is {size:.1f} MB; please attach one under {limit} MB.",
-                size=image.size / 1_048_576,
-                limit=MAX_SOURCE_BYTES // 1_048_576,
-            )
-        return None
-
-    @staticmethod
-    def check_dimensions(image: ImageSource) -> str | None:
-        """Refuse an image Discord says is too small before downloading it (the same words as the
-        decoder's refusal; a lying size is caught by the decoder anyway)."""
-        if image.width is None or image.height is None or image.width <= 0 or image.height <= 0:
-            return None
-        if image.width < MIN_SIDE or image.height < MIN_SIDE:
-            return Msg(
-                "That image is too small ({width}x{height} px): it must be at least "
-                "{min_side}x{min_side} px and small images aren't upscaled. Please upload a larger image.",
-                width=image.width,
-                height=image.height,
-                min_side=MIN_SIDE,
-            )
-        return None
+    # The pre-download checks, kept here for existing callers (they live in bot/admission.py).
+    check_request = staticmethod(check_request)
+    check_dimensions = staticmethod(check_dimensions)
 
     @animate.autocomplete("template")
     async def template_autocomplete(
@@ -513,9 +245,35 @@ class Animate(commands.Cog):
         return choices[:25]
 
 
-def changes_text(image: NormalizedImage, locale: discord.Locale | str | None) -> str:
-    """What normalisation changed about the image, in the reader's language."""
-    return "; ".join(render(change, locale) for change in image.changes)
+def admission_request(
+    interaction: discord.Interaction[AnimateBot],
+    spec: GenerationSpec,
+    source: ImageSource,
+    channel: object,
+    origin: str | None,
+) -> AdmissionRequest:
+    """The plain facts admission decides on, read off the interaction (and the target channel)."""
+    assert interaction.guild_id is not None
+    facts: ChannelFacts | None = None
+    if isinstance(channel, POSTABLE):
+        facts = ChannelFacts(
+            id=channel.id,
+            parent_id=channel.parent_id if isinstance(channel, discord.Thread) else None,
+            nsfw=bool(getattr(channel, "is_nsfw", lambda: False)()),
+            in_thread=isinstance(channel, discord.Thread) or channel.type in THREAD_TYPES,
+        )
+    return AdmissionRequest(
+        guild_id=interaction.guild_id,
+        user_id=interaction.user.id,
+        role_ids=frozenset(policy.role_ids(interaction.user)),
+        channel=facts,
+        permissions=interaction.app_permissions,
+        spec=spec,
+        source=source,
+        upload_limit=interaction.filesize_limit,
+        guild_locale=interaction.guild_locale.value if interaction.guild_locale else None,
+        origin=origin,
+    )
 
 
 async def setup(bot: AnimateBot) -> None:

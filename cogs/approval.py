@@ -1,8 +1,8 @@
 """Approval mode: a job waits, unsubmitted and uncharged, until a moderator approves or rejects it.
 
-The buttons (bot.ui.DecisionButton) are persistent, with the job id in their custom_id, so requests
-survive a restart. Every decision is a compare-and-set on the job's state, so two moderators clicking
-at once (or a moderator and the requester withdrawing) cannot both win.
+The buttons (bot.ui.DecisionButton, handled here through `bot.approval`) are persistent, with the job
+id in their custom_id, so requests survive a restart. Every decision is a compare-and-set on the job's
+state, so two moderators clicking at once (or a moderator and the requester withdrawing) cannot both win.
 
 If the requester can no longer afford the job when it is approved (allowance spent meanwhile, the
 concurrency limit, the server budget), the job stays waiting and the moderator is told why: those
@@ -19,7 +19,6 @@ from discord.ext import commands
 
 from bot import policy, ui
 from bot.i18n import Msg, render, tr
-from bot.ui import DecisionButton
 from storage.guilds import guild_repository
 from storage.jobs import Job, JobState
 from storage.lifecycle import JobEvent
@@ -36,41 +35,42 @@ class Approval(commands.Cog):
         self.bot = bot
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(DecisionButton)
+        self.bot.approval = self  # handles bot.ui.DecisionButton clicks
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(DecisionButton)
+        if self.bot.approval is self:
+            self.bot.approval = None
 
-    async def handle_decision(self, interaction: discord.Interaction[Any], job_id: int, action: str) -> None:
+    async def button_refusal(
+        self, interaction: discord.Interaction[Any], job: Job, action: str
+    ) -> str | None:
+        """Approve / Reject: moderators (or admins); Cancel: only the requester."""
         loc = interaction.locale
-        job = await ui.job_for_button(interaction, job_id)
-        if job is None:
-            return
         config = await guild_repository(self.bot.db).get(job.guild_id)
-        roles = policy.role_ids(interaction.user)
+        moderator = policy.is_moderator(interaction.permissions, policy.role_ids(interaction.user), config)
         if action == "withdraw":
-            if interaction.user.id != job.user_id:
-                if policy.is_moderator(interaction.permissions, roles, config):
-                    text = tr(
-                        loc,
-                        "Only the person who asked for this job can withdraw it — "
-                        "moderators use Approve or Reject.",
-                    )
-                else:
-                    text = tr(loc, "Only the person who asked for this job can withdraw it.")
-                await interaction.response.send_message(text, ephemeral=True)
-                return
-        elif not policy.is_moderator(interaction.permissions, roles, config):
-            if config.moderator_role_id:
-                text = tr(
+            if interaction.user.id == job.user_id:
+                return None
+            if moderator:
+                return tr(
                     loc,
-                    "Only members with the <@&{role}> role can approve or reject jobs.",
-                    role=config.moderator_role_id,
+                    "Only the person who asked for this job can withdraw it — "
+                    "moderators use Approve or Reject.",
                 )
-            else:
-                text = tr(loc, "Only admins can approve or reject jobs.")
-            await interaction.response.send_message(text, ephemeral=True, allowed_mentions=ui.NO_MENTIONS)
-            return
+            return tr(loc, "Only the person who asked for this job can withdraw it.")
+        if moderator:
+            return None
+        if config.moderator_role_id:
+            return tr(
+                loc,
+                "Only members with the <@&{role}> role can approve or reject jobs.",
+                role=config.moderator_role_id,
+            )
+        return tr(loc, "Only admins can approve or reject jobs.")
+
+    async def button_pressed(self, interaction: discord.Interaction[Any], job: Job, action: str) -> None:
+        """A moderator's decision or the requester's withdrawal (bot.ui.DecisionButton), already checked."""
+        loc = interaction.locale
         if job.state is not JobState.AWAITING_APPROVAL:
             await interaction.response.send_message(render(_already(job), loc), ephemeral=True)
             return
@@ -140,12 +140,10 @@ class Approval(commands.Cog):
                 "<@{user}> is banned from /animate here; reject the request or unban them first.",
                 user=job.user_id,
             )
-        override = await guilds.user_override(job.guild_id, job.user_id)
-        allowance = policy.resolve_allowance(
-            config, policy.role_ids(member), override, self.bot.settings.daily_quota
-        )
+        # The same allowance rules as when it was requested (bot/admission.py).
+        limits = await self.bot.admission.limits(config, job.user_id, policy.role_ids(member))
         try:
-            standing = await self.bot.quota.approve_job(job.id, policy.limits_for(config, allowance))
+            standing = await self.bot.quota.approve_job(job.id, limits)
         except LimitExceeded as exc:
             reason = policy.describe_limit(exc, job.resolution, requester=job.user_id)
             return Msg(

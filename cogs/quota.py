@@ -43,9 +43,8 @@ class Quota(commands.Cog):
                 )
                 return
             target = member
-        settings = self.bot.settings
-        override = await guilds.user_override(config.guild_id, target.id)
-        allowance = policy.resolve_allowance(config, policy.role_ids(target), override, settings.daily_quota)
+        admission = self.bot.admission
+        allowance = await admission.allowance(config, target.id, policy.role_ids(target))
         period = policy.current_period(config)
         standing = await self.bot.quota.standing(config.guild_id, target.id, allowance.credits, period)
         mine = target.id == interaction.user.id
@@ -75,8 +74,7 @@ class Quota(commands.Cog):
         embed.add_field(name=tr(loc, "Resets"), value=ui.ts(period.resets_at.timestamp()))
         embed.add_field(
             name=tr(loc, "Prices"),
-            value=f"480P: {policy.cost_of(config, '480P', settings.cost_480p, settings.cost_1080p)} · "
-            f"1080P: {policy.cost_of(config, '1080P', settings.cost_480p, settings.cost_1080p)}",
+            value=f"480P: {admission.price(config, '480P')} · 1080P: {admission.price(config, '1080P')}",
             inline=False,
         )
         limits = []

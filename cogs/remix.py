@@ -4,6 +4,7 @@ like any other job."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -15,13 +16,14 @@ from discord.app_commands import locale_str as _l
 from discord.ext import commands
 
 from bot import ui
+from bot.admission import NEGATIVE_MAX, PROMPT_MAX, ImageSource
 from bot.errors import ReportingModal
 from bot.i18n import N_, LocaleLike, tr
-from cogs.animate import NEGATIVE_MAX, POSTABLE, PROMPT_MAX, AnimateRequest, ImageSource, PostableChannel
+from cogs.animate import POSTABLE, PostableChannel
+from storage.spec import GenerationSpec, Resolution
 
 if TYPE_CHECKING:
-    from bot.client import AnimateBot
-    from cogs.animate import Animate
+    from bot.client import AnimateBot, RequestStarter
     from storage.jobs import Job
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ class AnimateModal(ReportingModal):
         cog: Remix,
         *,
         title: str,
-        defaults: AnimateRequest,
+        defaults: GenerationSpec,
         load_source: SourceLoader,
         channel: PostableChannel | None,
         locale: LocaleLike = None,
@@ -73,7 +75,7 @@ class AnimateModal(ReportingModal):
             max_length=NEGATIVE_MAX,
         )
         self.resolution: discord.ui.TextInput[AnimateModal] = discord.ui.TextInput(
-            label=tr(locale, "Resolution: 480P or 1080P"), default=defaults.resolution, max_length=5
+            label=tr(locale, "Resolution: 480P or 1080P"), default=defaults.resolution.value, max_length=5
         )
         self.template: discord.ui.TextInput[AnimateModal] = discord.ui.TextInput(
             label=tr(locale, "Template (optional), e.g. squish, flying"),
@@ -90,11 +92,11 @@ class AnimateModal(ReportingModal):
         for item in (self.prompt, self.negative, self.resolution, self.template, self.seed):
             self.add_item(item)
 
-    def parse(self) -> AnimateRequest | str:
+    def parse(self) -> GenerationSpec | str:
         """The request, or a sentence saying which field to fix (in the form's language)."""
         loc = self.locale
         resolution = self.resolution.value.strip().upper()
-        if resolution not in ("480P", "1080P"):
+        if resolution not in {r.value for r in Resolution}:
             return tr(
                 loc,
                 "Resolution must be 480P or 1080P, not “{value}”.",
@@ -108,10 +110,10 @@ class AnimateModal(ReportingModal):
                 return tr(loc, "The seed must be a whole number (or empty for a random one).")
             if not 0 <= seed <= SEED_MAX:
                 return tr(loc, "The seed must be between 0 and {max}.", max=SEED_MAX)
-        return AnimateRequest(
+        return GenerationSpec(
             prompt=self.prompt.value,
             negative_prompt=self.negative.value.strip() or None,
-            resolution=resolution,
+            resolution=Resolution(resolution),
             template=self.template.value.strip() or None,
             seed=seed,
             prompt_extend=self.defaults.prompt_extend,
@@ -145,39 +147,40 @@ class Remix(commands.Cog):
         self.menu.guild_only = True
 
     @property
-    def animate(self) -> Animate:
-        cog = self.bot.get_cog("Animate")
+    def animate(self) -> RequestStarter:
+        cog = self.bot.animate
         assert cog is not None, "cogs.animate must be loaded before cogs.remix"
-        return cog  # type: ignore[return-value]
+        return cog
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self.menu)
+        self.bot.remix = self  # handles bot.ui.ResultButton clicks
 
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
+        if self.bot.remix is self:
+            self.bot.remix = None
 
     # ------------------------------------------------------------------ buttons on a finished video
 
-    async def handle_result_button(
-        self, interaction: discord.Interaction[Any], job_id: int, action: str
-    ) -> None:
-        loc = interaction.locale
-        job = await ui.job_for_button(interaction, job_id, delivery=True)
-        if job is None:
-            return
+    async def button_refusal(
+        self, interaction: discord.Interaction[Any], job: Job, action: str
+    ) -> str | None:
+        """Who may press a finished video's buttons: its requester or a moderator (Manage Messages)."""
         if interaction.user.id != job.user_id and not interaction.permissions.manage_messages:
-            await interaction.response.send_message(
-                tr(
-                    loc,
-                    "Only the person who made this video, or a moderator with Manage Messages, can use this.",
-                ),
-                ephemeral=True,
+            return tr(
+                interaction.locale,
+                "Only the person who made this video, or a moderator with Manage Messages, can use this.",
             )
-            return
+        return None
+
+    async def button_pressed(self, interaction: discord.Interaction[Any], job: Job, action: str) -> None:
+        """A click on a finished video's button (bot.ui.ResultButton), already checked."""
+        loc = interaction.locale
         if action == "details":
             await interaction.response.send_message(embed=details_embed(job, loc), ephemeral=True)
             return
-        defaults = request_of(job)
+        defaults = job.spec
         channel = self.job_channel(job)
         if action == "edit":
             modal = AnimateModal(
@@ -197,14 +200,7 @@ class Remix(commands.Cog):
         if source is None:
             await interaction.edit_original_response(content=tr(loc, SOURCE_GONE))
             return
-        again = AnimateRequest(
-            prompt=defaults.prompt,
-            negative_prompt=defaults.negative_prompt,
-            resolution=defaults.resolution,
-            template=defaults.template,
-            seed=random.randint(0, SEED_MAX),
-            prompt_extend=defaults.prompt_extend,
-        )
+        again = dataclasses.replace(defaults, seed=random.randint(0, SEED_MAX))
         # One job per click on this video, however often it arrives (a double click, two moderators):
         # the origin allows one unfinished job from this button at a time.
         message_id = interaction.message.id if interaction.message else 0
@@ -243,7 +239,7 @@ class Remix(commands.Cog):
         modal = AnimateModal(
             self,
             title=N_("Animate this image"),
-            defaults=AnimateRequest(prompt=""),
+            defaults=GenerationSpec(prompt=""),
             load_source=load,
             channel=None,
             locale=interaction.locale,
@@ -258,17 +254,6 @@ def first_image(message: discord.Message) -> discord.Attachment | None:
         if content_type.startswith("image/") or attachment.filename.lower().endswith(IMAGE_SUFFIXES):
             return attachment
     return None
-
-
-def request_of(job: Job) -> AnimateRequest:
-    return AnimateRequest(
-        prompt=job.prompt,
-        negative_prompt=job.negative_prompt,
-        resolution=job.resolution,
-        template=job.template,
-        seed=job.seed,
-        prompt_extend=job.prompt_extend,
-    )
 
 
 def details_embed(job: Job, locale: LocaleLike = None) -> discord.Embed:

@@ -9,6 +9,7 @@ from typing import Any
 from storage import lifecycle
 from storage.db import Database, Row, Transaction
 from storage.lifecycle import UNFINISHED, JobState
+from storage.spec import GenerationSpec, Resolution
 
 __all__ = ["UNFINISHED", "Job", "JobRepository", "JobState", "NewJob"]
 
@@ -21,9 +22,10 @@ class Job:
     user_id: int
     status_message_id: int | None
     thread_id: int | None
+    # The GenerationSpec's fields, one column each (`spec` gives them as one value).
     prompt: str
     negative_prompt: str | None
-    resolution: str
+    resolution: Resolution
     template: str | None
     seed: int | None
     prompt_extend: bool
@@ -55,8 +57,14 @@ class Job:
         values: dict[str, Any] = {f.name: row[f.name] for f in fields(cls)}
         values["state"] = JobState(values["state"])
         values["prompt_extend"] = bool(values["prompt_extend"])
+        values["resolution"] = Resolution(values["resolution"])
         values["status_has_image"] = bool(values["status_has_image"])
         return cls(**values)
+
+    @property
+    def spec(self) -> GenerationSpec:
+        """What this job generates."""
+        return GenerationSpec.from_columns(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +83,15 @@ class NewJob:
     locale: str | None = None  # the server's Discord locale (interaction.guild_locale), e.g. "de"
     # What started it, when one click may arrive twice (see migration 0007): one unfinished job per origin.
     origin: str | None = None
+
+    @classmethod
+    def from_spec(cls, spec: GenerationSpec, **rest: Any) -> NewJob:
+        """A new job generating `spec`; `rest` are the other fields."""
+        return cls(**spec.columns(), **rest)
+
+    @property
+    def spec(self) -> GenerationSpec:
+        return GenerationSpec.from_columns(self)
 
 
 # Columns callers may change through `update`; anything else is a programming error. The state is

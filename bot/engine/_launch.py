@@ -248,15 +248,7 @@ class Launcher:
         if time.time() - job.created_at > c.IMAGE_URL_MAX_AGE:
             # A request that waited for approval: Discord's signed attachment URL may have expired.
             await self._refresh_image_url(job)
-        params = GenerationParams(
-            prompt=job.prompt,
-            img_url=job.image_url,
-            negative_prompt=job.negative_prompt,
-            resolution=job.resolution,
-            template=job.template,
-            seed=job.seed,
-            prompt_extend=job.prompt_extend,
-        )
+        params = GenerationParams.from_spec(job.spec, job.image_url)
         try:
             submission = await self.ctx.runcomfy.submit(params)
         except RunComfyError as exc:
