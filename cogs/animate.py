@@ -15,7 +15,7 @@ from discord.app_commands import locale_str as _l
 from discord.ext import commands
 
 from bot import policy, ui
-from bot.i18n import N_, Msg, render, tr
+from bot.i18n import N_, Msg, render, tr, trn
 from bot.media import MediaError, download_capped, normalize_image
 from storage.guilds import guild_repository
 from storage.jobs import JobState, NewJob
@@ -387,10 +387,7 @@ class Animate(commands.Cog):
                 text += tr(loc, " Your credits are unlimited.")
             else:
                 when = policy.period_word(standing.period)
-                if left == 1:
-                    text += tr(loc, " {n} credit left {when}.", n=left, when=when)
-                else:
-                    text += tr(loc, " {n} credits left {when}.", n=left, when=when)
+                text += trn(loc, left, " {n} credit left {when}.", " {n} credits left {when}.", when=when)
             if normalised.adjusted:
                 text += "\n" + tr(
                     loc,
@@ -429,18 +426,13 @@ class Animate(commands.Cog):
             return failure.message
         self.bot.dispatch("job_event", job, "requested", job.user_id)
         link = f"https://discord.com/channels/{job.guild_id}/{job.channel_id}/{job.status_message_id}"
-        if job.cost == 1:
-            return Msg(
-                "Your request is waiting for a moderator's approval: {link}\n"
-                "Nothing is charged unless it is approved; it will cost {n} credit.",
-                link=link,
-                n=job.cost,
-            )
-        return Msg(
+        return Msg.plural(
+            job.cost,
+            "Your request is waiting for a moderator's approval: {link}\n"
+            "Nothing is charged unless it is approved; it will cost {n} credit.",
             "Your request is waiting for a moderator's approval: {link}\n"
             "Nothing is charged unless it is approved; it will cost {n} credits.",
             link=link,
-            n=job.cost,
         )
 
     async def _end_unapproved(self, job: Job, reason: str) -> None:
