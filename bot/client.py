@@ -84,7 +84,7 @@ class AnimateBot(commands.Bot):
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
-            allowed_mentions=discord.AllowedMentions.none(),
+            allowed_mentions=ui.NO_MENTIONS,
             help_command=None,
             **options,
         )

@@ -425,7 +425,7 @@ class Animate(commands.Cog):
             await self._end_unapproved(job, failure.message)
             return failure.message
         self.bot.dispatch("job_event", job, "requested", job.user_id)
-        link = f"https://discord.com/channels/{job.guild_id}/{job.channel_id}/{job.status_message_id}"
+        link = ui.message_link(job.guild_id, job.channel_id, job.status_message_id)
         return Msg.plural(
             job.cost,
             "Your request is waiting for a moderator's approval: {link}\n"
