@@ -121,7 +121,7 @@ class AnimateBot(commands.AutoShardedBot):
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
-            allowed_mentions=discord.AllowedMentions.none(),
+            allowed_mentions=ui.NO_MENTIONS,
             help_command=None,
             shard_count=settings.shard_count,
             **options,

@@ -12,6 +12,8 @@ the English template, so English output is exactly the source text.
 
 - ``tr(locale, template, **params)``: translate now.
 - ``trn(locale, n, singular, plural, **params)``: the same, choosing the form by ``n`` (``{n}`` is set).
+- ``Msg.plural(n, singular, plural, **params)``: a ``Msg`` of the singular or the plural template, chosen
+  by ``n`` (``{n}`` is set). Both forms are catalog keys, so every language keeps its own wording.
 - ``Msg(template, **params)``: a *deferred* translation. It is a ``str`` (the English text), so it goes
   anywhere a string went before, and ``render(text, locale)`` turns it into any language later -- used
   when the reader's language is not known where the text is made (media errors, launch results, job
@@ -144,7 +146,12 @@ def tr(locale: LocaleLike, template: str, /, **params: Any) -> str:
 
 def trn(locale: LocaleLike, n: int, singular: str, plural: str, /, **params: Any) -> str:
     """`tr` with the singular or the plural template, chosen by `n` (available as ``{n}``)."""
-    return tr(locale, singular if n == 1 else plural, n=n, **params)
+    return tr(locale, plural_form(n, singular, plural), n=n, **params)
+
+
+def plural_form(n: int, singular: str, plural: str) -> str:
+    """The template for `n` things: English (the source language) has one singular, 1."""
+    return singular if n == 1 else plural
 
 
 def N_(template: str) -> str:
@@ -164,6 +171,11 @@ class Msg(str):
         self.template = template
         self.params = params
         return self
+
+    @classmethod
+    def plural(cls, n: int, singular: str, plural: str, /, **params: Any) -> Msg:
+        """The singular or the plural template, chosen by `n` (available as ``{n}``)."""
+        return cls(plural_form(n, singular, plural), n=n, **params)
 
     def render(self, locale: LocaleLike) -> str:
         if language(locale) is None:

@@ -147,10 +147,10 @@ def describe_limit(exc: LimitExceeded, resolution: str = "480P", *, requester: i
                 )
             ]
         if exc.held:
-            held = (
-                Msg(" ({n} credit are held by requests awaiting approval.)", n=exc.held)
-                if exc.held == 1
-                else Msg(" ({n} credits are held by requests awaiting approval.)", n=exc.held)
+            held = Msg.plural(
+                exc.held,
+                " ({n} credit are held by requests awaiting approval.)",
+                " ({n} credits are held by requests awaiting approval.)",
             )
             parts.append(held)
         if resolution == "1080P" and remaining and requester is None:
@@ -159,24 +159,18 @@ def describe_limit(exc: LimitExceeded, resolution: str = "480P", *, requester: i
     if isinstance(exc, TooManyJobs):
         values = {"active": exc.active, "limit": exc.limit, "user": requester}
         if requester is None:
-            if exc.active == 1:
-                return Msg(
-                    "You have {active} unfinished job here already (the limit is {limit}). "
-                    "Your next job can start when one of them finishes.",
-                    **values,
-                )
-            return Msg(
+            return Msg.plural(
+                exc.active,
+                "You have {active} unfinished job here already (the limit is {limit}). "
+                "Your next job can start when one of them finishes.",
                 "You have {active} unfinished jobs here already (the limit is {limit}). "
                 "Your next job can start when one of them finishes.",
                 **values,
             )
-        if exc.active == 1:
-            return Msg(
-                "<@{user}> has {active} unfinished job here already (the limit is {limit}). "
-                "<@{user}>'s next job can start when one of them finishes.",
-                **values,
-            )
-        return Msg(
+        return Msg.plural(
+            exc.active,
+            "<@{user}> has {active} unfinished job here already (the limit is {limit}). "
+            "<@{user}>'s next job can start when one of them finishes.",
             "<@{user}> has {active} unfinished jobs here already (the limit is {limit}). "
             "<@{user}>'s next job can start when one of them finishes.",
             **values,

@@ -60,7 +60,7 @@ from bot.runcomfy import (
     Submission,
 )
 
-__all__ = ["PREVIEW_SCHEME", "PreviewBackend", "is_preview_url"]
+__all__ = ["PREVIEW_SCHEME", "PreviewBackend"]
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +78,6 @@ _FETCHED_TTL: Final = 600.0
 _ZOOM_END: Final = 1.12
 _PAN: Final = 0.04  # share of the frame the centre drifts over the clip
 _LABEL: Final = "PREVIEW"
-
-
-def is_preview_url(url: str) -> bool:
-    """True for the ``preview://{request_id}.mp4`` URLs this backend hands out."""
-    return url.startswith(f"{PREVIEW_SCHEME}://")
 
 
 def _now_iso() -> str:

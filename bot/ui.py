@@ -67,7 +67,21 @@ def credits(locale: LocaleLike, n: int) -> str:
     return trn(locale, n, "{n} credit", "{n} credits")
 
 
-NO_MENTIONS = discord.AllowedMentions.none()
+# The one "no mentions" setting for every message that echoes user text (defined in bot/errors.py,
+# which sits below this module and needs it too).
+NO_MENTIONS = errors.NO_MENTIONS
+
+
+def message_link(guild_id: int, channel_id: int, message_id: int | None = None) -> str:
+    """A link to a message, or to the channel (thread) when there is no message id."""
+    base = f"https://discord.com/channels/{guild_id}/{channel_id}"
+    return base if message_id is None else f"{base}/{message_id}"
+
+
+def video_filename(job_id: int) -> str:
+    """The name a job's video is uploaded under."""
+    return f"animate-{job_id}.mp4"
+
 
 _COLOURS = {
     JobState.PENDING: discord.Colour.light_grey(),
@@ -162,9 +176,11 @@ def state_line(job: Job, now: float | None = None, eta: float | None = None) -> 
     return job.state.value  # pragma: no cover - exhaustive above
 
 
-def duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    minutes, secs = divmod(seconds, 60)
+def duration(seconds: float, *, nearest: bool = False) -> str:
+    """ "42s", "3m 05s". Seconds are cut off (a job's own time, as the status shows it) or, with
+    `nearest`, rounded (a median of many jobs, as /animate-stats shows it)."""
+    whole = round(seconds) if nearest else int(seconds)
+    minutes, secs = divmod(max(0, whole), 60)
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 

@@ -29,7 +29,7 @@ from bot.admission import (
     check_request,
     missing_permissions,
 )
-from bot.i18n import Msg, render, tr
+from bot.i18n import Msg, render, tr, trn
 from storage.jobs import JobState
 from storage.lifecycle import JobEvent
 from storage.spec import GenerationSpec, Resolution
@@ -180,10 +180,7 @@ class Animate(commands.Cog):
                 text += tr(loc, " Your credits are unlimited.")
             else:
                 when = policy.period_word(standing.period)
-                if left == 1:
-                    text += tr(loc, " {n} credit left {when}.", n=left, when=when)
-                else:
-                    text += tr(loc, " {n} credits left {when}.", n=left, when=when)
+                text += trn(loc, left, " {n} credit left {when}.", " {n} credits left {when}.", when=when)
             if normalised.adjusted:
                 text += "\n" + tr(
                     loc,
@@ -205,19 +202,14 @@ class Animate(commands.Cog):
             await self._end_unapproved(job, failure.message)
             return failure.message
         self.bot.dispatch("job_event", job, JobEvent.REQUESTED, job.user_id)
-        link = f"https://discord.com/channels/{job.guild_id}/{job.channel_id}/{job.status_message_id}"
-        if job.cost == 1:
-            return Msg(
-                "Your request is waiting for a moderator's approval: {link}\n"
-                "Nothing is charged unless it is approved; it will cost {n} credit.",
-                link=link,
-                n=job.cost,
-            )
-        return Msg(
+        link = ui.message_link(job.guild_id, job.channel_id, job.status_message_id)
+        return Msg.plural(
+            job.cost,
+            "Your request is waiting for a moderator's approval: {link}\n"
+            "Nothing is charged unless it is approved; it will cost {n} credit.",
             "Your request is waiting for a moderator's approval: {link}\n"
             "Nothing is charged unless it is approved; it will cost {n} credits.",
             link=link,
-            n=job.cost,
         )
 
     async def _end_unapproved(self, job: Job, reason: str) -> None:

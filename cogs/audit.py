@@ -40,10 +40,6 @@ JOB_EVENTS: dict[JobEvent, tuple[str, discord.Colour]] = {
 _KNOWN = frozenset(e.value for e in JobEvent)
 
 
-def message_link(guild_id: int, channel_id: int, message_id: int) -> str:
-    return f"https://discord.com/channels/{guild_id}/{channel_id}/{message_id}"
-
-
 def job_embed(
     job: Job, event: JobEvent | str, actor_id: int | None, now: float | None = None
 ) -> discord.Embed | None:
@@ -64,7 +60,7 @@ def job_embed(
     embed.add_field(name=tr(loc, "Cost"), value=f"{job.cost} ({job.resolution})")
     where = f"<#{job.channel_id}>"
     if job.status_message_id is not None:
-        url = message_link(job.guild_id, job.channel_id, job.status_message_id)
+        url = ui.message_link(job.guild_id, job.channel_id, job.status_message_id)
         where += " · " + tr(loc, "[status message]({url})", url=url)
     embed.add_field(name=tr(loc, "Where"), value=where, inline=False)
     if event in (JobEvent.FAILED, JobEvent.CANCELLED, JobEvent.REJECTED) and job.error:
@@ -82,7 +78,7 @@ class Audit(commands.Cog):
             return
         channel = self.bot.get_partial_messageable(config.audit_channel_id, guild_id=guild_id)
         try:
-            await channel.send(embed=embed, allowed_mentions=discord.AllowedMentions.none())
+            await channel.send(embed=embed, allowed_mentions=ui.NO_MENTIONS)
         except discord.HTTPException as exc:
             log.warning(
                 "Guild %s: could not post to the audit channel %s: %s", guild_id, config.audit_channel_id, exc

@@ -37,18 +37,13 @@ def job_line(job: Job, locale: LocaleLike = None) -> str:
     if job.thread_id:
         link = f" · <#{job.thread_id}>"
     elif job.status_message_id:
-        url = f"https://discord.com/channels/{job.guild_id}/{job.channel_id}/{job.status_message_id}"
+        url = ui.message_link(job.guild_id, job.channel_id, job.status_message_id)
         link = " · " + tr(locale, "[status]({url})", url=url)
     else:
         link = ""
     prompt = ui.clip(" ".join(job.prompt.split()), 60).replace("`", "'")
     state = tr(locale, STATE_LABELS[job.state])
     return f"**#{job.id}** {state} · {ui.ts(job.created_at)}{link}\n`{prompt}`"
-
-
-def duration(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
 class History(commands.Cog):
@@ -106,7 +101,7 @@ class History(commands.Cog):
         embed.add_field(name=tr(loc, "Credits spent"), value=str(stats.spent))
         embed.add_field(
             name=tr(loc, "Median time to video"),
-            value=duration(stats.median_seconds) if stats.median_seconds is not None else "—",
+            value="—" if stats.median_seconds is None else ui.duration(stats.median_seconds, nearest=True),
         )
         if stats.top_users:
             embed.add_field(

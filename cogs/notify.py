@@ -62,12 +62,12 @@ class Notify(commands.Cog):
         where = job.delivery_channel_id or job.thread_id or job.channel_id
         loc = job.locale  # the job's language (its error text is stored in it)
         if event == JobEvent.DELIVERED and job.delivery_message_id:
-            link = f"https://discord.com/channels/{job.guild_id}/{where}/{job.delivery_message_id}"
+            link = ui.message_link(job.guild_id, where, job.delivery_message_id)
             text = tr(
                 loc, "Your video is ready: {link}\n> {prompt}", link=link, prompt=ui.clip(job.prompt, 200)
             )
         else:
-            link = f"https://discord.com/channels/{job.guild_id}/{where}"
+            link = ui.message_link(job.guild_id, where)
             text = tr(
                 loc,
                 "Your /animate job #{id} failed: {reason}\nYour credits were refunded. {link}",

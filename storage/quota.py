@@ -54,11 +54,6 @@ def period_for(kind: PeriodKind, reset_hour: int = 0, now: float | None = None) 
     return Period(key=key, resets_at=end, starts_at=start, kind=kind)
 
 
-def daily_period(now: float | None = None) -> Period:
-    """The bot-wide default: UTC days."""
-    return period_for("day", 0, now)
-
-
 @dataclass(frozen=True, slots=True)
 class Standing:
     limit: int | None  # None = unlimited
@@ -89,16 +84,12 @@ class Limits:
 class LimitExceeded(Exception):
     """A limit refused the job. `frees_at` (epoch seconds) says when it frees up, if known."""
 
-    limit_name = "limit"
-
     def __init__(self, message: str, frees_at: float | None) -> None:
         super().__init__(message)
         self.frees_at = frees_at
 
 
 class QuotaExceeded(LimitExceeded):
-    limit_name = "allowance"
-
     def __init__(self, standing: Standing, cost: int, held: int = 0) -> None:
         super().__init__(
             f"quota exceeded: {standing.used}/{standing.limit} used, job costs {cost}",
@@ -110,8 +101,6 @@ class QuotaExceeded(LimitExceeded):
 
 
 class TooManyJobs(LimitExceeded):
-    limit_name = "concurrent jobs"
-
     def __init__(self, active: int, limit: int) -> None:
         super().__init__(f"{active} unfinished jobs, limit {limit}", None)
         self.active = active
@@ -119,15 +108,11 @@ class TooManyJobs(LimitExceeded):
 
 
 class CoolingDown(LimitExceeded):
-    limit_name = "cooldown"
-
     def __init__(self, frees_at: float) -> None:
         super().__init__(f"cooling down until {frees_at:.0f}", frees_at)
 
 
 class BudgetExhausted(LimitExceeded):
-    limit_name = "guild budget"
-
     def __init__(self, spent: int, budget: int, cost: int, window: Period) -> None:
         super().__init__(
             f"guild budget: {spent}/{budget} spent, job costs {cost}", window.resets_at.timestamp()
@@ -354,9 +339,3 @@ class QuotaRepository:
                 " VALUES (?, ?, NULL, ?, ?, 'grant', ?, ?)",
                 (guild_id, user_id, period.key, -credits, reason, time.time()),
             )
-
-    async def job_ledger(self, job_id: int) -> list[tuple[str, int]]:
-        rows = await self.db.fetchall(
-            "SELECT kind, credits FROM quota_ledger WHERE job_id = ? ORDER BY id", (job_id,)
-        )
-        return [(str(r["kind"]), int(r["credits"])) for r in rows]

@@ -116,4 +116,4 @@ class Canceller:
 
 
 def _credits(n: int) -> Msg:
-    return Msg("{n} credit", n=n) if n == 1 else Msg("{n} credits", n=n)
+    return Msg.plural(n, "{n} credit", "{n} credits")

@@ -261,7 +261,7 @@ class Delivery:
             "allowed_mentions": c.requester_only(job),
         }
         if outgoing.video is not None:
-            fields["file"] = discord.File(io.BytesIO(outgoing.video), filename=f"animate-{job.id}.mp4")
+            fields["file"] = discord.File(io.BytesIO(outgoing.video), filename=ui.video_filename(job.id))
         if not outgoing.plain:
             fields["view"] = ui.result_view(job)
             if outgoing.link is not None:
@@ -320,7 +320,7 @@ class Delivery:
         """(channel id, message id) of a message of ours that already carries this job's video, if
         any, in the thread or the channel. Raises c.Unverifiable if Discord can't be read right now."""
         marker = re.compile(rf"\bjob #{job.id}\b")
-        filename = f"animate-{job.id}.mp4"
+        filename = ui.video_filename(job.id)
 
         def ours(message: discord.Message) -> bool:
             return bool(marker.search(message.content)) or any(

@@ -50,11 +50,10 @@ class QuotaGroup(SettingsGroup, name="quota", description=_l("Credits, prices an
         every = Msg("week") if new.period == "week" else Msg("day")
         await self.changed(
             interaction,
-            Msg(
-                "Members get {n} credit per {period}, resetting at {hour:02d}:00 UTC."
-                if allowance == 1
-                else "Members get {n} credits per {period}, resetting at {hour:02d}:00 UTC.",
-                n=allowance,
+            Msg.plural(
+                allowance,
+                "Members get {n} credit per {period}, resetting at {hour:02d}:00 UTC.",
+                "Members get {n} credits per {period}, resetting at {hour:02d}:00 UTC.",
                 period=every,
                 hour=new.reset_hour,
             ),

@@ -29,6 +29,7 @@ from storage.jobs import JobRepository, JobState, NewJob
 from storage.quota import Limits, Period, QuotaRepository, Standing
 from storage.spec import GenerationSpec
 from tests.fakes.runcomfy import make_image
+from tests.ledger import job_ledger
 
 GUILD, USER, CHANNEL, OTHER_CHANNEL = 1, 7, 10, 11
 TOKENS: dict[str, Any] = {"discord_token": "x", "runcomfy_api_token": "y"}
@@ -63,7 +64,7 @@ class World:
     image: bytes = field(default_factory=lambda: make_image(640, 480))
 
     async def ledger(self, job_id: int) -> list[tuple[str, int]]:
-        return await self.quota.job_ledger(job_id)
+        return await job_ledger(self.quota, job_id)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ SOURCE_DIRS = ("bot", "cogs", "storage")
 TEMPLATE_ARGS: dict[str, tuple[int, ...]] = {
     "tr": (1,),
     "trn": (2, 3),
+    "plural": (1, 2),  # Msg.plural(n, singular, plural)
     "Msg": (0,),
     "N_": (0,),
     "locale_str": (0,),
@@ -64,6 +65,11 @@ def _name(func: ast.expr) -> str | None:
     return None
 
 
+def _is_msg_plural(func: ast.expr) -> bool:
+    """`Msg.plural(...)`: only that `plural` holds templates."""
+    return isinstance(func, ast.Attribute) and _name(func.value) == "Msg"
+
+
 def _files() -> list[Path]:
     return sorted(p for d in SOURCE_DIRS for p in (ROOT / d).rglob("*.py"))
 
@@ -79,6 +85,8 @@ def source_templates() -> list[Found]:
             if name not in TEMPLATE_ARGS or name is None:
                 continue
             if name == "tr" and not isinstance(node.func, ast.Name):
+                continue
+            if name == "plural" and not _is_msg_plural(node.func):
                 continue
             for index in TEMPLATE_ARGS[name]:
                 if index < len(node.args):
@@ -242,6 +250,25 @@ def test_plural_forms() -> None:
     assert trn(None, 1, "{n} credit", "{n} credits") == "1 credit"
     assert trn(None, 2, "{n} credit", "{n} credits") == "2 credits"
     assert trn("de", 2, "{n} credit", "{n} credits") == GERMAN["{n} credits"].format(n=2)
+
+
+def test_msg_plural_chooses_the_form_and_renders_later() -> None:
+    one = Msg.plural(1, " {n} credit left {when}.", " {n} credits left {when}.", when=Msg("today"))
+    many = Msg.plural(3, " {n} credit left {when}.", " {n} credits left {when}.", when=Msg("today"))
+    assert (one, many) == (" 1 credit left today.", " 3 credits left today.")
+    assert many.template == " {n} credits left {when}." and many.params["n"] == 3
+    # German keeps its own form for each: both templates are catalog keys.
+    assert render(one, "de") == GERMAN[" {n} credit left {when}."].format(n=1, when=tr("de", "today"))
+    assert render(many, "de") == " Dir bleiben heute noch 3 Credits."
+    assert Msg.plural(0, "{n} credit", "{n} credits") == "0 credits"
+
+
+def test_the_scan_reads_both_forms_of_msg_plural() -> None:
+    code = 'Msg.plural(n, "one {n} thing", "{n} things", x=1)\nother.plural(n, "not a template", "no")'
+    calls = [n for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call)]
+    assert [_is_msg_plural(c.func) for c in calls] == [True, False]
+    assert {"Members get {n} credit per {period}, resetting at {hour:02d}:00 UTC."} <= SOURCE_KEYS
+    assert {"Members get {n} credits per {period}, resetting at {hour:02d}:00 UTC."} <= SOURCE_KEYS
 
 
 def test_a_broken_translation_falls_back_to_english(monkeypatch: pytest.MonkeyPatch) -> None:

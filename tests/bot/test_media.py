@@ -19,7 +19,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from PIL import Image, ImageDraw
 
-from bot import media
 from bot.media import (
     DownloadError,
     DownloadTooLarge,
@@ -31,6 +30,7 @@ from bot.media import (
     normalize_image,
     redact_url,
 )
+from bot.media import video as media_video
 from tests.samples import make_clip
 
 API_MAX_BYTES = 10_000_000
@@ -424,7 +424,7 @@ def test_fit_video_scales_down_when_bitrate_is_too_low(noisy_clip: bytes) -> Non
 
 
 def test_fit_video_mpeg4_fallback(noisy_clip: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(media, "_video_codec", lambda: "mpeg4")
+    monkeypatch.setattr(media_video, "_video_codec", lambda: "mpeg4")
     fitted = fit_video(noisy_clip, 200_000)
     assert fitted.reencoded and len(fitted.data) <= 200_000
     assert _decode_all(fitted.data)[0] == 48

@@ -7,7 +7,8 @@ import pytest
 
 from bot import policy
 from storage.guilds import BlockEntry, GuildConfig
-from storage.quota import BudgetExhausted, CoolingDown, QuotaExceeded, Standing, TooManyJobs, daily_period
+from storage.quota import BudgetExhausted, CoolingDown, QuotaExceeded, Standing, TooManyJobs
+from tests.ledger import daily_period
 
 GOLD, SILVER, VIP, ADMINS, MODS = 10, 11, 12, 13, 14
 

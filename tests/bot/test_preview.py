@@ -21,7 +21,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageStat
 
 from bot import preview
 from bot.media import DownloadError, DownloadTooLarge, MediaError
-from bot.preview import PreviewBackend, is_preview_url
+from bot.preview import PREVIEW_SCHEME, PreviewBackend
 from bot.runcomfy import (
     CancelResult,
     GenerationParams,
@@ -186,7 +186,7 @@ async def test_full_job_renders_a_moving_labelled_clip(
     assert result.status == "succeeded"
     assert result.error is None
     assert result.video_urls == (f"preview://{submission.request_id}.mp4",)
-    assert is_preview_url(result.video_urls[0])
+    assert result.video_urls[0].startswith(f"{PREVIEW_SCHEME}://")
     assert result.created_at and result.finished_at
 
     data = await backend.fetch_output(result.video_urls[0], max_bytes=10_000_000)

@@ -8,6 +8,7 @@ from tests.e2e.adminkit import admin, audit_titles, embed_of, fields
 from tests.e2e.conftest import Harness
 from tests.fakes.discord import Perm
 from tests.fakes.runcomfy import JobScript
+from tests.ledger import job_ledger
 
 
 async def test_admin_commands_are_hidden_and_refused_on_the_server_side(harness: Harness) -> None:
@@ -140,7 +141,7 @@ async def test_unlimited_role_and_1080p_price(harness: Harness) -> None:
         assert "unlimited" in await h.reply(await h.animate(user="mod", resolution="1080P"))
     assert fields(await embed_of(h, "quota", user="mod"))["Left today"] == "**unlimited**"
     job_id = await h.last_job_id()
-    assert await h.running.quota.job_ledger(job_id) == [("charge", 5)]
+    assert await job_ledger(h.running.quota, job_id) == [("charge", 5)]
     text = await h.reply(await h.animate(user="alice", resolution="1080P"))
     assert "out of credits" in text and "costs 5" in text
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from storage.quota import daily_period
 from tests.e2e.conftest import Harness
 from tests.fakes.runcomfy import JobScript
+from tests.ledger import daily_period, job_ledger
 
 
 async def test_happy_path_delivers_the_video_in_a_thread(harness: Harness) -> None:
@@ -40,7 +40,7 @@ async def test_happy_path_delivers_the_video_in_a_thread(harness: Harness) -> No
     assert [int(u) for u in delivered["allowed_mentions"]["users"]] == [h.discord.user_ids["alice"]]
     assert delivered["allowed_mentions"]["parse"] == []
 
-    assert await h.running.quota.job_ledger(job_id) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, job_id) == [("charge", 1)]
     assert len(h.runcomfy.requests_to("submit")) == 1
 
 
@@ -72,7 +72,7 @@ async def test_requester_cancels_while_queued_and_is_refunded(harness: Harness) 
     assert h.runcomfy.job_state(job.request_id or "") == "cancelled"
     assert "Cancelled" in h.status_text(job.status_message_id or 0)
     assert h.buttons(job.status_message_id or 0) == []
-    assert await h.running.quota.job_ledger(job_id) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, job_id) == [("charge", 1), ("refund", -1)]
     standing = await h.running.quota.standing(job.guild_id, job.user_id, 5, daily_period())
     assert standing.remaining == 5
 
@@ -118,7 +118,7 @@ async def test_cancel_after_start_is_explained_and_job_still_delivers(harness: H
     [button] = h.buttons(job.status_message_id or 0)
     assert button.get("disabled") is True
     assert "Generating" in h.status_text(job.status_message_id or 0)
-    assert await h.running.quota.job_ledger(job_id) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, job_id) == [("charge", 1)]
 
 
 async def test_runcomfy_failure_is_reported_and_refunded(harness: Harness) -> None:
@@ -134,7 +134,7 @@ async def test_runcomfy_failure_is_reported_and_refunded(harness: Harness) -> No
     assert "Failed" in status and "refunded" in status
     thread_msgs = h.discord.messages(job.thread_id)
     assert any("failed" in m["content"] and "refunded" in m["content"] for m in thread_msgs)
-    assert await h.running.quota.job_ledger(job_id) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, job_id) == [("charge", 1), ("refund", -1)]
 
 
 async def test_quota_exhausted_is_refused_without_submitting(harness: Harness) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 from tests.e2e.adminkit import admin
 from tests.e2e.conftest import Harness
+from tests.ledger import job_ledger
 
 
 async def approval_on(h: Harness, **options: Any) -> None:
@@ -39,7 +40,7 @@ async def test_approve_submits_delivers_and_charges_once(harness: Harness) -> No
 
     # Waiting: nothing submitted, nothing charged, the buttons are there.
     assert h.runcomfy.requests_to("submit") == []
-    assert await h.running.quota.job_ledger(job_id) == []
+    assert await job_ledger(h.running.quota, job_id) == []
     assert "Waiting for approval" in h.status_text(message_id)
     ids = [b["custom_id"] for b in h.buttons(message_id)]
     assert ids == [f"animate:approve:{job_id}", f"animate:reject:{job_id}", f"animate:withdraw:{job_id}"]
@@ -53,7 +54,7 @@ async def test_approve_submits_delivers_and_charges_once(harness: Harness) -> No
     assert "Approved" in text and "charged 1 credit" in text
     job = await h.wait_job(job_id, "delivered")
     assert job.thread_id is not None
-    assert await h.running.quota.job_ledger(job_id) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, job_id) == [("charge", 1)]
     assert len(h.runcomfy.requests_to("submit")) == 1
     assert h.buttons(message_id) == []
 
@@ -79,7 +80,7 @@ async def test_reject_never_charges_or_submits(harness: Harness) -> None:
     assert h.buttons(message_id) == []
     assert job.request_id is None
     assert h.runcomfy.requests_to("submit") == []
-    assert await h.running.quota.job_ledger(job_id) == []
+    assert await job_ledger(h.running.quota, job_id) == []
 
 
 async def test_requester_withdraws(harness: Harness) -> None:
@@ -90,7 +91,7 @@ async def test_requester_withdraws(harness: Harness) -> None:
     assert "Withdrawn" in await click(h, message_id, "withdraw", job_id, "alice")
     await h.wait_job(job_id, "cancelled")
     assert "Nothing was charged" in h.status_text(message_id)
-    assert await h.running.quota.job_ledger(job_id) == []
+    assert await job_ledger(h.running.quota, job_id) == []
 
 
 async def test_requests_survive_a_restart(harness: Harness) -> None:
@@ -105,7 +106,7 @@ async def test_requests_survive_a_restart(harness: Harness) -> None:
     assert (await h.job(job_id)).state.value == "awaiting_approval"  # not failed by the restart
     assert "Approved" in await click(h, message_id, "approve", job_id, "mod")
     await h.wait_job(job_id, "delivered")
-    assert await h.running.quota.job_ledger(job_id) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, job_id) == [("charge", 1)]
 
 
 async def test_approval_re_checks_the_quota_and_leaves_the_request_waiting(harness: Harness) -> None:

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from tests.e2e.conftest import Harness, jpeg_bytes
+from tests.ledger import job_ledger
 
 
 def png(width: int, height: int, mode: str = "RGB") -> bytes:
@@ -80,7 +81,7 @@ async def test_runcomfy_out_of_balance_is_not_charged(harness: Harness) -> None:
     assert "out of credit" in text and "not charged" in text and "admin" in text
     job = await h.job(await h.last_job_id())
     assert job.state.value == "failed"
-    assert await h.running.quota.job_ledger(job.id) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, job.id) == [("charge", 1), ("refund", -1)]
     # The public status message says what happened too.
     assert "Failed" in h.status_text(job.status_message_id or 0)
 
@@ -94,7 +95,7 @@ async def test_runcomfy_down_is_not_charged_and_submit_sent_once(harness: Harnes
     assert "didn't confirm" in text and "not charged" in text
     assert len(h.runcomfy.requests_to("submit")) == 1  # an ambiguous submit is never re-sent
     job = await h.job(await h.last_job_id())
-    assert await h.running.quota.job_ledger(job.id) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, job.id) == [("charge", 1), ("refund", -1)]
 
 
 async def test_mentions_in_the_prompt_never_ping(harness: Harness) -> None:
@@ -119,4 +120,4 @@ async def test_rejected_runcomfy_token_is_reported_for_an_admin(harness: Harness
     text = await h.reply(inter)
     assert "refused the bot's API token" in text and "admin" in text and "not charged" in text
     job = await h.job(await h.last_job_id())
-    assert await h.running.quota.job_ledger(job.id) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, job.id) == [("charge", 1), ("refund", -1)]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tests.e2e.conftest import Harness
 from tests.fakes.runcomfy import JobScript
+from tests.ledger import job_ledger
 
 
 async def start_in_process(h: Harness, tmp_path: Path, script: JobScript) -> asyncio.subprocess.Process:
@@ -49,7 +50,7 @@ async def test_sigkill_while_queued_resumes_without_resubmitting(harness: Harnes
     await h.wait_job(1, "delivered")
     assert len(deliveries(h)) == 1
     assert len(h.runcomfy.requests_to("submit")) == 1
-    assert await h.running.quota.job_ledger(1) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, 1) == [("charge", 1)]
 
 
 async def test_sigkill_mid_download_delivers_once(harness: Harness, tmp_path: Path) -> None:
@@ -63,7 +64,7 @@ async def test_sigkill_mid_download_delivers_once(harness: Harness, tmp_path: Pa
     await h.wait_job(1, "delivered")
     [delivered] = deliveries(h)
     assert delivered["attachments"]
-    assert await h.running.quota.job_ledger(1) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, 1) == [("charge", 1)]
 
 
 async def test_sigkill_mid_upload_never_posts_twice(harness: Harness, tmp_path: Path) -> None:
@@ -83,7 +84,7 @@ async def test_sigkill_mid_upload_never_posts_twice(harness: Harness, tmp_path: 
     assert len(deliveries(h)) == 1
     assert job.delivery_message_id == int(str(deliveries(h)[0]["id"]))
     assert job.delivery_channel_id == int(str(deliveries(h)[0]["channel_id"]))
-    assert await h.running.quota.job_ledger(1) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, 1) == [("charge", 1)]
 
 
 async def test_sigterm_mid_job_exits_promptly_and_resumes(harness: Harness, tmp_path: Path) -> None:
@@ -122,7 +123,7 @@ async def test_sigterm_during_a_submit_lets_it_finish(harness: Harness, tmp_path
     await h.start_bot()
     job = await h.wait_job(1, "queued")
     assert job.request_id in h.runcomfy.jobs
-    assert await h.running.quota.job_ledger(1) == [("charge", 1)]  # not refunded: it is running
+    assert await job_ledger(h.running.quota, 1) == [("charge", 1)]  # not refunded: it is running
 
 
 async def test_sigkill_between_posting_the_status_and_storing_it_leaves_no_orphan(
@@ -146,5 +147,5 @@ async def test_sigkill_between_posting_the_status_and_storing_it_leaves_no_orpha
     assert "restarted" in h.status_text(job.status_message_id)
     assert h.buttons(job.status_message_id) == []  # no dead Cancel button
     assert [m["id"] for m in h.discord.messages(h.discord.channel_id)] == [status["id"]]
-    assert await h.running.quota.job_ledger(1) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, 1) == [("charge", 1), ("refund", -1)]
     assert h.runcomfy.requests_to("submit") == []

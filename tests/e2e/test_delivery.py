@@ -10,6 +10,7 @@ from storage.jobs import Job
 from tests.e2e.conftest import Harness
 from tests.fakes.discord import Perm
 from tests.fakes.runcomfy import JobScript
+from tests.ledger import job_ledger
 from tests.samples import make_clip
 
 
@@ -56,7 +57,7 @@ async def test_video_over_10_mib_that_cannot_be_recompressed_is_linked(harness: 
     assert delivered["attachments"] == []
     assert "too large to upload here" in delivered["content"]
     assert h.runcomfy.output_url(job.request_id or "") in delivered["content"]
-    assert await h.running.quota.job_ledger(1) == [("charge", 1)]  # it was generated: no refund
+    assert await job_ledger(h.running.quota, 1) == [("charge", 1)]  # it was generated: no refund
 
 
 def long_output_urls(h: Harness, length: int = 1950) -> None:
@@ -99,7 +100,7 @@ async def test_long_signed_link_goes_into_an_embed_when_the_download_fails(harne
     assert embed["description"] == url
     buttons = [b["custom_id"] for b in h.buttons(job.delivery_message_id or 0)]
     assert buttons == [f"animate:{action}:1" for action in ("again", "edit", "details")]
-    assert await h.running.quota.job_ledger(1) == [("charge", 1)]  # delivered: no refund
+    assert await job_ledger(h.running.quota, 1) == [("charge", 1)]  # delivered: no refund
 
 
 async def test_long_signed_link_beside_a_compressed_video(harness: Harness) -> None:
@@ -151,7 +152,7 @@ async def test_locked_thread_sends_the_video_file_to_the_channel(harness: Harnes
     assert delivered["attachments"][0]["data"] == h.runcomfy.video_bytes
     assert h.discord.calls_to("POST", rf"/channels/{job.thread_id}/messages$")[0].status == 400
     assert "the video is in this channel" in h.status_text(job.status_message_id or 0)
-    assert await h.running.quota.job_ledger(job.id) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, job.id) == [("charge", 1)]
 
 
 async def test_failure_in_a_locked_thread_is_told_in_the_channel(harness: Harness) -> None:
@@ -180,7 +181,7 @@ async def test_missing_attach_files_posts_the_link_and_says_why(harness: Harness
     assert delivered["attachments"] == []
     assert "not allowed to attach files" in delivered["content"]
     assert h.runcomfy.output_url(job.request_id or "") in delivered["content"]
-    assert await h.running.quota.job_ledger(job.id) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, job.id) == [("charge", 1)]
 
 
 async def test_missing_send_permission_is_named_in_the_refund(harness: Harness) -> None:
@@ -199,7 +200,7 @@ async def test_missing_send_permission_is_named_in_the_refund(harness: Harness) 
     )
     [dm] = h.discord.messages(h.discord.dm_channel_id("alice"))
     assert "Send Messages" in dm["content"] and h.runcomfy.output_url(job.request_id or "") in dm["content"]
-    assert await h.running.quota.job_ledger(job.id) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, job.id) == [("charge", 1), ("refund", -1)]
 
 
 async def test_invalid_form_falls_back_to_a_plain_message(harness: Harness) -> None:
@@ -218,7 +219,7 @@ async def test_invalid_form_falls_back_to_a_plain_message(harness: Harness) -> N
     assert delivered["components"] == [] and delivered["embeds"] == []
     assert "Discord refused the upload" in delivered["content"]
     assert h.runcomfy.output_url(job.request_id or "") in delivered["content"]
-    assert await h.running.quota.job_ledger(job.id) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, job.id) == [("charge", 1)]
 
 
 async def test_status_message_refusal_gives_discords_reason(harness: Harness) -> None:
@@ -232,5 +233,5 @@ async def test_status_message_refusal_gives_discords_reason(harness: Harness) ->
     )
     text = await h.reply(await h.animate())
     assert text == "I can't see this channel (missing access). Nothing was charged."
-    assert await h.running.quota.job_ledger(1) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, 1) == [("charge", 1), ("refund", -1)]
     assert h.runcomfy.requests_to("submit") == []

@@ -11,6 +11,7 @@ import pytest
 
 from tests.e2e.conftest import Harness
 from tests.fakes.runcomfy import DIALECTS, JobScript
+from tests.ledger import job_ledger
 
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + b"dialect!" * 500
 
@@ -33,7 +34,7 @@ async def test_happy_path_is_delivered(harness: Harness, dialect: str, shape: st
     delivered = h.message(job.delivery_message_id or 0)
     assert delivered["attachments"][0]["data"] == VIDEO
     assert int(delivered["channel_id"]) == job.thread_id
-    assert await h.running.quota.job_ledger(1) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, 1) == [("charge", 1)]
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
@@ -50,7 +51,7 @@ async def test_failure_is_reported_in_the_thread_and_refunded(harness: Harness, 
         "failed" in text and "NSFW content detected" in text and "refunded" in text
         for text in thread_texts(h, job.thread_id)
     )
-    assert await h.running.quota.job_ledger(1) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, 1) == [("charge", 1), ("refund", -1)]
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
@@ -63,7 +64,7 @@ async def test_failure_without_a_reason_is_still_a_failure(harness: Harness, dia
     job = await h.wait_job(1, "failed")
     assert "RunComfy could not generate the video" in (job.error or "")
     assert any("refunded" in text for text in thread_texts(h, job.thread_id))
-    assert await h.running.quota.job_ledger(1) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, 1) == [("charge", 1), ("refund", -1)]
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
@@ -79,7 +80,7 @@ async def test_requester_cancels_while_queued_and_is_refunded(harness: Harness, 
     assert "Cancelled" in text and "1 credit went back" in text
     job = await h.wait_job(1, "cancelled")
     assert h.runcomfy.job_state(job.request_id or "") == "cancelled"
-    assert await h.running.quota.job_ledger(1) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, 1) == [("charge", 1), ("refund", -1)]
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
@@ -93,7 +94,7 @@ async def test_runcomfy_side_cancel_ends_the_job_refunded(harness: Harness, dial
     h.runcomfy.jobs[job.request_id or ""].phase = "cancelled"  # cancelled on RunComfy's side
     job = await h.wait_job(1, "cancelled")
     assert "RunComfy cancelled the job" in (job.error or "")
-    assert await h.running.quota.job_ledger(1) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, 1) == [("charge", 1), ("refund", -1)]
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
@@ -115,7 +116,7 @@ async def test_restart_mid_job_then_delivered_once(harness: Harness, dialect: st
     deliveries = [m for m in h.discord.messages(job.thread_id) if m["attachments"]]
     assert len(deliveries) == 1 and deliveries[0]["attachments"][0]["data"] == VIDEO
     assert len(h.runcomfy.requests_to("submit")) == 1
-    assert await h.running.quota.job_ledger(1) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, 1) == [("charge", 1)]
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
@@ -128,7 +129,7 @@ async def test_success_without_a_video_fails_and_refunds(harness: Harness, diale
     job = await h.wait_job(1, "failed")
     assert "returned no video" in (job.error or "")
     assert any("refunded" in text for text in thread_texts(h, job.thread_id))
-    assert await h.running.quota.job_ledger(1) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, 1) == [("charge", 1), ("refund", -1)]
 
 
 @pytest.mark.parametrize("started", [False, True])
@@ -154,7 +155,7 @@ async def test_unknown_status_is_warned_once_and_given_up_at_the_deadline(
     texts = thread_texts(h, job.thread_id)
     assert any("does not understand" in text and "refunded" in text for text in texts)
     assert not any("unusually long" in text for text in texts)  # not treated as running/overdue
-    assert await h.running.quota.job_ledger(1) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, 1) == [("charge", 1), ("refund", -1)]
     # Polled several times, warned once.
     assert h.runcomfy.status_calls(job.request_id or "") >= 3
     warnings = [r for r in caplog.records if "unknown status" in r.getMessage()]
@@ -174,4 +175,4 @@ async def test_unknown_status_then_a_known_one_carries_on(harness: Harness) -> N
     h.runcomfy.advance(job.request_id or "")
     h.runcomfy.advance(job.request_id or "")
     job = await h.wait_job(1, "delivered")
-    assert await h.running.quota.job_ledger(1) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, 1) == [("charge", 1)]

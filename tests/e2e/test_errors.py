@@ -12,6 +12,7 @@ from tests.e2e.conftest import Harness
 from tests.e2e.test_approval import approval_on, request
 from tests.e2e.test_remix import delivered_job
 from tests.fakes.discord import FakeInteraction
+from tests.ledger import job_ledger
 
 STORAGE = "database is unavailable"
 LOADING = 1 << 7  # Discord's message flag for the "thinking…" placeholder
@@ -83,7 +84,7 @@ async def test_approve_while_the_database_refuses_writes_gets_an_answer(harness:
 
     await allow_writes(h)
     assert (await h.job(job_id)).state.value == "awaiting_approval"
-    assert await h.running.quota.job_ledger(job_id) == []
+    assert await job_ledger(h.running.quota, job_id) == []
     click = await h.discord.click(message_id, f"animate:approve:{job_id}", user="mod")
     assert "Approved" in await answer(h, click)
 

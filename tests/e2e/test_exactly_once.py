@@ -9,6 +9,7 @@ import pytest
 from tests.e2e.conftest import Harness
 from tests.fakes.discord import Perm
 from tests.fakes.runcomfy import JobScript
+from tests.ledger import job_ledger
 
 POST = r"/channels/{}/messages$"
 
@@ -40,7 +41,7 @@ async def assert_delivered_once(h: Harness, job_id: int) -> None:
     assert video["attachments"]
     assert job.delivery_message_id == int(str(video["id"]))
     assert job.delivery_channel_id == int(str(video["channel_id"]))
-    assert await h.running.quota.job_ledger(job_id) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, job_id) == [("charge", 1)]
     assert "Done" in h.status_text(job.status_message_id or 0)
 
 
@@ -108,7 +109,7 @@ async def test_status_message_stored_but_answer_lost_is_used(harness: Harness) -
     assert [int(m["id"]) for m in statuses] == [job.status_message_id]
     assert "Done" in h.status_text(job.status_message_id or 0)
     assert h.buttons(job.status_message_id or 0) == []
-    assert await h.running.quota.job_ledger(1) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, 1) == [("charge", 1)]
     assert len(h.runcomfy.requests_to("submit")) == 1
 
 
@@ -120,7 +121,7 @@ async def test_status_message_discord_never_confirms_is_not_charged(harness: Har
     text = await h.reply(inter)
     assert "didn't confirm my status message" in text and "Nothing was charged" in text
     assert h.discord.messages(h.discord.channel_id) == []
-    assert await h.running.quota.job_ledger(1) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, 1) == [("charge", 1), ("refund", -1)]
     assert h.runcomfy.requests_to("submit") == []
 
 

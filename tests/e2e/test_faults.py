@@ -10,6 +10,7 @@ import pytest
 
 from tests.e2e.conftest import DISCORD_TOKEN, RUNCOMFY_TOKEN, Harness
 from tests.fakes.runcomfy import JobScript
+from tests.ledger import job_ledger
 
 STATUS_EDIT = r"/channels/\d+/messages/\d+$"
 
@@ -33,7 +34,7 @@ async def test_transient_runcomfy_faults_while_polling_still_deliver(harness: Ha
     h.runcomfy.fail_next("status", 0, delay=6.0)  # slower than the bot's 5 s timeout
     job_id = await start_job(h, unknown_status="warming_up", run_seconds=0.5)
     job = await h.wait_job(job_id, "delivered", timeout=30)
-    assert await h.running.quota.job_ledger(job.id) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, job.id) == [("charge", 1)]
     assert len(h.runcomfy.requests_to("submit")) == 1
 
 
@@ -45,7 +46,7 @@ async def test_request_that_runcomfy_forgets_fails_with_refund(harness: Harness)
     del h.runcomfy.jobs[job.request_id or ""]  # RunComfy now answers 404001 for it
     job = await h.wait_job(job_id, "failed")
     assert "no longer knows" in (job.error or "")
-    assert await h.running.quota.job_ledger(job_id) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, job_id) == [("charge", 1), ("refund", -1)]
 
 
 async def test_job_that_never_starts_is_cancelled_at_the_deadline(harness: Harness) -> None:
@@ -56,7 +57,7 @@ async def test_job_that_never_starts_is_cancelled_at_the_deadline(harness: Harne
     assert "did not start it within" in (job.error or "")
     assert h.runcomfy.job_state(job.request_id or "") == "cancelled"
     assert any("cancelled it" in m["content"] for m in h.discord.messages(job.thread_id))
-    assert await h.running.quota.job_ledger(job_id) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, job_id) == [("charge", 1), ("refund", -1)]
 
 
 async def test_job_that_never_finishes_is_announced_then_given_up(harness: Harness) -> None:
@@ -72,7 +73,7 @@ async def test_job_that_never_finishes_is_announced_then_given_up(harness: Harne
     job = await h.wait_job(job_id, "failed", timeout=10)
     assert "did not finish within" in (job.error or "")
     assert sum("unusually long" in m["content"] for m in h.discord.messages(job.thread_id)) == 1
-    assert await h.running.quota.job_ledger(job_id) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, job_id) == [("charge", 1), ("refund", -1)]
     # After the overdue notice, polling slowed down to the overdue interval.
     polls = [r.at for r in h.runcomfy.requests_to("status")]
     assert len(polls) < 40
@@ -89,7 +90,7 @@ async def test_balance_running_out_mid_way(harness: Harness) -> None:
     await h.wait_job(first, "delivered")
     bob_job = await h.last_job_id()
     assert (await h.job(bob_job)).state.value == "failed"
-    assert await h.running.quota.job_ledger(bob_job) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, bob_job) == [("charge", 1), ("refund", -1)]
 
 
 async def test_rate_limited_status_edits_are_retried_and_coalesced(harness: Harness) -> None:
@@ -156,7 +157,7 @@ async def test_bot_removed_from_guild_refunds_and_dms_the_link(harness: Harness)
     h.runcomfy.advance(job.request_id or "")
     job = await h.wait_job(job_id, "failed")
     assert "missing access" in (job.error or "")
-    assert await h.running.quota.job_ledger(job_id) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, job_id) == [("charge", 1), ("refund", -1)]
     dm = h.discord.dm_channel_id("alice")
     assert dm is not None
     [message] = h.discord.messages(dm)
@@ -238,7 +239,7 @@ async def test_a_discord_hiccup_right_after_submit_does_not_orphan_the_job(harne
     inter = await h.animate()
     assert "on its way" in await h.reply(inter)
     job = await h.wait_job(1, "delivered")
-    assert await h.running.quota.job_ledger(job.id) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, job.id) == [("charge", 1)]
 
 
 async def test_video_discord_keeps_refusing_is_sent_by_dm_and_refunded(
@@ -258,7 +259,7 @@ async def test_video_discord_keeps_refusing_is_sent_by_dm_and_refunded(
     h.runcomfy.advance(job.request_id or "")
     h.runcomfy.advance(job.request_id or "")
     job = await h.wait_job(job_id, "failed", timeout=20)
-    assert await h.running.quota.job_ledger(job_id) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, job_id) == [("charge", 1), ("refund", -1)]
     dm = await h.discord.wait_for(lambda: h.discord.dm_channel_id("alice"))
     assert h.runcomfy.output_url(job.request_id or "") in h.discord.messages(dm)[0]["content"]
 

@@ -10,6 +10,7 @@ from tests.e2e.conftest import Harness
 from tests.e2e.test_approval import approval_on, click, request
 from tests.e2e.test_errors import answer, error_records
 from tests.e2e.test_remix import delivered_job
+from tests.ledger import job_ledger
 
 
 async def test_a_failure_in_the_buttons_check_is_answered_and_logged_once(
@@ -64,4 +65,4 @@ async def test_buttons_of_an_unloaded_cog_say_they_are_unavailable(harness: Harn
     # The status message's buttons stay clickable (the view store knows them) and say so.
     text = await click(h, message_id, "approve", job_id, "mod")
     assert text == "Approvals aren't available right now. Please try again later."
-    assert await h.running.quota.job_ledger(job_id) == []
+    assert await job_ledger(h.running.quota, job_id) == []

@@ -19,6 +19,7 @@ from bot.runcomfy import GenerationParams, Submission
 from tests.e2e.conftest import RUNCOMFY_TOKEN, Harness, jpeg_bytes
 from tests.fakes.discord import FakeInteraction
 from tests.fakes.runcomfy import JobScript
+from tests.ledger import job_ledger
 
 
 def refuse_writes_after_submit(h: Harness, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -66,7 +67,7 @@ async def test_write_failure_after_accept_keeps_the_paid_job(
     job = await h.wait_job(job_id, "delivered")
     assert job.request_id == accepted[0]
     assert len(h.runcomfy.requests_to("submit")) == 1
-    assert await h.running.quota.job_ledger(job_id) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, job_id) == [("charge", 1)]
     # The thread opened while the database refused writes was recorded too, and got the video.
     assert job.thread_id is not None and f"<#{job.thread_id}>" in text
     assert any(m.get("attachments") for m in h.discord.messages(job.thread_id))
@@ -92,11 +93,11 @@ async def test_write_that_keeps_failing_is_logged_and_recorded_by_the_sweep(
     record = await h.discord.wait_for(operator_told, timeout=10)
     assert f"Job {job_id}" in record.getMessage() and RUNCOMFY_TOKEN not in record.getMessage()
     await asyncio.sleep(0.5)  # sweeps run meanwhile: they never refund a job RunComfy accepted
-    assert await h.running.quota.job_ledger(job_id) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, job_id) == [("charge", 1)]
     await allow_writes(h)
     job = await h.wait_job(job_id, "delivered")  # the next sweep recorded it, then polling took over
     assert job.request_id == accepted[0]
-    assert await h.running.quota.job_ledger(job_id) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, job_id) == [("charge", 1)]
 
 
 async def test_stuck_pending_job_is_refunded_while_running(
@@ -126,7 +127,7 @@ async def test_stuck_pending_job_is_refunded_while_running(
     await h.running.db.execute("UPDATE jobs SET updated_at = updated_at - 3600 WHERE id = ?", (job_id,))
     job = await h.wait_job(job_id, "failed")
     assert "never confirmed" in (job.error or "")
-    assert await h.running.quota.job_ledger(job_id) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, job_id) == [("charge", 1), ("refund", -1)]
     assert len(h.runcomfy.requests_to("submit")) == 1
 
     def notices() -> list[dict[str, Any]]:
@@ -284,5 +285,5 @@ async def test_of_three_concurrent_cancel_clicks_one_says_refunded(harness: Harn
     assert sum(bool(re.search(r"Cancelled\. Your 1 credit went back", t)) for t in texts) == 1, texts
     assert sum("This job has already been cancelled." in t for t in texts) == 2, texts
     job = await h.wait_job(job.id, "cancelled")
-    assert await h.running.quota.job_ledger(job.id) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, job.id) == [("charge", 1), ("refund", -1)]
     assert len(h.runcomfy.requests_to("cancel")) == 1

@@ -12,6 +12,7 @@ import pytest
 
 from tests.e2e.conftest import Harness
 from tests.fakes.runcomfy import FakeRunComfy, JobScript
+from tests.ledger import job_ledger
 
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + b"elsewhere" * 300
 
@@ -30,7 +31,7 @@ async def deliver(h: Harness, output_url: str) -> dict[str, object]:
     await h.reply(await h.animate())
     job = await h.wait_job(1, "delivered")
     # A download that was refused is not a failed generation: the existing rule (no refund) holds.
-    assert await h.running.quota.job_ledger(1) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, 1) == [("charge", 1)]
     return h.message(job.delivery_message_id or 0)
 
 

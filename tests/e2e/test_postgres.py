@@ -5,6 +5,7 @@ from __future__ import annotations
 from storage.postgres import PostgresDatabase
 from tests.e2e.conftest import Harness
 from tests.fakes.runcomfy import JobScript
+from tests.ledger import job_ledger
 
 
 async def test_animate_cancel_and_restart_on_postgres(harness: Harness, pg_url: str) -> None:
@@ -31,6 +32,6 @@ async def test_animate_cancel_and_restart_on_postgres(harness: Harness, pg_url: 
     click = await h.discord.click(second.status_message_id or 0, f"animate:cancel:{second.id}", user="alice")
     assert "Cancelled" in await h.reply(click)
     await h.wait_job(second.id, "cancelled")
-    assert await h.running.quota.job_ledger(first.id) == [("charge", 1)]
-    assert await h.running.quota.job_ledger(second.id) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, first.id) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, second.id) == [("charge", 1), ("refund", -1)]
     assert len(h.runcomfy.requests_to("submit")) == 2

@@ -7,6 +7,7 @@ import io
 import av
 
 from tests.e2e.conftest import Harness
+from tests.ledger import job_ledger
 
 
 async def test_preview_backend_delivers_a_labelled_local_clip(harness: Harness) -> None:
@@ -25,7 +26,7 @@ async def test_preview_backend_delivers_a_labelled_local_clip(harness: Harness) 
         frames = sum(1 for _ in container.decode(stream))
     assert frames > 24
     assert h.runcomfy.requests == []  # RunComfy was never called
-    assert await h.running.quota.job_ledger(1) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, 1) == [("charge", 1)]
 
 
 async def test_preview_jobs_can_be_cancelled_while_queued(harness: Harness) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.e2e.conftest import Harness, jpeg_bytes
+from tests.ledger import job_ledger
 
 
 async def delivered_job(h: Harness, prompt: str = "a cat waves", **options: object) -> int:
@@ -40,7 +41,7 @@ async def test_animate_again_reuses_image_and_settings_with_a_new_seed(harness: 
     first_img = h.message(first.status_message_id or 0)["attachments"][0]["data"]
     second_img = h.message(second.status_message_id or 0)["attachments"][0]["data"]
     assert first_img == second_img
-    assert await h.running.quota.job_ledger(second.id) == [("charge", 2)]  # charged like a new 1080P job
+    assert await job_ledger(h.running.quota, second.id) == [("charge", 2)]  # charged like a new 1080P job
 
 
 async def test_edit_prompt_opens_a_prefilled_form(harness: Harness) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tests.e2e.conftest import Harness
 from tests.fakes.runcomfy import JobScript
+from tests.ledger import job_ledger
 
 
 async def test_restart_mid_job_delivers_exactly_once_and_buttons_still_work(harness: Harness) -> None:
@@ -45,8 +46,8 @@ async def test_restart_mid_job_delivers_exactly_once_and_buttons_still_work(harn
     assert (
         len(h.discord.calls_to("PUT", r"/applications/\d+/commands")) == syncs
     )  # unchanged commands: no re-sync
-    assert await h.running.quota.job_ledger(1) == [("charge", 1)]
-    assert await h.running.quota.job_ledger(2) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, 1) == [("charge", 1)]
+    assert await job_ledger(h.running.quota, 2) == [("charge", 1), ("refund", -1)]
 
 
 async def test_job_pending_at_crash_is_refunded_not_resubmitted(harness: Harness) -> None:
@@ -54,7 +55,7 @@ async def test_job_pending_at_crash_is_refunded_not_resubmitted(harness: Harness
     await h.start_bot()
     # Simulate a crash between reserving credits and RunComfy confirming the submit.
     from storage.jobs import NewJob
-    from storage.quota import daily_period
+    from tests.ledger import daily_period
 
     new = NewJob(
         guild_id=h.discord.guild_id,
@@ -75,5 +76,5 @@ async def test_job_pending_at_crash_is_refunded_not_resubmitted(harness: Harness
     await h.start_bot()
     job = await h.wait_job(job_id, "failed")
     assert "restarted" in (job.error or "")
-    assert await h.running.quota.job_ledger(job_id) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(h.running.quota, job_id) == [("charge", 1), ("refund", -1)]
     assert h.runcomfy.requests_to("submit") == []

@@ -15,8 +15,9 @@ from storage.guilds import GuildRepository
 from storage.jobs import JobRepository, JobState, NewJob
 from storage.postgres import PostgresDatabase, redact, translate
 from storage.prefs import PrefsRepository
-from storage.quota import Limits, QuotaRepository, daily_period
+from storage.quota import Limits, QuotaRepository
 from storage.stats import guild_stats, recent_durations
+from tests.ledger import daily_period, job_ledger
 from tests.pg import PgServer
 from tests.storage.conftest import DbTarget
 from tests.storage.test_quota import new_job
@@ -245,7 +246,7 @@ async def test_two_processes_approving_one_job_charge_it_once(pg_url: str) -> No
             *(QuotaRepository(db).approve_job(job_id, limits) for db in (one, two, one, two))
         )
         assert sum(r is not None for r in results) == 1
-        assert await QuotaRepository(two).job_ledger(job_id) == [("charge", 1)]
+        assert await job_ledger(QuotaRepository(two), job_id) == [("charge", 1)]
     finally:
         await one.close()
         await two.close()

@@ -10,8 +10,9 @@ import pytest
 
 from storage.db import Database, StorageError, load_migrations
 from storage.jobs import JobRepository, JobState
-from storage.quota import QuotaRepository, daily_period
+from storage.quota import QuotaRepository
 from storage.sqlite import SQLiteDatabase
+from tests.ledger import daily_period, job_ledger
 from tests.storage.test_quota import new_job
 
 
@@ -128,7 +129,7 @@ async def test_schema_migrates_forward_from_every_version(tmp_path: Path, start:
         job = await JobRepository(db).get(1)
         assert job is not None and job.request_id == "req-old" and job.state is JobState.QUEUED
         assert job.delivery_started_at is None and job.status_has_image is True
-        assert await QuotaRepository(db).job_ledger(1) == [("charge", 1)]
+        assert await job_ledger(QuotaRepository(db), 1) == [("charge", 1)]
     finally:
         await db.close()
 

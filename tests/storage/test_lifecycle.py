@@ -13,7 +13,8 @@ from storage import lifecycle
 from storage.db import Database
 from storage.jobs import JobRepository, JobState
 from storage.lifecycle import TRANSITIONS, IllegalTransition, JobEvent
-from storage.quota import Limits, QuotaRepository, daily_period
+from storage.quota import Limits, QuotaRepository
+from tests.ledger import daily_period, job_ledger
 from tests.storage.test_quota import new_job
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "storage" / "migrations"
@@ -88,7 +89,7 @@ async def test_a_refund_is_written_with_its_move_exactly_once(db: Database) -> N
     assert await jobs.transition(job_id, JobState.FAILED, refund=True, reason="failed", error="boom")
     # A second ending (a racing cancel) is refused, and so is its refund.
     assert not await jobs.transition(job_id, JobState.CANCELLED, refund=True, reason="cancelled")
-    assert await quota.job_ledger(job_id) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(quota, job_id) == [("charge", 1), ("refund", -1)]
     job = await jobs.get(job_id)
     assert job is not None and job.error == "boom" and job.finished_at is not None
 
@@ -97,7 +98,7 @@ async def test_a_refused_move_writes_no_refund(db: Database) -> None:
     quota, jobs = QuotaRepository(db), JobRepository(db)
     job_id = await job_in(db, JobState.DELIVERED)
     assert not await jobs.transition(job_id, JobState.FAILED, refund=True)
-    assert await quota.job_ledger(job_id) == [("charge", 1)]
+    assert await job_ledger(quota, job_id) == [("charge", 1)]
 
 
 async def test_a_job_never_charged_gets_no_refund_row(db: Database) -> None:
@@ -105,7 +106,7 @@ async def test_a_job_never_charged_gets_no_refund_row(db: Database) -> None:
     job_id, _ = await quota.reserve_job(new_job(), Limits(5, daily_period()), await_approval=True)
     assert await state_of(db, job_id) is JobState.AWAITING_APPROVAL
     assert await jobs.transition(job_id, JobState.CANCELLED, within=JobState.AWAITING_APPROVAL, refund=True)
-    assert await quota.job_ledger(job_id) == []
+    assert await job_ledger(quota, job_id) == []
 
 
 async def test_within_narrows_the_sources_to_what_the_caller_saw(db: Database) -> None:
@@ -146,9 +147,9 @@ async def test_approval_moves_the_job_with_its_charge_in_one_transaction(db: Dat
     job_id, _ = await quota.reserve_job(new_job(), limits, await_approval=True)
     assert await quota.approve_job(job_id, limits) is not None
     assert await state_of(db, job_id) is JobState.PENDING
-    assert await quota.job_ledger(job_id) == [("charge", 1)]
+    assert await job_ledger(quota, job_id) == [("charge", 1)]
     assert await quota.approve_job(job_id, limits) is None  # decided already: no second charge
-    assert await quota.job_ledger(job_id) == [("charge", 1)]
+    assert await job_ledger(quota, job_id) == [("charge", 1)]
 
 
 def test_job_event_names_keep_their_wire_values() -> None:

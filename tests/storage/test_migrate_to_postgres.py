@@ -14,8 +14,9 @@ from storage.db import Database, open_database
 from storage.guilds import GuildRepository
 from storage.jobs import JobRepository, JobState
 from storage.prefs import PrefsRepository
-from storage.quota import Limits, QuotaRepository, daily_period, period_for
+from storage.quota import Limits, QuotaRepository, period_for
 from storage.sqlite import SQLiteDatabase
+from tests.ledger import daily_period
 from tests.storage.test_quota import new_job
 
 G, U, ROLE, CHANNEL = (

@@ -16,8 +16,8 @@ from storage.quota import (
     QuotaExceeded,
     QuotaRepository,
     Standing,
-    daily_period,
 )
+from tests.ledger import daily_period, job_ledger
 
 
 def new_job(user_id: int = 7, guild_id: int = 1, cost: int = 1) -> NewJob:
@@ -90,7 +90,7 @@ async def test_refund_happens_once_and_lands_in_the_charge_period(db: Database) 
     async with db.transaction() as tx:
         second = await lifecycle.refund_charge(tx, job_id, "again", 1_700_000_000)
     assert first is True and second is True  # the second refund ran, but the refund is unique
-    assert await quota.job_ledger(job_id) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(quota, job_id) == [("charge", 1), ("refund", -1)]
     assert (await quota.standing(1, 7, 1, yesterday)).used == 0
     assert (await quota.standing(1, 7, 1, today)).used == 0
 
@@ -105,7 +105,7 @@ async def test_end_job_is_compare_and_set(db: Database) -> None:
     assert ended is False
     job = await jobs.get(job_id)
     assert job is not None and job.state is JobState.DELIVERED
-    assert await quota.job_ledger(job_id) == [("charge", 1)]
+    assert await job_ledger(quota, job_id) == [("charge", 1)]
 
 
 async def test_concurrent_cancel_and_fail_refund_once(db: Database) -> None:
@@ -118,7 +118,7 @@ async def test_concurrent_cancel_and_fail_refund_once(db: Database) -> None:
         jobs.transition(job_id, JobState.FAILED, refund=True),
     )
     assert sorted(results) == [False, True]
-    assert await quota.job_ledger(job_id) == [("charge", 1), ("refund", -1)]
+    assert await job_ledger(quota, job_id) == [("charge", 1), ("refund", -1)]
 
 
 async def deliver(jobs: JobRepository, job_id: int) -> bool:

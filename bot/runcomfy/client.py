@@ -1,463 +1,67 @@
-"""Typed async client for the RunComfy Model API (Wan 2.2 image-to-video).
-
-Contract: /work/shared/runcomfy-wan-2-2-image-to-video.txt and runcomfy-api-notes.md.
-
-Retry policy
-------------
-* ``status``/``result``/``cancel`` are retried on network errors, timeouts, HTTP 5xx, ``error_code``
-  500001, HTTP 429 and unparseable (non-JSON / truncated) bodies, with capped exponential backoff and full
-  jitter, honouring ``Retry-After`` (seconds or HTTP-date, capped at ``backoff_cap``).
-* ``submit`` has no idempotency key, so it is retried only when the request surely never reached the
-  server (connection refused / connect timeout) or was explicitly rejected (HTTP 429). Anything that may
-  have created a paid job (timeout or disconnect after sending, 5xx, garbage 2xx body) raises
-  :class:`SubmitOutcomeUnknown`.
-
-The API token is only ever placed in the ``Authorization`` header; it is redacted from every message the
-server echoes back and never logged.
-"""
+"""The RunComfy client: submit, status, result and cancel with the retry policy of bot.runcomfy."""
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import random
-import re
-import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Final, NoReturn
 
 import aiohttp
 
 from bot import metrics
-from storage.spec import GenerationSpec
-
-__all__ = [
-    "CancelResult",
-    "GenerationParams",
-    "JobResult",
-    "JobStatus",
-    "Phase",
-    "RunComfyAuthError",
-    "RunComfyBalanceError",
-    "RunComfyClient",
-    "RunComfyError",
-    "RunComfyForbiddenError",
-    "RunComfyModelError",
-    "RunComfyNotFoundError",
-    "RunComfyProtocolError",
-    "RunComfyUnavailableError",
-    "RunComfyValidationError",
-    "Submission",
-    "SubmitOutcomeUnknown",
-    "normalize_status",
-]
+from bot.runcomfy._parse import (
+    _BEARER_RE,
+    _MAX_MESSAGE_CHARS,
+    _NOT_JSON,
+    _REQUEST_ID_RE,
+    _has_error_code,
+    _opt_int,
+    _opt_str,
+    _parse_code,
+    _parse_retry_after,
+    _render_error,
+    _Response,
+    _summarize_detail,
+    _Transient,
+    _truncate,
+    _validate_request_id,
+)
+from bot.runcomfy.errors import (
+    CODE_BAD_TOKEN,
+    CODE_FORBIDDEN,
+    CODE_NO_BALANCE,
+    CODE_NOT_FOUND,
+    CODE_SERVER_ERROR,
+    CODE_UNKNOWN_MODEL,
+    CODE_VALIDATION,
+    RunComfyAuthError,
+    RunComfyBalanceError,
+    RunComfyError,
+    RunComfyForbiddenError,
+    RunComfyModelError,
+    RunComfyNotFoundError,
+    RunComfyProtocolError,
+    RunComfyUnavailableError,
+    RunComfyValidationError,
+    SubmitOutcomeUnknown,
+)
+from bot.runcomfy.models import (
+    _WORDS,
+    CancelResult,
+    GenerationParams,
+    JobResult,
+    JobStatus,
+    Phase,
+    Submission,
+)
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 
 DEFAULT_MODEL: Final = "wan-ai/wan-2-2/image-to-video"
-
-# RunComfy error codes (see runcomfy-api-notes.md).
-CODE_UNKNOWN_MODEL: Final = 400001
-CODE_NO_BALANCE: Final = 400002
-CODE_BAD_TOKEN: Final = 400004
-CODE_FORBIDDEN: Final = 403001
-CODE_NOT_FOUND: Final = 404001
-CODE_VALIDATION: Final = 422001
-CODE_SERVER_ERROR: Final = 500001
-
-_REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9_.\-]+")
-_MAX_MESSAGE_CHARS: Final = 300
-_MAX_ERROR_CHARS: Final = 300
-_BEARER_RE: Final = re.compile(r"(?i)bearer\s+\S+")
-
-
-# --------------------------------------------------------------------------------------------------------
-# Exceptions
-# --------------------------------------------------------------------------------------------------------
-
-
-class RunComfyError(Exception):
-    """Base class. ``str(e)`` is a safe, human-readable message that never contains the API token."""
-
-    code: int | None
-    http_status: int | None
-
-    def __init__(
-        self, message: str = "RunComfy error", *, code: int | None = None, http_status: int | None = None
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.http_status = http_status
-
-    def __str__(self) -> str:
-        return self.message
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}({self.message!r}, code={self.code!r}, http_status={self.http_status!r})"
-        )
-
-
-class RunComfyAuthError(RunComfyError):
-    """Bad, missing or expired API token (400004, HTTP 401/403 other than 403001)."""
-
-
-class RunComfyBalanceError(RunComfyError):
-    """Account has no balance left (400002 or HTTP 402)."""
-
-
-class RunComfyValidationError(RunComfyError):
-    """The input was rejected (422001 / HTTP 422 / HTTP 400 with ``detail``)."""
-
-    detail: Any
-
-    def __init__(
-        self,
-        message: str = "RunComfy rejected the input",
-        *,
-        code: int | None = None,
-        http_status: int | None = None,
-        detail: Any = None,
-    ) -> None:
-        super().__init__(message, code=code, http_status=http_status)
-        self.detail = detail
-
-
-class RunComfyNotFoundError(RunComfyError):
-    """Unknown or expired request (404001 / HTTP 404)."""
-
-
-class RunComfyForbiddenError(RunComfyError):
-    """The request belongs to another user (403001)."""
-
-
-class RunComfyModelError(RunComfyError):
-    """Unknown model (400001)."""
-
-
-class RunComfyUnavailableError(RunComfyError):
-    """Transient failure (5xx, 500001, 429, network error, timeout) that outlived all retries."""
-
-
-class RunComfyProtocolError(RunComfyError):
-    """The server answered something that does not match the contract."""
-
-
-class SubmitOutcomeUnknown(RunComfyError):
-    """A submit may or may not have created a (paid) job; it must not be blindly retried."""
-
-
-# --------------------------------------------------------------------------------------------------------
-# Data types
-# --------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class GenerationParams:
-    prompt: str
-    img_url: str
-    negative_prompt: str | None = None
-    resolution: str = "480P"
-    template: str | None = None
-    seed: int | None = None
-    prompt_extend: bool = True
-    duration: int = 5
-
-    @classmethod
-    def from_spec(cls, spec: GenerationSpec, img_url: str) -> GenerationParams:
-        """The one place a job's spec becomes a submit (RunComfy's `duration` keeps its default)."""
-        return cls(img_url=img_url, **spec.columns())
-
-    def to_payload(self) -> dict[str, Any]:
-        """The JSON body for a submit; ``None`` fields are omitted."""
-        payload: dict[str, Any] = {
-            "prompt": self.prompt,
-            "img_url": self.img_url,
-            "negative_prompt": self.negative_prompt,
-            "resolution": self.resolution,
-            "template": self.template,
-            "seed": self.seed,
-            "prompt_extend": self.prompt_extend,
-            "duration": self.duration,
-        }
-        return {key: value for key, value in payload.items() if value is not None}
-
-
-@dataclass(frozen=True, slots=True)
-class Submission:
-    request_id: str
-    status_url: str | None
-    result_url: str | None
-    cancel_url: str | None
-
-
-class Phase(StrEnum):
-    """A RunComfy status word, normalised. The words are not settled (the seed document, RunComfy's
-    CLI and its docs disagree), so every known spelling maps here and anything else is UNKNOWN."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"  # on /status: finished, /result decides; on /result: a video is there
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    UNKNOWN = "unknown"
-
-
-# Lower-cased words; RunComfy's CLI treats completed|succeeded|failed|cancelled|canceled as terminal on
-# both endpoints and succeeded|completed on /result as success.
-_WORDS: Final[Mapping[str, Phase]] = {
-    "in_queue": Phase.QUEUED,
-    "queued": Phase.QUEUED,
-    "in_progress": Phase.RUNNING,
-    "running": Phase.RUNNING,
-    "completed": Phase.SUCCEEDED,
-    "succeeded": Phase.SUCCEEDED,
-    "failed": Phase.FAILED,
-    "cancelled": Phase.CANCELLED,
-    "canceled": Phase.CANCELLED,
-}
-SUCCESS_WORDS: Final = frozenset(w for w, p in _WORDS.items() if p is Phase.SUCCEEDED)
-
-
-def normalize_status(word: str, *, error: str | None = None) -> Phase:
-    """The phase a status word means; an ``error`` field means failure unless the word says cancelled."""
-    phase = _WORDS.get(word.strip().lower(), Phase.UNKNOWN)
-    if error is not None and phase is not Phase.CANCELLED:
-        return Phase.FAILED
-    return phase
-
-
-@dataclass(frozen=True, slots=True)
-class JobStatus:
-    status: str
-    """The raw word, lower-cased (``in_queue``, ``Completed`` -> ``completed``, or anything else); empty
-    when RunComfy sent only an ``error``. Decide on :attr:`phase`, log this."""
-    queue_position: int | None
-    error: str | None = None
-
-    @property
-    def phase(self) -> Phase:
-        return normalize_status(self.status, error=self.error)
-
-
-@dataclass(frozen=True, slots=True)
-class JobResult:
-    status: str
-    """The raw word, lower-cased (``succeeded``, ``completed``, ``failed``, ...); empty when RunComfy sent
-    only an ``error``. Decide on :attr:`phase`, log this."""
-    video_urls: tuple[str, ...]
-    error: str | None
-    created_at: str | None
-    finished_at: str | None
-
-    @property
-    def phase(self) -> Phase:
-        """SUCCEEDED only with a video: a "success" without one is a failure (see :attr:`no_video`)."""
-        phase = normalize_status(self.status, error=self.error)
-        if phase is Phase.SUCCEEDED and not self.video_urls:
-            return Phase.FAILED
-        return phase
-
-    @property
-    def no_video(self) -> bool:
-        """RunComfy said it succeeded but sent no video URL."""
-        return self.error is None and self.status in SUCCESS_WORDS and not self.video_urls
-
-
-@dataclass(frozen=True, slots=True)
-class CancelResult:
-    status: str | None
-    outcome: str | None
-    cancelled: bool
-
-
-# --------------------------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------------------------
-
-
-class _Transient(Exception):
-    """Internal: a failure worth retrying (for idempotent calls)."""
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        retry_after: float | None = None,
-        code: int | None = None,
-        http_status: int | None = None,
-        malformed: bool = False,
-    ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-        self.code = code
-        self.http_status = http_status
-        self.malformed = malformed
-
-
-@dataclass(frozen=True, slots=True)
-class _Response:
-    status: int
-    body: Any  # parsed JSON, or _NOT_JSON
-    retry_after: float | None
-
-
-class _NotJson:
-    def __repr__(self) -> str:
-        return "<not json>"
-
-
-_NOT_JSON: Final = _NotJson()
-
-
-def _parse_code(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
-
-
-def _has_error_code(body: Any) -> bool:
-    """True when a JSON body carries a meaningful top-level ``error_code`` (null/0/"" do not count)."""
-    if not isinstance(body, dict):
-        return False
-    value = body.get("error_code")
-    return value is not None and value not in (0, "", "0") and value is not False
-
-
-def _truncate(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    if len(text) <= limit:
-        return text
-    return text[: limit - 1].rstrip() + "…"
-
-
-def _render_json(value: Any) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
-    except (TypeError, ValueError):  # pragma: no cover - defensive
-        return repr(value)
-
-
-def _render_error(value: Any) -> str | None:
-    """Render a failure ``error`` field of any JSON type as a short human string."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, Mapping):
-        text = _render_json(value)
-        for key in ("error_message", "message", "msg", "error", "detail", "reason"):
-            inner = value.get(key)
-            rendered = _render_error(inner) if inner not in (None, "", [], {}) else None
-            if rendered:
-                code = value.get("error_code", value.get("code"))
-                text = rendered if code is None else f"{rendered} (code {code})"
-                break
-    elif isinstance(value, list | tuple):
-        rendered_items = [r for r in (_render_error(item) for item in value) if r]
-        text = "; ".join(rendered_items)
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    else:
-        text = str(value)
-    text = _truncate(text, _MAX_ERROR_CHARS)
-    return text or None
-
-
-def _summarize_detail(detail: Any) -> str:
-    """Readable one-line summary of a validation ``detail`` (FastAPI-style list, dict or string)."""
-    if detail is None:
-        return ""
-    if isinstance(detail, str):
-        return detail
-    items = detail if isinstance(detail, list | tuple) else [detail]
-    parts: list[str] = []
-    for item in items:
-        if isinstance(item, Mapping):
-            msg = item.get("msg", item.get("message", item.get("error_message")))
-            loc = item.get("loc")
-            if isinstance(loc, list | tuple):
-                loc_parts = [str(p) for p in loc if p not in ("body", "query", "path")]
-                loc_text = ".".join(loc_parts)
-            elif loc is not None:
-                loc_text = str(loc)
-            else:
-                loc_text = ""
-            msg_text = str(msg) if msg is not None else _render_json(item)
-            parts.append(f"{loc_text}: {msg_text}" if loc_text else msg_text)
-        else:
-            parts.append(str(item))
-    return "; ".join(parts)
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:  # pragma: no cover - older Pythons
-            return None
-        seconds = when.timestamp() - time.time()
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, seconds)
-
-
-def _validate_request_id(request_id: str) -> str:
-    if (
-        not isinstance(request_id, str)
-        or not _REQUEST_ID_RE.fullmatch(request_id)
-        or set(request_id) == {"."}
-        or len(request_id) > 200
-    ):
-        raise ValueError("invalid RunComfy request_id (must be non-empty and match [A-Za-z0-9_.-]+)")
-    return request_id
-
-
-def _opt_str(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value or None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    return None
-
-
-def _opt_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    return None
-
-
-# --------------------------------------------------------------------------------------------------------
-# Client
-# --------------------------------------------------------------------------------------------------------
 
 SleepFn = Callable[[float], Awaitable[None]]
 

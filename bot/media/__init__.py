@@ -1,0 +1,33 @@
+"""Media handling: normalise uploaded images for the video API, shrink finished videos, capped downloads.
+
+- ``image``: ``normalize_image`` (Pillow) -- EXIF rotation, flattening, scaling, re-encoding.
+- ``video``: ``fit_video`` (PyAV) -- re-encode a video that exceeds the upload limit.
+- ``download``: ``download_capped`` and ``redact_url``.
+- ``errors``: ``MediaError`` and its download subclasses, shared by all three.
+
+``normalize_image`` and ``fit_video`` are CPU-bound and synchronous: call them via ``asyncio.to_thread``.
+``download_capped`` is a coroutine.
+
+Nothing here changes process-wide state (no ``Image.MAX_IMAGE_PIXELS`` or ``LOAD_TRUNCATED_IMAGES``
+tweaks, no ``warnings`` filter changes), so it is safe to run several calls in parallel threads.
+"""
+
+from __future__ import annotations
+
+from bot.media.download import download_capped, redact_url
+from bot.media.errors import DownloadError, DownloadTooLarge, MediaError
+from bot.media.image import MAX_PIXELS, NormalizedImage, normalize_image
+from bot.media.video import FittedVideo, fit_video
+
+__all__ = [
+    "MAX_PIXELS",
+    "DownloadError",
+    "DownloadTooLarge",
+    "FittedVideo",
+    "MediaError",
+    "NormalizedImage",
+    "download_capped",
+    "fit_video",
+    "normalize_image",
+    "redact_url",
+]
