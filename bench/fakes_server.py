@@ -41,8 +41,8 @@ import re
 import signal
 import sys
 import time
-from collections import Counter, deque
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ if __package__ in (None, ""):  # `python bench/fakes_server.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import inputs
-from tests.fakes.discord import FakeDiscord, RecordedCall
+from tests.fakes.discord import FakeDiscord, RecordedCall, _json_response
 from tests.fakes.runcomfy import FakeRunComfy, JobScript
 
 DISCORD_TOKEN = "bench-discord-token"
@@ -105,30 +105,33 @@ GLOBAL_LIMIT = 50  # requests per second per bot token; interaction callbacks ar
 
 @dataclass
 class Window:
-    """A sliding window of request times (monotonic seconds)."""
+    """A fixed rate-limit window as Discord runs them: it opens with the first request, admits `limit`
+    requests, and resets completely `seconds` later (discord.py relies on that: after sleeping
+    `Reset-After` it sends a whole bucket's worth again)."""
 
     limit: int
     seconds: float
-    hits: deque[float] = field(default_factory=deque)
+    opened: float = float("-inf")
+    count: int = 0
 
-    def _trim(self, now: float) -> None:
-        while self.hits and self.hits[0] <= now - self.seconds:
-            self.hits.popleft()
+    def _roll(self, now: float) -> None:
+        if now >= self.opened + self.seconds:
+            self.opened, self.count = now, 0
 
     def take(self, now: float) -> bool:
-        self._trim(now)
-        if len(self.hits) >= self.limit:
+        self._roll(now)
+        if self.count >= self.limit:
             return False
-        self.hits.append(now)
+        self.count += 1
         return True
 
     def remaining(self, now: float) -> int:
-        self._trim(now)
-        return max(0, self.limit - len(self.hits))
+        self._roll(now)
+        return max(0, self.limit - self.count)
 
     def reset_after(self, now: float) -> float:
-        self._trim(now)
-        return max(0.001, self.hits[0] + self.seconds - now) if self.hits else self.seconds
+        self._roll(now)
+        return max(0.001, self.opened + self.seconds - now)
 
 
 class RateLimitedDiscord(FakeDiscord):
@@ -137,15 +140,21 @@ class RateLimitedDiscord(FakeDiscord):
     (``message``, ``retry_after``, ``global``), ``Retry-After`` and ``Via`` (without ``Via`` discord.py
     would take the 429 for a Cloudflare ban). The 429 is recorded in ``calls`` like any answer."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(
+        self,
+        token: str,
+        route_limits: tuple[tuple[str, re.Pattern[str], str, int, float], ...] = ROUTE_LIMITS,
+        global_limit: int = GLOBAL_LIMIT,
+    ) -> None:
         super().__init__(token)
+        self.route_limits = route_limits
         self.ratelimits = False  # scenarios switch them on (/configure)
         self.rejected: Counter[str] = Counter()  # "route" or "global" -> 429s sent
         self._buckets: dict[tuple[str, str], Window] = {}
-        self._global = Window(GLOBAL_LIMIT, 1.0)
+        self._global = Window(global_limit, 1.0)
 
     def _limit_for(self, method: str, path: str) -> tuple[str, Window] | None:
-        for m, pattern, name, limit, seconds in ROUTE_LIMITS:
+        for m, pattern, name, limit, seconds in self.route_limits:
             if m in ("*", method) and (match := pattern.fullmatch(path)):
                 key = (name, match.group(1))
                 window = self._buckets.get(key)
@@ -198,7 +207,8 @@ class RateLimitedDiscord(FakeDiscord):
         elif window is not None:
             headers.update(self._headers(name or "", window, time.monotonic()))
         body = {"message": "You are being rate limited.", "retry_after": round(retry, 3), "global": is_global}
-        return web.json_response(body, status=429, headers=headers)
+        # Exactly "application/json" (no charset), or discord.py reads the body as text and gives up.
+        return _json_response(body, 429, headers)
 
 
 SPACES_EXTRA_CHANNELS = 19  # main-1 .. main-19 in the default guild

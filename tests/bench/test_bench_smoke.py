@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -49,14 +50,14 @@ def test_tiny_benchmark_runs_every_scenario(tmp_path: Path) -> None:
         assert figure in text
 
 
-def test_rate_limit_window_refuses_over_the_limit_and_frees_up() -> None:
+def test_rate_limit_window_refuses_over_the_limit_and_resets_whole() -> None:
     w = Window(limit=5, seconds=5.0)
     assert all(w.take(100.0 + i * 0.1) for i in range(5))
     assert w.remaining(100.5) == 0
     assert not w.take(100.6)  # sixth request inside the window: 429
     assert w.reset_after(100.6) == pytest.approx(4.4)
-    assert w.take(105.01)  # the first request left the window
-    assert w.remaining(105.01) == 0
+    assert w.take(105.0)  # the window opened at 100.0 reset: a whole bucket again
+    assert w.remaining(105.0) == 4
 
 
 async def test_bench_discord_answers_429_like_discord() -> None:
@@ -80,6 +81,41 @@ async def test_bench_discord_answers_429_like_discord() -> None:
     _, headers, body = answers[5]
     assert body["global"] is False and 0 < body["retry_after"] <= 5
     assert headers["Via"] and headers["X-RateLimit-Scope"] == "user" and int(headers["Retry-After"]) >= 1
+    assert headers["Content-Type"] == "application/json"  # exactly: discord.py parses nothing else
     assert fake.rejected == {"route": 1}
     assert len(fake.messages(fake.channel_id)) == 5  # the refused message was not posted
     assert [c.status for c in fake.calls_to("POST", r"/messages$")] == [200] * 5 + [429]
+
+
+async def test_discord_py_waits_out_the_bench_429s_and_delivers_everything() -> None:
+    """The bench's 429s are ones discord.py understands: it sleeps and retries, nothing is lost."""
+    import re
+
+    import aiohttp
+    import discord
+    from discord.http import handle_message_parameters
+
+    from bench.fakes_server import RateLimitedDiscord
+    from tests.fakes.discord import patched_discord
+
+    limits = (("POST", re.compile(r"/channels/(\d+)/messages"), "message-create", 2, 0.3),)
+    async with RateLimitedDiscord("t0ken", route_limits=limits) as fake:
+        with patched_discord(fake):
+            fake.ratelimits = True
+            url = f"{fake.api_base}/channels/{fake.channel_id}/messages"
+            async with aiohttp.ClientSession() as raw:  # someone else fills the window first
+                for _ in range(2):
+                    async with raw.post(url, json={"content": "x"}, headers={"Authorization": "Bot t0ken"}):
+                        pass
+            http = discord.http.HTTPClient(asyncio.get_running_loop())
+            await http.static_login("t0ken")
+            try:
+                for i in range(5):
+                    with handle_message_parameters(content=f"m{i}") as params:
+                        await http.send_message(fake.channel_id, params=params)
+            finally:
+                await http.close()
+    assert fake.rejected["route"] >= 1  # discord.py met a 429 ...
+    assert [m["content"] for m in fake.messages(fake.channel_id)][-5:] == [
+        f"m{i}" for i in range(5)
+    ]  # ... and retried
