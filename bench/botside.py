@@ -461,16 +461,19 @@ async def scenario_shapes(ctx: Context) -> None:
 
 async def scenario_photos(ctx: Context) -> None:
     """N real photos (`image`: photo = 1600x1200, phone = 12 MP with EXIF rotation) at once, spread over
-    20 channels, rate limits on: the bot process' CPU per job and its peak memory."""
+    20 channels, rate limits on, jobs of 5-35 s with 480p clips: the bot process' CPU per job and its
+    peak memory."""
     n = int(ctx.params.get("commands", 100))
     image = str(ctx.params.get("image", "photo"))
     spaces = ["main", *(f"main-{i}" for i in range(1, 20))]
     users = (await ctx.call("POST", "/users", {"count": n, "prefix": f"{image}-"}))["names"]
-    await ctx.call(
-        "POST",
-        "/configure",
-        {"ratelimits": True, "default": {"queue_seconds": 1.0, "run_seconds": 2.0, "video": "clip480"}},
-    )
+    # Jobs end over 5-35 s, as real ones would: all 100 videos landing in the same instant would measure
+    # 100 downloads at once instead of the photos.
+    scripts = [
+        {"queue_seconds": 1.0 * ctx.scale, "run_seconds": (total - 1.0) * ctx.scale, "video": "clip480"}
+        for total in spread(20.0, 30.0, n)
+    ]
+    await ctx.call("POST", "/configure", {"ratelimits": True, "scripts": scripts})
     since = await ctx.call("GET", "/mark")
     writes = ctx.writes.mark()
 

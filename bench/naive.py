@@ -40,6 +40,12 @@ class NaiveJob:
     state: str = "pending"  # pending | running | delivered | failed
 
 
+def _ignore_failure(task: asyncio.Task[Any]) -> None:
+    # A status edit that lost to the rate limit is just skipped, like the poll it belonged to.
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("status edit failed: %r", task.exception())
+
+
 class NaiveBot(discord.Client):
     def __init__(self, *, runcomfy_base_url: str, runcomfy_token: str, poll_interval: float = 1.0) -> None:
         super().__init__(intents=discord.Intents.default())
@@ -78,10 +84,16 @@ class NaiveBot(discord.Client):
         assert isinstance(channel, discord.TextChannel | discord.Thread)
         job = NaiveJob(job_id=len(self.jobs) + 1, channel_id=channel.id)
         self.jobs.append(job)
-        status = await channel.send(
-            f"Animating for {interaction.user.mention}: queued",
-            allowed_mentions=discord.AllowedMentions.none(),
-        )
+        try:
+            status = await self.post(
+                channel,
+                content=f"Animating for {interaction.user.mention}: queued",
+                allowed_mentions=discord.AllowedMentions.none(),
+            )
+        except discord.HTTPException:
+            job.state = "failed"
+            await interaction.followup.send("Could not post in this channel.", ephemeral=True)
+            return
         job.status_message_id = status.id
         try:
             job.request_id = await self.submit(image.url, prompt)
@@ -90,8 +102,9 @@ class NaiveBot(discord.Client):
             await interaction.followup.send(f"Could not submit: {exc}", ephemeral=True)
             return
         job.state = "running"
-        await interaction.followup.send("Submitted.", ephemeral=True)
         self._spawn(self.follow(job, status, channel))
+        with contextlib.suppress(discord.HTTPException):
+            await interaction.followup.send("Submitted.", ephemeral=True)
 
     async def submit(self, image_url: str, prompt: str) -> str:
         assert self.session is not None
@@ -110,7 +123,30 @@ class NaiveBot(discord.Client):
             data: dict[str, Any] = await resp.json()
             return data
 
+    async def post(self, channel: discord.TextChannel | discord.Thread, **kwargs: Any) -> discord.Message:
+        """Send, and keep trying while Discord says 429 (discord.py gives up after five tries)."""
+        for attempt in range(20):
+            if "file" in kwargs:
+                kwargs["file"].reset()
+            try:
+                return await channel.send(**kwargs)
+            except discord.HTTPException as exc:
+                if exc.status != 429 or attempt == 19:
+                    raise
+                await asyncio.sleep(1.0)
+        raise AssertionError("unreachable")
+
     async def follow(
+        self, job: NaiveJob, status: discord.Message, channel: discord.TextChannel | discord.Thread
+    ) -> None:
+        try:
+            await self._follow(job, status, channel)
+        except Exception:
+            # Visible in the bench as an undelivered job rather than a run that never ends.
+            logger.exception("naive job %s failed", job.request_id)
+            job.state = "failed"
+
+    async def _follow(
         self, job: NaiveJob, status: discord.Message, channel: discord.TextChannel | discord.Thread
     ) -> None:
         base = f"{self.base}/requests/{job.request_id}"
@@ -128,6 +164,7 @@ class NaiveBot(discord.Client):
             if edit is None or edit.done():
                 text = f"Animating: {state} ({time.monotonic() - started:.0f} s)"
                 edit = asyncio.create_task(status.edit(content=text))
+                edit.add_done_callback(_ignore_failure)
         if edit is not None:
             edit.cancel()
         result = await self.get(base + "/result")
@@ -135,7 +172,7 @@ class NaiveBot(discord.Client):
         url = output.get("video") or next(iter(output.get("videos") or []), None)
         if str(result.get("status", "")).lower() not in ("succeeded", "completed") or not url:
             job.state = "failed"
-            await channel.send(f"The job failed: {result.get('error')!r}")
+            await self.post(channel, content=f"The job failed: {result.get('error')!r}")
             return
         assert self.session is not None
         async with self.session.get(str(url), timeout=TIMEOUT) as resp:
@@ -143,9 +180,9 @@ class NaiveBot(discord.Client):
             data = await resp.read()
         name = f"naive-{job.request_id}.mp4"
         if len(data) > UPLOAD_LIMIT:
-            await channel.send(f"Done (too large to upload): {url} {name}")
+            await self.post(channel, content=f"Done (too large to upload): {url} {name}")
         else:
-            await channel.send("Done!", file=discord.File(io.BytesIO(data), filename=name))
+            await self.post(channel, content="Done!", file=discord.File(io.BytesIO(data), filename=name))
         job.state = "delivered"
         with contextlib.suppress(discord.HTTPException):
             await status.edit(content="Animating: done")
