@@ -235,7 +235,7 @@ class Control:
         return self.inputs[name]
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(client_max_size=256 * 1024 * 1024)  # /report for 10,000 jobs is several MB
         app.router.add_get("/info", self.info)
         app.router.add_post("/configure", self.configure)
         app.router.add_post("/users", self.users)

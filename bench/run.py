@@ -244,7 +244,7 @@ def run_all(runs: list[Run], profile: Profile, logdir: Path, out: Callable[[str]
             for r in parallel:
                 launched.append(Launched(r, profile, logdir, sys.executable))
             for item in launched:
-                results[item.run.label] = item.finish()
+                results[item.run.label] = finished(item, out)
         finally:
             for item in launched:
                 if item.bot is not None and item.bot.poll() is None:
@@ -255,8 +255,17 @@ def run_all(runs: list[Run], profile: Profile, logdir: Path, out: Callable[[str]
     for r in runs:
         if r not in parallel:
             out(f"... {r.label}")
-            results[r.label] = Launched(r, profile, logdir, sys.executable).finish()
+            results[r.label] = finished(Launched(r, profile, logdir, sys.executable), out)
     return results
+
+
+def finished(item: Launched, out: Callable[[str], None]) -> dict[str, Any]:
+    """The run's result; a run that failed is reported (and counted as a miss) without losing the rest."""
+    try:
+        return item.finish()
+    except RuntimeError as exc:
+        out(f"!!! {exc}")
+        return {"error": str(exc)}
 
 
 # ------------------------------------------------------------------------------------------------ table
@@ -754,6 +763,8 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     out("inputs: " + "; ".join(f"{k} {v}" for k, v in inputs.describe().items()))
     started = time.monotonic()
     results = run_all(runs, profile, logdir, out)
+    broken = sorted(k for k, v in results.items() if "error" in v)
+    results = {k: v for k, v in results.items() if "error" not in v}
     old = [n for n in ("ack", "jobs", "load", "quota") if n in results]
     rows = [row for name in old for row in rows_for(name, results[name], profile.scale)]
     new = issue_rows(results, judge_baseline=profile.scale == 1)
@@ -780,12 +791,14 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         out(issue_table(new))
     out("")
     failed = [r for r in rows if r[3] == "FAIL"] + [r for r in new if r[5] == "FAIL"]
-    out(f"{len(failed)} target(s) missed; total {time.monotonic() - started:.0f} s")
+    if broken:
+        out(f"runs that failed (their figures are missing): {', '.join(broken)}")
+    out(f"{len(failed) + len(broken)} target(s) missed; total {time.monotonic() - started:.0f} s")
     if args.json:
         args.json.write_text(
             json.dumps({"machine": info, "profile": profile.name, "results": results}, indent=2)
         )
-    return 1 if failed else 0
+    return 1 if failed or broken else 0
 
 
 if __name__ == "__main__":
