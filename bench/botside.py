@@ -32,6 +32,7 @@ import yarl
 if __package__ in (None, ""):  # `python bench/botside.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.naive import NaiveBot
 from bench.stats import rss_kib, summary
 from bot.client import AnimateBot
 from bot.settings import Settings
@@ -88,16 +89,47 @@ class LoopMonitor:
         }
 
 
+class WriteCounter:
+    """Counts the SQL statements that write (INSERT/UPDATE/DELETE/REPLACE) on the bot's connection.
+
+    Statements, not rows: a trace callback on aiosqlite's connection sees each statement sqlite runs.
+    The bench's own queries on that connection are all SELECTs, so they never count."""
+
+    WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+
+    def __init__(self) -> None:
+        self.writes = 0
+        self.poll_count_writes = 0
+
+    def __call__(self, sql: str) -> None:  # runs on aiosqlite's worker thread; ints under the GIL
+        head = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
+        if head in self.WRITES:
+            self.writes += 1
+            if "poll_count" in sql:
+                self.poll_count_writes += 1
+
+    def mark(self) -> tuple[int, int]:
+        return self.writes, self.poll_count_writes
+
+
 @dataclass
 class Context:
     control: str
     http: aiohttp.ClientSession
-    bot: AnimateBot
+    bot: AnimateBot | None
     settings: Settings
     monitor: LoopMonitor
     scale: float
     params: dict[str, Any]
     out: dict[str, Any] = field(default_factory=dict)
+    naive: NaiveBot | None = None
+    writes: WriteCounter = field(default_factory=WriteCounter)
+
+    @property
+    def real(self) -> AnimateBot:
+        if self.bot is None:
+            raise RuntimeError("this scenario needs the real bot")
+        return self.bot
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
         async with self.http.request(method, self.control + path, json=body) as resp:
@@ -105,11 +137,13 @@ class Context:
             return await resp.json()
 
     async def states(self) -> dict[str, int]:
-        rows = await self.bot.db.fetchall("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+        if self.naive is not None:
+            return self.naive.states()
+        rows = await self.real.db.fetchall("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
         return {str(r["state"]): int(r["n"]) for r in rows}
 
-    async def slash(self, users: list[str]) -> list[str]:
-        return list((await self.call("POST", "/slash", {"users": users}))["ids"])
+    async def slash(self, users: list[str], **extra: Any) -> list[str]:
+        return list((await self.call("POST", "/slash", {"users": users, **extra}))["ids"])
 
     async def answers(self, ids: list[str], timeout: float) -> list[dict[str, Any]]:
         """Wait until every interaction was answered (or refused), then return what the fake saw."""
@@ -135,7 +169,9 @@ class Context:
             await asyncio.sleep(0.5)
 
     async def job_rows(self) -> list[dict[str, Any]]:
-        rows = await self.bot.db.fetchall(
+        if self.naive is not None:
+            return self.naive.job_rows()
+        rows = await self.real.db.fetchall(
             "SELECT id, request_id, thread_id, status_message_id, channel_id, state FROM jobs ORDER BY id"
         )
         return [
@@ -313,8 +349,153 @@ async def scenario_quota(ctx: Context) -> None:
     ctx.out["submitted"] = rep["runcomfy_endpoints"].get("submit", 0)
     ctx.out["delivered"] = sum(1 for j in rep["jobs"] if j["state"] == "delivered")
     ctx.out["quota"] = ctx.settings.daily_quota
-    standing = await ctx.bot.db.fetchall("SELECT * FROM jobs WHERE state NOT IN ('failed', 'cancelled')")
+    standing = await ctx.real.db.fetchall("SELECT * FROM jobs WHERE state NOT IN ('failed', 'cancelled')")
     ctx.out["charged_jobs"] = len(standing)
+
+
+# Job-duration shapes of issue #13: (first, last) total seconds, spread evenly.
+SHAPES: dict[str, tuple[float, float]] = {
+    "tight": (55.0, 65.0),
+    "5min": (285.0, 315.0),
+    "wide": (30.0, 180.0),
+}
+# What each shape's members upload: photos, and screenshots with alpha in the wide shape.
+SHAPE_IMAGES = {"tight": "photo", "5min": "photo", "wide": "screenshot"}
+OVERSIZED_EVERY = 5  # every 5th job returns a 1080p clip over the upload limit: re-encoding is measured
+
+
+def shape_scripts(shape: str, count: int, scale: float) -> list[dict[str, Any]]:
+    first, last = SHAPES[shape]
+    out = []
+    for i, total in enumerate(spread((first + last) / 2, last - first, count)):
+        queued = min(10.0, total / 6)
+        out.append(
+            {
+                "queue_seconds": queued * scale,
+                "run_seconds": (total - queued) * scale,
+                "video": "clip1080" if i % OVERSIZED_EVERY == OVERSIZED_EVERY - 1 else "clip480",
+            }
+        )
+    return out
+
+
+async def submitted(ctx: Context) -> int:
+    return int((await ctx.call("GET", "/mark"))["submits"])
+
+
+async def run_shapes(ctx: Context, counts: dict[str, int], prefix: str) -> int:
+    """Dispatch every shape's jobs, one shape after the other: the fake RunComfy hands out scripts in
+    submit order, so a shape's scripts are queued only once the previous shape's jobs were submitted."""
+    total = 0
+    for shape, count in counts.items():
+        if count <= 0:
+            continue
+        users = (
+            await ctx.call("POST", "/users", {"count": count, "prefix": f"{prefix}{shape}-", "space": shape})
+        )["names"]
+        await ctx.call("POST", "/configure", {"scripts": shape_scripts(shape, count, ctx.scale)})
+        before = await submitted(ctx)
+        await ctx.slash(users, space=shape, image=SHAPE_IMAGES[shape])
+        deadline = time.monotonic() + 120
+        while True:  # another process' state: polled over the control API
+            if await submitted(ctx) >= before + count or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        total += count
+    return total
+
+
+async def scenario_shapes(ctx: Context) -> None:
+    """Issue #13's duration shapes side by side (one guild each, so history never mixes), Discord rate
+    limits on. Warm: first a warm-up of `warmup` jobs per shape, all finished, then the measured jobs."""
+    s = ctx.scale
+    counts = {shape: int(ctx.params.get(shape, 10)) for shape in SHAPES}
+    warmup = int(ctx.params.get("warmup", 0))
+    await ctx.call("POST", "/configure", {"ratelimits": True})
+    longest = max(SHAPES[k][1] for k, v in counts.items() if v) * s
+    if warmup:
+        started = time.monotonic()
+        n = await run_shapes(ctx, {k: warmup for k, v in counts.items() if v}, "warm")
+        await ctx.until_finished(n, timeout=longest + 180)
+        ctx.out["warmup_jobs"] = n
+        ctx.out["warmup_seconds"] = time.monotonic() - started
+    before_rows = {j["job_id"] for j in await ctx.job_rows()}
+    since = await ctx.call("GET", "/mark")
+    writes = ctx.writes.mark()
+
+    async def body() -> None:
+        n = await run_shapes(ctx, counts, "shape")
+        ctx.out.update(await ctx.until_finished(n + len(before_rows), timeout=longest + 240))
+
+    await measured(ctx, body)
+    rep = await ctx.report(since)
+    rows = [j for j in rep["jobs"] if j["job_id"] not in before_rows]
+    by_channel = {j["job_id"]: j["channel_id"] for j in await ctx.job_rows()}
+    channel_shape = {int(v["channel_id"]): k for k, v in (await ctx.call("GET", "/spaces")).items()}
+    n = len(rows)
+    ctx.out["jobs"] = n
+    ctx.out["delivered"] = sum(1 for j in rows if j["state"] == "delivered")
+    ctx.out["discord"] = discord_summary(rep, n)
+    ctx.out["db_writes_per_job"] = (ctx.writes.writes - writes[0]) / n if n else None
+    ctx.out["db_poll_count_writes_per_job"] = (ctx.writes.poll_count_writes - writes[1]) / n if n else None
+    shapes: dict[str, Any] = {}
+    for shape in SHAPES:
+        mine = [j for j in rows if channel_shape.get(int(by_channel.get(j["job_id"]) or 0)) == shape]
+        if not mine:
+            continue
+        lags = [j["delivery_lag"] / s for j in mine if j.get("delivery_lag") is not None]
+        known = [j for j in mine if j.get("known")]
+        shapes[shape] = {
+            "jobs": len(mine),
+            "delivered": sum(1 for j in mine if j["state"] == "delivered"),
+            "delivery_lag": summary(lags),  # unscaled seconds
+            "runcomfy_calls": summary(
+                [j["status_calls"] + j["result_calls"] + j["cancel_calls"] for j in known]
+            ),
+            "status_calls": summary([j["status_calls"] for j in known]),
+            "result_calls": summary([j["result_calls"] for j in known]),
+            "status_edits": summary([j["status_edits"] for j in mine]),
+        }
+    ctx.out["shapes"] = shapes
+
+
+async def scenario_photos(ctx: Context) -> None:
+    """N real photos (`image`: photo = 1600x1200, phone = 12 MP with EXIF rotation) at once, spread over
+    20 channels, rate limits on, jobs of 5-35 s with 480p clips: the bot process' CPU per job and its
+    peak memory."""
+    n = int(ctx.params.get("commands", 100))
+    image = str(ctx.params.get("image", "photo"))
+    spaces = ["main", *(f"main-{i}" for i in range(1, 20))]
+    users = (await ctx.call("POST", "/users", {"count": n, "prefix": f"{image}-"}))["names"]
+    # Jobs end over 5-35 s, as real ones would: all 100 videos landing in the same instant would measure
+    # 100 downloads at once instead of the photos.
+    scripts = [
+        {"queue_seconds": 1.0 * ctx.scale, "run_seconds": (total - 1.0) * ctx.scale, "video": "clip480"}
+        for total in spread(20.0, 30.0, n)
+    ]
+    await ctx.call("POST", "/configure", {"ratelimits": True, "scripts": scripts})
+    since = await ctx.call("GET", "/mark")
+    writes = ctx.writes.mark()
+
+    async def body() -> None:
+        ids = await ctx.slash(users, image=image, spaces=spaces)
+        ctx.out.update(interaction_metrics(await ctx.answers(ids, timeout=120)))
+        ctx.out.update(await ctx.until_finished(n, timeout=300))
+
+    await measured(ctx, body)
+    ctx.out["rss_hwm_mib"] = rss_kib("VmHWM") / 1024
+    rep = await ctx.report(since)
+    ctx.out["jobs"] = n
+    ctx.out["delivered"] = sum(1 for j in rep["jobs"] if j["state"] == "delivered")
+    ctx.out["cpu_per_job"] = ctx.out["bot_cpu_seconds"] / n
+    ctx.out["discord"] = discord_summary(rep, n)
+    ctx.out["db_writes_per_job"] = (ctx.writes.writes - writes[0]) / n
+
+
+async def scenario_flood(ctx: Context) -> None:
+    """10,000 jobs in flight in one process (flat image, no rate limits: they would make it take hours):
+    every job delivered, ack p99, event-loop lag p99, memory."""
+    await scenario_load(ctx)
 
 
 def discord_summary(rep: dict[str, Any], jobs: int) -> dict[str, Any]:
@@ -328,6 +509,8 @@ def discord_summary(rep: dict[str, Any], jobs: int) -> dict[str, Any]:
         "runcomfy_per_job": {k: v / jobs for k, v in sorted(rep["runcomfy_endpoints"].items())}
         if jobs
         else {},
+        "rate_limited": rep.get("rejected", {}),
+        "rate_limited_per_job": sum(rep.get("rejected", {}).values()) / jobs if jobs else None,
     }
 
 
@@ -337,7 +520,11 @@ SCENARIOS: dict[str, tuple[Callable[[Context], Awaitable[None]], int]] = {
     "jobs": (scenario_jobs, 1000),
     "load": (scenario_load, 1000),
     "quota": (scenario_quota, 5),
+    "shapes": (scenario_shapes, 1000),
+    "photos": (scenario_photos, 1000),
+    "flood": (scenario_flood, 1000),
 }
+NAIVE_SCENARIOS = ("shapes", "photos")
 
 
 def point_discord_at(info: dict[str, Any]) -> None:
@@ -348,9 +535,11 @@ def point_discord_at(info: dict[str, Any]) -> None:
 
 
 async def run(
-    scenario: str, control: str, scale: float, params: dict[str, Any], workdir: Path
+    scenario: str, control: str, scale: float, params: dict[str, Any], workdir: Path, naive: bool = False
 ) -> dict[str, Any]:
     driver, quota = SCENARIOS[scenario]
+    if naive and scenario not in NAIVE_SCENARIOS:
+        raise SystemExit(f"the naive bot runs only {', '.join(NAIVE_SCENARIOS)}")
     async with aiohttp.ClientSession() as http:
         async with http.get(control + "/info") as resp:
             info = await resp.json()
@@ -367,16 +556,35 @@ async def run(
         )
         monitor = LoopMonitor()
         monitor.start()
-        bot = AnimateBot(settings, guild_ready_timeout=0.05)
-        await bot.login(info["discord_token"])
-        task = asyncio.create_task(bot.connect(reconnect=False))
-        await asyncio.wait_for(bot.wait_until_ready(), 30)
-        ctx = Context(control, http, bot, settings, monitor, scale, params)
+        client: discord.Client
+        if naive:
+            client = NaiveBot(
+                runcomfy_base_url=info["runcomfy_base_url"],
+                runcomfy_token=info["runcomfy_token"],
+                poll_interval=max(0.01, scale),  # every second, in bench time
+            )
+        else:
+            client = AnimateBot(settings, guild_ready_timeout=0.05)
+        await client.login(info["discord_token"])
+        task = asyncio.create_task(client.connect(reconnect=False))
+        await asyncio.wait_for(client.wait_until_ready(), 30)
+        ctx = Context(
+            control,
+            http,
+            client if isinstance(client, AnimateBot) else None,
+            settings,
+            monitor,
+            scale,
+            params,
+            naive=client if isinstance(client, NaiveBot) else None,
+        )
+        if ctx.bot is not None:
+            await ctx.bot.db._conn.set_trace_callback(ctx.writes)
         ctx.out["rss_idle_mib"] = rss_kib() / 1024
         try:
             await driver(ctx)
         finally:
-            await bot.close()
+            await client.close()
             await asyncio.gather(task, return_exceptions=True)
             await monitor.stop()
         ctx.out["settings"] = {
@@ -386,6 +594,7 @@ async def run(
             "status_edit_interval": settings.status_edit_interval,
             "daily_quota": settings.daily_quota,
         }
+        ctx.out["bot"] = "naive" if naive else "bot"
         return {"scenario": scenario, "scale": scale, "params": params, "metrics": ctx.out}
 
 
@@ -396,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--params", default="{}", help="scenario parameters as JSON")
     parser.add_argument("--log-file", default=None)
+    parser.add_argument("--naive", action="store_true", help="run the naive reference bot instead")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -405,7 +615,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("discord").setLevel(max(logging.INFO, logging.getLevelName(args.log_level)))
     with tempfile.TemporaryDirectory(prefix="animate-bench-") as tmp:
-        result = asyncio.run(run(args.scenario, args.control, args.scale, json.loads(args.params), Path(tmp)))
+        result = asyncio.run(
+            run(args.scenario, args.control, args.scale, json.loads(args.params), Path(tmp), args.naive)
+        )
     print(json.dumps(result), flush=True)
     return 0
 

@@ -17,7 +17,16 @@ Control API (JSON in, JSON out):
 * ``POST /interactions``  ``{"ids": [...]}`` -> per interaction: acked, ack latency, answer latency, answer
 * ``GET  /mark``          current record counts, to scope a later report
 * ``POST /report``        ``{"since": mark, "jobs": [{job_id, request_id, thread_id, status_message_id,
-  channel_id}]}`` -> per-job delivery lag and RunComfy call counts, Discord calls by kind
+  channel_id, video_name?}]}`` -> per-job delivery lag and RunComfy calls (status/result/cancel),
+  Discord calls by kind, 429s
+
+``/configure`` also takes ``"ratelimits": true|false`` and script entries may name a ``"video"``
+(``clip480``/``clip1080``, see ``bench.inputs``); ``/slash`` and ``/users`` take a ``"space"`` (a
+guild + channel: ``main``, ``main-1`` .. ``main-19``, ``tight``, ``5min``, ``wide``; ``/slash`` takes a
+list ``"spaces"`` used round-robin) and ``/slash`` an ``"image"`` input name.
+
+The fake Discord here is ``RateLimitedDiscord``: Discord's rate limits on top of the test fake (per-route
+buckets per channel/webhook and the global 50 requests/s per token, 429s with Discord's body and headers).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import io
 import json
 import re
@@ -32,6 +42,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +52,8 @@ from PIL import Image
 if __package__ in (None, ""):  # `python bench/fakes_server.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.fakes.discord import FakeDiscord
+from bench import inputs
+from tests.fakes.discord import FakeDiscord, RecordedCall, _json_response
 from tests.fakes.runcomfy import FakeRunComfy, JobScript
 
 DISCORD_TOKEN = "bench-discord-token"
@@ -78,20 +90,159 @@ def classify(method: str, path: str, files: list[tuple[str, bytes, str]]) -> str
     return f"{method} {_ID.sub('{id}', path)}"
 
 
+# Discord's per-route limits as bots meet them: (method, path pattern, bucket name, limit, window s).
+# The first group of the pattern is the major parameter (channel, or the webhook id + token).
+ROUTE_LIMITS: tuple[tuple[str, re.Pattern[str], str, int, float], ...] = (
+    ("POST", re.compile(r"/channels/(\d+)/messages"), "message-create", 5, 5.0),
+    ("PATCH", re.compile(r"/channels/(\d+)/messages/\d+"), "message-edit", 5, 5.0),
+    ("DELETE", re.compile(r"/channels/(\d+)/messages/\d+"), "message-delete", 5, 1.0),
+    ("POST", re.compile(r"/channels/(\d+)/messages/\d+/threads"), "thread-create", 5, 5.0),
+    ("POST", re.compile(r"/channels/(\d+)/threads"), "thread-create", 5, 5.0),
+    ("*", re.compile(r"/webhooks/(\d+/[^/]+)(?:/.*)?"), "webhook", 5, 2.0),
+)
+GLOBAL_LIMIT = 50  # requests per second per bot token; interaction callbacks are exempt
+
+
+@dataclass
+class Window:
+    """A fixed rate-limit window as Discord runs them: it opens with the first request, admits `limit`
+    requests, and resets completely `seconds` later (discord.py relies on that: after sleeping
+    `Reset-After` it sends a whole bucket's worth again)."""
+
+    limit: int
+    seconds: float
+    opened: float = float("-inf")
+    count: int = 0
+
+    def _roll(self, now: float) -> None:
+        if now >= self.opened + self.seconds:
+            self.opened, self.count = now, 0
+
+    def take(self, now: float) -> bool:
+        self._roll(now)
+        if self.count >= self.limit:
+            return False
+        self.count += 1
+        return True
+
+    def remaining(self, now: float) -> int:
+        self._roll(now)
+        return max(0, self.limit - self.count)
+
+    def reset_after(self, now: float) -> float:
+        self._roll(now)
+        return max(0.001, self.opened + self.seconds - now)
+
+
+class RateLimitedDiscord(FakeDiscord):
+    """The test fake with Discord's rate limits in front: every answer of a limited route carries the
+    ``X-RateLimit-*`` headers, and a request over a limit gets 429 with Discord's JSON body
+    (``message``, ``retry_after``, ``global``), ``Retry-After`` and ``Via`` (without ``Via`` discord.py
+    would take the 429 for a Cloudflare ban). The 429 is recorded in ``calls`` like any answer."""
+
+    def __init__(
+        self,
+        token: str,
+        route_limits: tuple[tuple[str, re.Pattern[str], str, int, float], ...] = ROUTE_LIMITS,
+        global_limit: int = GLOBAL_LIMIT,
+    ) -> None:
+        super().__init__(token)
+        self.route_limits = route_limits
+        self.ratelimits = False  # scenarios switch them on (/configure)
+        self.rejected: Counter[str] = Counter()  # "route" or "global" -> 429s sent
+        self._buckets: dict[tuple[str, str], Window] = {}
+        self._global = Window(global_limit, 1.0)
+
+    def _limit_for(self, method: str, path: str) -> tuple[str, Window] | None:
+        for m, pattern, name, limit, seconds in self.route_limits:
+            if m in ("*", method) and (match := pattern.fullmatch(path)):
+                key = (name, match.group(1))
+                window = self._buckets.get(key)
+                if window is None:
+                    window = self._buckets[key] = Window(limit, seconds)
+                return name, window
+        return None
+
+    async def _api_handler(self, request: web.Request) -> web.StreamResponse:
+        if not self.ratelimits:
+            return await super()._api_handler(request)
+        path = request.path[len(f"/api/v{request.match_info['version']}") :] or "/"
+        method = request.method.upper()
+        now = time.monotonic()
+        exempt = bool(_CALLBACK.fullmatch(path) or _WEBHOOK.fullmatch(path))  # interaction routes
+        if not exempt and not self._global.take(now):
+            return self._too_many(method, path, self._global.reset_after(now), None, None)
+        route = self._limit_for(method, path)
+        if route is not None and not route[1].take(now):
+            return self._too_many(method, path, route[1].reset_after(now), route[0], route[1])
+        resp = await super()._api_handler(request)
+        if route is not None and not resp.prepared:
+            name, window = route
+            resp.headers.update(self._headers(name, window, time.monotonic()))
+        return resp
+
+    def _headers(self, name: str, window: Window, now: float) -> dict[str, str]:
+        after = window.reset_after(now)
+        return {
+            "X-RateLimit-Limit": str(window.limit),
+            "X-RateLimit-Remaining": str(window.remaining(now)),
+            "X-RateLimit-Reset": f"{time.time() + after:.3f}",
+            "X-RateLimit-Reset-After": f"{after:.3f}",
+            "X-RateLimit-Bucket": hashlib.md5(name.encode()).hexdigest(),
+        }
+
+    def _too_many(
+        self, method: str, path: str, retry: float, name: str | None, window: Window | None
+    ) -> web.Response:
+        is_global = name is None
+        self.rejected["global" if is_global else "route"] += 1
+        self.calls.append(RecordedCall(method=method, path=path, query={}, json=None, files=[], status=429))
+        headers = {
+            "Retry-After": str(max(1, int(retry + 0.999))),
+            "X-RateLimit-Scope": "global" if is_global else "user",
+            "Via": "1.1 google",
+        }
+        if is_global:
+            headers["X-RateLimit-Global"] = "true"
+        elif window is not None:
+            headers.update(self._headers(name or "", window, time.monotonic()))
+        body = {"message": "You are being rate limited.", "retry_after": round(retry, 3), "global": is_global}
+        # Exactly "application/json" (no charset), or discord.py reads the body as text and gives up.
+        return _json_response(body, 429, headers)
+
+
+SPACES_EXTRA_CHANNELS = 19  # main-1 .. main-19 in the default guild
+SHAPE_GUILDS = ("tight", "5min", "wide")
+
+
 class Control:
-    def __init__(self, discord: FakeDiscord, runcomfy: FakeRunComfy) -> None:
+    def __init__(self, discord: RateLimitedDiscord, runcomfy: FakeRunComfy) -> None:
         self.discord = discord
         self.runcomfy = runcomfy
         self.image = jpeg_bytes()
+        self.inputs: dict[str, bytes] = {}
+        # Spaces: a guild and a channel the driver can aim commands at.
+        self.spaces: dict[str, tuple[int, int]] = {"main": (discord.guild_id, discord.channel_id)}
+        for i in range(1, SPACES_EXTRA_CHANNELS + 1):
+            self.spaces[f"main-{i}"] = (discord.guild_id, discord.add_channel(f"animate-{i}"))
+        for name in SHAPE_GUILDS:
+            gid = discord.add_guild(f"Shape {name}", owner="owner")
+            self.spaces[name] = (gid, discord.add_channel("animate", guild_id=gid))
+
+    def input(self, name: str) -> bytes:
+        if name not in self.inputs:
+            self.inputs[name] = inputs.load(name)
+        return self.inputs[name]
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(client_max_size=256 * 1024 * 1024)  # /report for 10,000 jobs is several MB
         app.router.add_get("/info", self.info)
         app.router.add_post("/configure", self.configure)
         app.router.add_post("/users", self.users)
         app.router.add_post("/slash", self.slash)
         app.router.add_post("/interactions", self.interactions)
         app.router.add_get("/mark", self.mark)
+        app.router.add_get("/spaces", self.list_spaces)
         app.router.add_post("/report", self.report)
         return app
 
@@ -113,21 +264,31 @@ class Control:
     async def configure(self, request: web.Request) -> web.Response:
         body = await request.json()
         if "default" in body:
-            self.runcomfy.default_script = JobScript(**body["default"])
+            self.runcomfy.default_script = self._script(body["default"])
         for spec in body.get("scripts", []):
-            self.runcomfy.scripts.append(JobScript(**spec))
+            self.runcomfy.scripts.append(self._script(spec))
+        if "ratelimits" in body:
+            self.discord.ratelimits = bool(body["ratelimits"])
         if "validate_images" in body:
             self.runcomfy.validate_images = bool(body["validate_images"])
         return web.json_response({"scripts": len(self.runcomfy.scripts)})
 
+    def _script(self, spec: dict[str, Any]) -> JobScript:
+        spec = dict(spec)
+        if isinstance(spec.get("video"), str):
+            spec["video"] = self.input(spec["video"])
+        return JobScript(**spec)
+
     async def users(self, request: web.Request) -> web.Response:
         body = await request.json()
         prefix = str(body.get("prefix", "u"))
+        gid = self.spaces[str(body.get("space", "main"))][0]
         names = []
         for i in range(int(body["count"])):
             name = f"{prefix}{i}"
-            if name not in self.discord.user_ids:
-                self.discord.add_member(name)
+            uid = self.discord.user_ids.get(name)
+            if uid is None or uid not in self.discord.guilds[gid]["members"]:
+                self.discord.add_member(name, guild_id=gid)
             names.append(name)
         return web.json_response({"names": names})
 
@@ -135,12 +296,20 @@ class Control:
         body = await request.json()
         prompt = str(body.get("prompt", "the cat turns its head and blinks"))
         users: list[str] = list(body["users"])
+        kind = body.get("image")
+        data, filename, ctype = (
+            (self.input(kind), inputs.FILENAMES[kind], inputs.CONTENT_TYPES[kind])
+            if kind
+            else (self.image, "photo.jpg", "image/jpeg")
+        )
+        spaces: list[str] = list(body.get("spaces") or [body.get("space", "main")])
+        channels = [self.spaces[spaces[i % len(spaces)]][1] for i in range(len(users))]
         # Build every attachment first, then dispatch the commands back to back.
-        images = [self.discord.add_attachment("photo.jpg", self.image, "image/jpeg") for _ in users]
+        images = [self.discord.add_attachment(filename, data, ctype) for _ in users]
         inters = await asyncio.gather(
             *(
-                self.discord.slash("animate", {"image": img, "prompt": prompt}, user=user)
-                for user, img in zip(users, images, strict=True)
+                self.discord.slash("animate", {"image": img, "prompt": prompt}, user=user, channel_id=ch)
+                for user, img, ch in zip(users, images, channels, strict=True)
             )
         )
         return web.json_response({"ids": [str(i.id) for i in inters]})
@@ -184,7 +353,19 @@ class Control:
         return web.json_response({"interactions": out})
 
     async def mark(self, request: web.Request) -> web.Response:
-        return web.json_response({"calls": len(self.discord.calls), "requests": len(self.runcomfy.requests)})
+        return web.json_response(
+            {
+                "calls": len(self.discord.calls),
+                "requests": len(self.runcomfy.requests),
+                "submits": len(self.runcomfy.jobs),
+                "rejected": dict(self.discord.rejected),
+            }
+        )
+
+    async def list_spaces(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {k: {"guild_id": str(g), "channel_id": str(c)} for k, (g, c) in self.spaces.items()}
+        )
 
     async def report(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -207,6 +388,12 @@ class Control:
                     if name.endswith(".mp4"):
                         video_at.setdefault(int(m.group(1)), call.at)
                         video_by_name.setdefault(name, call.at)
+                # A video too large to upload, posted as a link (the naive bot): its name is in the text.
+                content = call.json.get("content") if isinstance(call.json, dict) else None
+                if isinstance(content, str) and ".mp4" in content:
+                    for word in content.split():
+                        if word.endswith(".mp4"):
+                            video_by_name.setdefault(word.rsplit("/", 1)[-1], call.at)
 
         jobs_out = []
         for job in body.get("jobs", []):
@@ -216,7 +403,7 @@ class Control:
                 script = fake_job.script
                 duration = (script.queue_seconds or 0.0) + (script.run_seconds or 0.0)
                 done_at = fake_job.submitted_at + duration
-                posted = video_by_name.get(f"animate-{job['job_id']}.mp4")
+                posted = video_by_name.get(job.get("video_name") or f"animate-{job['job_id']}.mp4")
                 if posted is None and job.get("thread_id"):
                     posted = video_at.get(int(job["thread_id"]))
                 row.update(
@@ -224,6 +411,9 @@ class Control:
                         "duration": duration,
                         "status_calls": fake_job.status_calls,
                         "result_calls": fake_job.result_calls,
+                        "cancel_calls": fake_job.cancel_calls,
+                        "done_at": done_at,
+                        "posted_at": posted,
                         "delivery_lag": None if posted is None else posted - done_at,
                     }
                 )
@@ -237,6 +427,10 @@ class Control:
                 "discord_failures": dict(failed),
                 "runcomfy_endpoints": dict(endpoints),
                 "unknown_routes": len(self.discord.unknown_routes),
+                "rejected": {
+                    k: v - int((since.get("rejected") or {}).get(k, 0))
+                    for k, v in self.discord.rejected.items()
+                },
                 "jobs": jobs_out,
             }
         )
@@ -248,10 +442,8 @@ async def serve(port: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     # The image check would make the fake RunComfy download and decode every image: fake-side work.
-    async with (
-        FakeRunComfy(RUNCOMFY_TOKEN, validate_images=False) as runcomfy,
-        FakeDiscord(DISCORD_TOKEN) as discord,
-    ):
+    discord = RateLimitedDiscord(DISCORD_TOKEN)
+    async with FakeRunComfy(RUNCOMFY_TOKEN, validate_images=False) as runcomfy, discord:
         discord.dispatch_message_events = False  # the bot has no message intents anyway
         runner = web.AppRunner(Control(discord, runcomfy).app(), access_log=None)
         await runner.setup()

@@ -1,13 +1,14 @@
-"""Benchmark the bot's own overhead against the local fakes and print a table of results (issue #7).
+"""Benchmark the bot against the local fakes on real inputs and print tables of results (issues #7, #13).
 
-    python -m bench                 # full run, production settings, ~7.5 minutes
-    python -m bench --quick         # ~2 minutes: time scaled x0.2, 200 jobs instead of 1,000
+    python -m bench                 # full run, production settings, ~25 minutes
+    python -m bench --quick         # ~8 minutes: time scaled x0.2, fewer jobs in flight
     python -m bench -s ack -s quota # only some scenarios
     python -m bench --json out.json # also keep the raw measurements
 
-Each scenario runs in two fresh processes: the fakes (``bench.fakes_server``: fake Discord + fake
-RunComfy behind a control API) and the bot (``bench.botside``: the real AnimateBot plus the scenario
-driver), so the fakes' CPU and memory never count against the bot. See README.md, "Benchmark".
+Each run uses two fresh processes: the fakes (``bench.fakes_server``: fake Discord with Discord's rate
+limits + fake RunComfy behind a control API) and the bot (``bench.botside``: the real AnimateBot, or the
+naive reference bot of ``bench.naive``, plus the scenario driver), so the fakes' CPU and memory never
+count against the bot. See README.md, "Benchmark".
 """
 
 from __future__ import annotations
@@ -26,18 +27,55 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIO_ORDER = ("ack", "jobs", "load", "quota")
+# Names for -s; each is one or more runs (a run = a fakes process + a bot process).
+SCENARIO_ORDER = ("ack", "jobs", "load", "quota", "shapes", "photos", "phones", "flood")
+
+
+@dataclass(frozen=True)
+class Run:
+    label: str  # key of the result
+    scenario: str  # bench.botside scenario
+    naive: bool = False  # the naive reference bot (bench/naive.py) instead of the real one
+    parallel: bool = False  # mostly waiting: runs beside the other parallel runs
+
+
+RUNS: dict[str, tuple[Run, ...]] = {
+    "ack": (Run("ack", "ack"),),
+    "jobs": (Run("jobs", "jobs", parallel=True),),
+    "load": (Run("load", "load"),),
+    "quota": (Run("quota", "quota"),),
+    "shapes": (
+        Run("shapes-cold", "shapes", parallel=True),
+        Run("shapes-warm", "shapes", parallel=True),
+        Run("shapes-naive", "shapes", naive=True, parallel=True),
+    ),
+    "photos": (Run("photos", "photos"), Run("photos-naive", "photos", naive=True)),
+    "phones": (Run("phones", "photos"), Run("phones-naive", "photos", naive=True)),
+    "flood": (Run("flood", "flood"),),
+}
 
 
 @dataclass(frozen=True)
 class Profile:
     name: str
     scale: float
-    params: dict[str, dict[str, Any]]
+    params: dict[str, dict[str, Any]]  # by run label
+    all_parallel: bool = False  # every run side by side (the smoke test: counts only, no figures)
+
+
+def _profile(name: str, scale: float, base: dict[str, dict[str, Any]], all_parallel: bool = False) -> Profile:
+    params = dict(base)
+    shapes = params.pop("shapes")
+    params["shapes-cold"] = shapes
+    params["shapes-warm"] = {**shapes, "warmup": params.pop("warmup")["jobs"]}
+    params["shapes-naive"] = shapes
+    params["photos-naive"] = params["photos"]
+    params["phones-naive"] = params["phones"]
+    return Profile(name, scale, params, all_parallel)
 
 
 PROFILES = {
-    "full": Profile(
+    "full": _profile(
         "full",
         1.0,
         {
@@ -45,9 +83,14 @@ PROFILES = {
             "jobs": {"short": 20, "long": 10, "jitter": 10.0},
             "load": {"jobs": 1000, "batch": 50, "batch_interval": 1.0, "duration": 90.0},
             "quota": {"commands": 200},
+            "shapes": {"tight": 20, "5min": 10, "wide": 20},
+            "warmup": {"jobs": 10},
+            "photos": {"commands": 100, "image": "photo"},
+            "phones": {"commands": 50, "image": "phone"},
+            "flood": {"jobs": 10000, "batch": 100, "batch_interval": 1.0, "duration": 150.0},
         },
     ),
-    "quick": Profile(
+    "quick": _profile(
         "quick",
         0.2,
         {
@@ -55,10 +98,15 @@ PROFILES = {
             "jobs": {"short": 20, "long": 10, "jitter": 10.0},
             "load": {"jobs": 200, "batch": 50, "batch_interval": 1.0, "duration": 90.0},
             "quota": {"commands": 200},
+            "shapes": {"tight": 20, "5min": 10, "wide": 20},
+            "warmup": {"jobs": 10},
+            "photos": {"commands": 100, "image": "photo"},
+            "phones": {"commands": 50, "image": "phone"},
+            "flood": {"jobs": 2000, "batch": 100, "batch_interval": 1.0, "duration": 150.0},
         },
     ),
     # For the smoke test: proves the harness works, measures nothing worth keeping.
-    "tiny": Profile(
+    "tiny": _profile(
         "tiny",
         0.01,
         {
@@ -66,7 +114,13 @@ PROFILES = {
             "jobs": {"short": 2, "long": 1, "jitter": 10.0},
             "load": {"jobs": 20, "batch": 10, "batch_interval": 0.1, "duration": 90.0},
             "quota": {"commands": 12},
+            "shapes": {"tight": 2, "5min": 1, "wide": 2},
+            "warmup": {"jobs": 1},
+            "photos": {"commands": 3, "image": "photo"},
+            "phones": {"commands": 2, "image": "phone"},
+            "flood": {"jobs": 30, "batch": 10, "batch_interval": 0.1, "duration": 90.0},
         },
+        all_parallel=True,
     ),
 }
 
@@ -93,58 +147,125 @@ def machine() -> dict[str, str]:
     }
 
 
-def run_scenario(name: str, profile: Profile, logdir: Path, python: str) -> dict[str, Any]:
-    """Start the fakes' process, run the scenario in a fresh bot process, stop the fakes."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    with open(logdir / f"{name}-fakes.log", "w") as fakes_log:
-        fakes = subprocess.Popen(
+class Launched:
+    """One run in flight: the fakes' process and the bot's process, each with its log."""
+
+    def __init__(self, run: Run, profile: Profile, logdir: Path, python: str) -> None:
+        self.run, self.logdir = run, logdir
+        env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.fakes_log = open(logdir / f"{run.label}-fakes.log", "w")  # noqa: SIM115 - closed in finish()
+        self.bot_log = open(logdir / f"{run.label}-stderr.log", "w")  # noqa: SIM115
+        self.fakes = subprocess.Popen(
             [python, "-m", "bench.fakes_server"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
-            stderr=fakes_log,
+            stderr=self.fakes_log,
             text=True,
         )
+        self.bot: subprocess.Popen[str] | None = None
         try:
-            assert fakes.stdout is not None
-            line = fakes.stdout.readline()
+            assert self.fakes.stdout is not None
+            line = self.fakes.stdout.readline()
             if not line:
-                raise RuntimeError(f"the fakes did not start; see {logdir / f'{name}-fakes.log'}")
+                raise RuntimeError(f"the fakes did not start; see {logdir / f'{run.label}-fakes.log'}")
             control = json.loads(line)["control"]
-            started = time.monotonic()
-            proc = subprocess.run(
-                [
-                    python,
-                    "-m",
-                    "bench.botside",
-                    "--scenario",
-                    name,
-                    "--control",
-                    control,
-                    "--scale",
-                    str(profile.scale),
-                    "--params",
-                    json.dumps(profile.params[name]),
-                    "--log-file",
-                    str(logdir / f"{name}-bot.log"),
-                ],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=900,
+            self.started = time.monotonic()
+            cmd = [
+                python,
+                "-m",
+                "bench.botside",
+                "--scenario",
+                run.scenario,
+                "--control",
+                control,
+                "--scale",
+                str(profile.scale),
+                "--params",
+                json.dumps(profile.params[run.label]),
+                "--log-file",
+                str(logdir / f"{run.label}-bot.log"),
+            ]
+            if run.naive:
+                cmd.append("--naive")
+            self.bot = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self.bot_log, text=True
             )
-            if proc.returncode != 0:
-                raise RuntimeError(f"scenario {name} failed:\n{proc.stderr[-4000:]}")
-            result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-            result["elapsed"] = time.monotonic() - started
+        except BaseException:
+            self._stop_fakes()
+            raise
+
+    def _stop_fakes(self) -> None:
+        self.fakes.terminate()
+        try:
+            self.fakes.wait(10)
+        except subprocess.TimeoutExpired:
+            self.fakes.kill()
+            self.fakes.wait()
+        self.fakes_log.close()
+        self.bot_log.close()
+
+    def finish(self, timeout: float = 1800) -> dict[str, Any]:
+        assert self.bot is not None
+        try:
+            try:
+                stdout, _ = self.bot.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.bot.kill()
+                self.bot.wait()
+                raise RuntimeError(f"run {self.run.label} took longer than {timeout:.0f} s") from None
+            if self.bot.returncode != 0:
+                tail = (self.logdir / f"{self.run.label}-stderr.log").read_text()[-4000:]
+                raise RuntimeError(f"run {self.run.label} failed:\n{tail}")
+            result: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+            result["elapsed"] = time.monotonic() - self.started
             return result
         finally:
-            fakes.terminate()
-            try:
-                fakes.wait(10)
-            except subprocess.TimeoutExpired:
-                fakes.kill()
+            if self.bot.poll() is None:
+                self.bot.kill()
+                self.bot.wait()
+            self._stop_fakes()
+
+
+def run_scenario(name: str, profile: Profile, logdir: Path, python: str) -> dict[str, Any]:
+    """Run one bench.botside scenario with the real bot (the label is the scenario's name)."""
+    return Launched(Run(name, name), profile, logdir, python).finish()
+
+
+def run_all(runs: list[Run], profile: Profile, logdir: Path, out: Callable[[str], None]) -> dict[str, Any]:
+    """The parallel runs side by side first (they mostly wait on job timers), then the rest one by one,
+    so CPU and memory figures are taken with nothing else of the bench running."""
+    results: dict[str, Any] = {}
+    parallel = [r for r in runs if r.parallel or profile.all_parallel]
+    if parallel:
+        out("... " + ", ".join(r.label for r in parallel) + " (side by side)")
+        launched: list[Launched] = []
+        try:
+            for r in parallel:
+                launched.append(Launched(r, profile, logdir, sys.executable))
+            for item in launched:
+                results[item.run.label] = finished(item, out)
+        finally:
+            for item in launched:
+                if item.bot is not None and item.bot.poll() is None:
+                    item.bot.kill()
+                    item.bot.wait()
+                if item.fakes.poll() is None:
+                    item._stop_fakes()
+    for r in runs:
+        if r not in parallel:
+            out(f"... {r.label}")
+            results[r.label] = finished(Launched(r, profile, logdir, sys.executable), out)
+    return results
+
+
+def finished(item: Launched, out: Callable[[str], None]) -> dict[str, Any]:
+    """The run's result; a run that failed is reported (and counted as a miss) without losing the rest."""
+    try:
+        return item.finish()
+    except RuntimeError as exc:
+        out(f"!!! {exc}")
+        return {"error": str(exc)}
 
 
 # ------------------------------------------------------------------------------------------------ table
@@ -313,6 +434,276 @@ def rows_for(name: str, r: dict[str, Any], scale: float) -> list[Row]:
     return out
 
 
+IssueRow = tuple[str, str, str, str, str, str]  # figure, bot, naive, bot/naive, target, result
+
+
+def _get(results: dict[str, Any], label: str, *path: str) -> Any:
+    node: Any = results.get(label, {}).get("metrics")
+    for key in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def ratio(bot: float | None, naive: float | None) -> str:
+    if bot is None or naive is None or naive == 0:
+        return "—"
+    return f"x{bot / naive:.2f}"
+
+
+def secs(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f} s"
+
+
+def mib(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f} MiB"
+
+
+def peak_rss(results: dict[str, Any], label: str) -> float | None:
+    values = [v for v in (_get(results, label, "rss_hwm_mib"), _get(results, label, "rss_peak_mib")) if v]
+    return max(values) if values else None
+
+
+# Today's figures from the full run recorded in bench/RESULTS.md ("Baseline on real inputs"): cold runs
+# (no history) and the wide shape must do no worse than this. Judged only in the full profile.
+BASELINE: dict[str, float] = {}
+# Noise allowance when comparing with the baseline: calls are nearly deterministic, lags are not.
+CALLS_SLACK, LAG_SLACK = 1.1, (1.25, 0.25)  # value <= base * 1.1; lag <= base * 1.25 + 0.25 s
+
+
+def no_worse(key: str, value: float | None, judge: bool) -> tuple[str, bool | None]:
+    base = BASELINE.get(key)
+    if base is None:
+        return "no worse than baseline", None
+    if key.endswith(":lag"):
+        limit = base * LAG_SLACK[0] + LAG_SLACK[1]
+        text = f"<= {limit:.2f} s (baseline {base:.2f} s)"
+    else:
+        limit = base * CALLS_SLACK
+        text = f"<= {limit:.1f} (baseline {base:.1f})"
+    return text, (None if not judge or value is None else value <= limit)
+
+
+def issue_rows(results: dict[str, Any], judge_baseline: bool = False) -> list[IssueRow]:
+    """Issue #13's table: each figure for the bot and the naive bot (same workload, same run)."""
+    out: list[IssueRow] = []
+
+    def versus(key: str, value: float | None, target: str | None, ok: bool | None) -> tuple[str, bool | None]:
+        # Warm figures have the issue's targets; cold ones (and the wide shape) must not regress.
+        return (target, ok) if target is not None else no_worse(key, value, judge_baseline)
+
+    def add(
+        figure: str,
+        bot: float | None,
+        naive: float | None,
+        fmt: Callable[[float | None], str],
+        target: str,
+        ok: bool | None,
+    ) -> None:
+        out.append((figure, fmt(bot), fmt(naive), ratio(bot, naive), target, verdict(ok)))
+
+    def shape(label: str, name: str, *path: str) -> float | None:
+        value = _get(results, label, "shapes", name, *path)
+        return None if value is None else float(value)
+
+    def at_most(value: float | None, limit: float) -> bool | None:
+        return None if value is None else value <= limit
+
+    if "shapes-warm" in results or "shapes-cold" in results:
+        naive = "shapes-naive"
+        for cond, label in (("warm", "shapes-warm"), ("cold", "shapes-cold")):
+            if label not in results:
+                continue
+            warm = cond == "warm"
+            n = shape(label, "tight", "jobs")
+            lag = shape(label, "tight", "delivery_lag", "p50")
+            add(
+                f"delivery lag, median, 60 s jobs (55-65 s), {n or 0:.0f} jobs, {cond}",
+                lag,
+                shape(naive, "tight", "delivery_lag", "p50"),
+                secs,
+                *versus(
+                    f"{cond}:tight:lag", lag, *(("<= 1.0 s", at_most(lag, 1.0)) if warm else (None, None))
+                ),
+            )
+            calls = shape(label, "tight", "runcomfy_calls", "mean")
+            add(
+                f"RunComfy calls per 60 s job (status + result + cancel), {cond}",
+                calls,
+                shape(naive, "tight", "runcomfy_calls", "mean"),
+                lambda v: num(v),
+                *versus(
+                    f"{cond}:tight:calls", calls, *(("<= 8", at_most(calls, 8)) if warm else (None, None))
+                ),
+            )
+            calls5 = shape(label, "5min", "runcomfy_calls", "mean")
+            add(
+                f"RunComfy calls per 5 min job (285-315 s), {cond}",
+                calls5,
+                shape(naive, "5min", "runcomfy_calls", "mean"),
+                lambda v: num(v),
+                *versus(
+                    f"{cond}:5min:calls", calls5, *(("<= 12", at_most(calls5, 12)) if warm else (None, None))
+                ),
+            )
+            lag5 = shape(label, "5min", "delivery_lag", "p50")
+            add(
+                f"delivery lag, median, 5 min jobs, {cond}",
+                lag5,
+                shape(naive, "5min", "delivery_lag", "p50"),
+                secs,
+                *versus(
+                    f"{cond}:5min:lag", lag5, *(("<= 1.5 s", at_most(lag5, 1.5)) if warm else (None, None))
+                ),
+            )
+            wide_lag = shape(label, "wide", "delivery_lag", "p50")
+            add(
+                f"delivery lag, median, wide jobs (30-180 s), {cond}",
+                wide_lag,
+                shape(naive, "wide", "delivery_lag", "p50"),
+                secs,
+                *versus(f"{cond}:wide:lag", wide_lag, None, None),
+            )
+            wide_calls = shape(label, "wide", "runcomfy_calls", "mean")
+            add(
+                f"RunComfy calls per wide job, {cond}",
+                wide_calls,
+                shape(naive, "wide", "runcomfy_calls", "mean"),
+                lambda v: num(v),
+                *versus(f"{cond}:wide:calls", wide_calls, None, None),
+            )
+            d = _get(results, label, "discord", "per_job")
+            add(
+                f"Discord REST calls per job (all shapes, 429s included), {cond}",
+                d,
+                _get(results, naive, "discord", "per_job"),
+                lambda v: num(v),
+                "<= 7" if warm else "report",
+                at_most(d, 7) if warm else None,
+            )
+            add(
+                f"  of which 429 (rate limited), per job, {cond}",
+                _get(results, label, "discord", "rate_limited_per_job"),
+                _get(results, naive, "discord", "rate_limited_per_job"),
+                lambda v: num(v, 2),
+                "",
+                None,
+            )
+            w = _get(results, label, "db_writes_per_job")
+            pc = _get(results, label, "db_poll_count_writes_per_job")
+            add(
+                f"database writes per job (statements; poll_count bumps {num(pc)}), {cond}",
+                w,
+                0.0 if naive in results else None,
+                lambda v: num(v),
+                "<= 10" if warm else "report",
+                at_most(w, 10) if warm else None,
+            )
+            delivered = _get(results, label, "delivered")
+            jobs = _get(results, label, "jobs")
+            out.append(
+                (
+                    f"  jobs delivered, {cond}",
+                    f"{delivered} / {jobs}",
+                    f"{_get(results, naive, 'delivered')} / {_get(results, naive, 'jobs')}",
+                    "—",
+                    "all",
+                    verdict(delivered == jobs if jobs else None),
+                )
+            )
+    for label, title, rss_target in (
+        ("photos", "100 photo commands at once (1600x1200)", 150.0),
+        ("phones", "50 x 12 MP phone photos at once", 200.0),
+    ):
+        if label not in results:
+            continue
+        n = _get(results, label, "jobs")
+        title = title.replace("100", str(n), 1).replace("50 x", f"{n} x", 1)
+        naive = f"{label}-naive"
+        cpu = _get(results, label, "cpu_per_job")
+        if label == "photos":
+            add(
+                f"CPU per job, {title}",
+                cpu,
+                _get(results, naive, "cpu_per_job"),
+                lambda v: "—" if v is None else f"{v * 1000:.1f} ms",
+                "<= 10 ms",
+                at_most(cpu, 0.010),
+            )
+        rss = peak_rss(results, label)
+        add(
+            f"peak RSS, {title}",
+            rss,
+            peak_rss(results, naive),
+            mib,
+            f"<= {rss_target:.0f} MiB",
+            at_most(rss, rss_target),
+        )
+        delivered, nd = _get(results, label, "delivered"), _get(results, naive, "delivered")
+        out.append(
+            (
+                f"  jobs delivered, {title}",
+                f"{delivered} / {n}",
+                f"{nd} / {_get(results, naive, 'jobs')}",
+                "—",
+                "all",
+                verdict(delivered == n),
+            )
+        )
+    if "load" in results:
+        n = _get(results, "load", "jobs")
+        cpu = _get(results, "load", "bot_cpu_seconds")
+        per = cpu / n if cpu is not None and n else None
+        add(
+            f"CPU per job, {n} in flight (flat image)",
+            per,
+            None,
+            lambda v: "—" if v is None else f"{v * 1000:.1f} ms",
+            "<= 12 ms",
+            at_most(per, 0.012),
+        )
+    if "flood" in results:
+        n = _get(results, "flood", "jobs")
+        delivered = _get(results, "flood", "delivered")
+        peak = _get(results, "flood", "peak_in_flight")
+        out.append(
+            (
+                f"jobs in flight in one process: {n} -> peak in flight / delivered",
+                f"{peak} / {delivered}",
+                "—",
+                "—",
+                f"{n} / {n}",
+                verdict(delivered == n and peak == n),
+            )
+        )
+        ack = _get(results, "flood", "ack_latency", "p99")
+        add(f"  ack p99, {n} in flight", ack, None, ms, "< 250 ms", None if ack is None else ack < 0.25)
+        lag = _get(results, "flood", "loop_lag", "p99")
+        add(
+            f"  event-loop lag p99, {n} in flight",
+            lag,
+            None,
+            ms,
+            "< 50 ms",
+            None if lag is None else lag < 0.05,
+        )
+        rss = peak_rss(results, "flood")
+        add(f"  peak RSS, {n} in flight", rss, None, mib, "< 250 MiB", None if rss is None else rss < 250)
+    return out
+
+
+def issue_table(rows: list[IssueRow]) -> str:
+    header: IssueRow = ("figure", "bot", "naive bot", "bot/naive", "target", "result")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(6)]
+
+    def line(r: IssueRow) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep, *(line(r) for r in rows)])
+
+
 def table(rows: list[Row]) -> str:
     header: Row = ("figure", "measured", "target", "result")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
@@ -340,7 +731,9 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else None
     )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_const", dest="profile", const="quick", help="~2 min smoke run")
+    mode.add_argument(
+        "--quick", action="store_const", dest="profile", const="quick", help="~8 min run, time x0.2"
+    )
     mode.add_argument("--tiny", action="store_const", dest="profile", const="tiny", help="seconds; for tests")
     parser.add_argument(
         "-s", "--scenario", action="append", choices=SCENARIO_ORDER, help="run only these (repeatable)"
@@ -350,6 +743,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile or "full"]
     chosen = [s for s in SCENARIO_ORDER if not args.scenario or s in args.scenario]
+    runs = [r for name in chosen for r in RUNS[name]]
 
     logdir = args.logs or Path(tempfile.mkdtemp(prefix="animate-bench-logs-"))
     logdir.mkdir(parents=True, exist_ok=True)
@@ -364,28 +758,47 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         f"Python {info['python']}, {info['os']}"
     )
     out(f"logs: {logdir}")
-    results: dict[str, dict[str, Any]] = {}
+    from bench import inputs  # here, so that `python bench/run.py` can fix sys.path first
+
+    out("inputs: " + "; ".join(f"{k} {v}" for k, v in inputs.describe().items()))
     started = time.monotonic()
-    for name in chosen:
-        out(f"... {name}")
-        results[name] = run_scenario(name, profile, logdir, sys.executable)
-    rows = [row for name in chosen for row in rows_for(name, results[name], profile.scale)]
+    results = run_all(runs, profile, logdir, out)
+    broken = sorted(k for k, v in results.items() if "error" in v)
+    results = {k: v for k, v in results.items() if "error" not in v}
+    old = [n for n in ("ack", "jobs", "load", "quota") if n in results]
+    rows = [row for name in old for row in rows_for(name, results[name], profile.scale)]
+    new = issue_rows(results, judge_baseline=profile.scale == 1)
     out("")
+    real = {
+        k: v for k, v in results.items() if v["metrics"].get("bot") != "naive" and "settings" in v["metrics"]
+    }
     out(
         "settings: production defaults from bot/settings.py"
         + ("" if profile.scale == 1 else f" with durations x{profile.scale:g}")
-        + f": {settings_line(results)}; daily_quota 1000 except in the quota race (5)"
+        + f": {settings_line(real)}; daily_quota 1000 except in the quota race (5)"
     )
+    if rows:
+        out("")
+        out(table(rows))
+    if new:
+        out("")
+        out(
+            "Issue #13, real inputs (photos, screenshots, H.264 clips; Discord rate limits on except in the "
+            "in-flight rows); the naive bot ran the same workload in the same run"
+            + ("" if profile.scale == 1 else f"; lags in unscaled seconds (time x{profile.scale:g})")
+        )
+        out("")
+        out(issue_table(new))
     out("")
-    out(table(rows))
-    out("")
-    failed = [r for r in rows if r[3] == "FAIL"]
-    out(f"{len(failed)} target(s) missed; total {time.monotonic() - started:.0f} s")
+    failed = [r for r in rows if r[3] == "FAIL"] + [r for r in new if r[5] == "FAIL"]
+    if broken:
+        out(f"runs that failed (their figures are missing): {', '.join(broken)}")
+    out(f"{len(failed) + len(broken)} target(s) missed; total {time.monotonic() - started:.0f} s")
     if args.json:
         args.json.write_text(
             json.dumps({"machine": info, "profile": profile.name, "results": results}, indent=2)
         )
-    return 1 if failed else 0
+    return 1 if failed or broken else 0
 
 
 if __name__ == "__main__":

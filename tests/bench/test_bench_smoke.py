@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
 from bench import run
+from bench.fakes_server import Window
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_tiny_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     lines: list[str] = []
     raw = tmp_path / "bench.json"
@@ -20,10 +22,100 @@ def test_tiny_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     # benchmark is for), so the run may report misses; what must hold is that it ran and counted right.
     assert code in (0, 1), text
     results = json.loads(raw.read_text())["results"]
-    assert set(results) == set(run.SCENARIO_ORDER)
-    assert results["ack"]["metrics"]["acked"] == 5
-    assert results["jobs"]["metrics"]["delivered"] == 3
-    assert results["load"]["metrics"]["delivered"] == 20
-    assert results["quota"]["metrics"]["submitted"] == 5
-    assert "| figure" in text and "target(s) missed" in text
-    assert results["quota"]["metrics"]["charged_jobs"] == 5
+    assert set(results) == {r.label for name in run.SCENARIO_ORDER for r in run.RUNS[name]}
+    m = {label: r["metrics"] for label, r in results.items()}
+    assert m["ack"]["acked"] == 5
+    assert m["jobs"]["delivered"] == 3
+    assert m["load"]["delivered"] == 20
+    assert m["quota"]["submitted"] == 5
+    assert m["quota"]["charged_jobs"] == 5
+    # Issue #13: every shape's jobs delivered by the bot (cold and warm) and by the naive bot, and
+    # /result calls counted: every delivered job asked for its result at least once.
+    for label in ("shapes-cold", "shapes-warm", "shapes-naive"):
+        assert m[label]["delivered"] == m[label]["jobs"] == 5, label
+        assert {s: v["jobs"] for s, v in m[label]["shapes"].items()} == {"tight": 2, "5min": 1, "wide": 2}
+        for shape in m[label]["shapes"].values():
+            assert shape["result_calls"]["n"] == shape["jobs"] and shape["result_calls"]["p50"] >= 1
+    assert m["shapes-warm"]["warmup_jobs"] == 3
+    assert m["shapes-naive"]["bot"] == "naive" and m["shapes-warm"]["bot"] == "bot"
+    # The bot's database writes are traced (it writes rows for every job); the naive bot has none.
+    assert m["shapes-cold"]["db_writes_per_job"] > 0
+    assert "db_writes_per_job" not in m["shapes-naive"] or m["shapes-naive"]["db_writes_per_job"] == 0
+    for label, n in (("photos", 3), ("photos-naive", 3), ("phones", 2), ("phones-naive", 2)):
+        assert m[label]["delivered"] == n, label
+        assert m[label]["bot_cpu_seconds"] > 0 and m[label]["rss_hwm_mib"] > 0
+    assert m["flood"]["delivered"] == m["flood"]["peak_in_flight"] == 30
+    assert "| figure" in text and "naive bot" in text and "target(s) missed" in text
+    for figure in ("RunComfy calls per 60 s job", "Discord REST calls per job", "database writes per job"):
+        assert figure in text
+
+
+def test_rate_limit_window_refuses_over_the_limit_and_resets_whole() -> None:
+    w = Window(limit=5, seconds=5.0)
+    assert all(w.take(100.0 + i * 0.1) for i in range(5))
+    assert w.remaining(100.5) == 0
+    assert not w.take(100.6)  # sixth request inside the window: 429
+    assert w.reset_after(100.6) == pytest.approx(4.4)
+    assert w.take(105.0)  # the window opened at 100.0 reset: a whole bucket again
+    assert w.remaining(105.0) == 4
+
+
+async def test_bench_discord_answers_429_like_discord() -> None:
+    import aiohttp
+
+    from bench.fakes_server import RateLimitedDiscord
+
+    async with RateLimitedDiscord("t0ken") as fake:
+        fake.ratelimits = True
+        url = f"{fake.api_base}/channels/{fake.channel_id}/messages"
+        auth = {"Authorization": "Bot t0ken"}
+        async with aiohttp.ClientSession() as http:
+            answers = []
+            for i in range(6):
+                async with http.post(url, json={"content": f"m{i}"}, headers=auth) as resp:
+                    answers.append((resp.status, dict(resp.headers), await resp.json()))
+    assert [a[0] for a in answers] == [200] * 5 + [429]
+    ok_headers = answers[4][1]
+    assert ok_headers["X-RateLimit-Limit"] == "5" and ok_headers["X-RateLimit-Remaining"] == "0"
+    assert float(ok_headers["X-RateLimit-Reset-After"]) > 0 and ok_headers["X-RateLimit-Bucket"]
+    _, headers, body = answers[5]
+    assert body["global"] is False and 0 < body["retry_after"] <= 5
+    assert headers["Via"] and headers["X-RateLimit-Scope"] == "user" and int(headers["Retry-After"]) >= 1
+    assert headers["Content-Type"] == "application/json"  # exactly: discord.py parses nothing else
+    assert fake.rejected == {"route": 1}
+    assert len(fake.messages(fake.channel_id)) == 5  # the refused message was not posted
+    assert [c.status for c in fake.calls_to("POST", r"/messages$")] == [200] * 5 + [429]
+
+
+async def test_discord_py_waits_out_the_bench_429s_and_delivers_everything() -> None:
+    """The bench's 429s are ones discord.py understands: it sleeps and retries, nothing is lost."""
+    import re
+
+    import aiohttp
+    import discord
+    from discord.http import handle_message_parameters
+
+    from bench.fakes_server import RateLimitedDiscord
+    from tests.fakes.discord import patched_discord
+
+    limits = (("POST", re.compile(r"/channels/(\d+)/messages"), "message-create", 2, 0.3),)
+    async with RateLimitedDiscord("t0ken", route_limits=limits) as fake:
+        with patched_discord(fake):
+            fake.ratelimits = True
+            url = f"{fake.api_base}/channels/{fake.channel_id}/messages"
+            async with aiohttp.ClientSession() as raw:  # someone else fills the window first
+                for _ in range(2):
+                    async with raw.post(url, json={"content": "x"}, headers={"Authorization": "Bot t0ken"}):
+                        pass
+            http = discord.http.HTTPClient(asyncio.get_running_loop())
+            await http.static_login("t0ken")
+            try:
+                for i in range(5):
+                    with handle_message_parameters(content=f"m{i}") as params:
+                        await http.send_message(fake.channel_id, params=params)
+            finally:
+                await http.close()
+    assert fake.rejected["route"] >= 1  # discord.py met a 429 ...
+    assert [m["content"] for m in fake.messages(fake.channel_id)][-5:] == [
+        f"m{i}" for i in range(5)
+    ]  # ... and retried
