@@ -222,60 +222,6 @@ def on_off(locale: LocaleLike, value: bool) -> str:
     return tr(locale, "on") if value else tr(locale, "off")
 
 
-class CancelButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"animate:cancel:(?P<job_id>[0-9]{1,18})"
-):
-    """Persistent: the job id rides in the custom_id, so clicks work after a restart."""
-
-    def __init__(self, job_id: int, *, disabled: bool = False, locale: LocaleLike = None) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label=tr(locale, "Cancel"),
-                style=discord.ButtonStyle.danger,
-                custom_id=f"animate:cancel:{job_id}",
-                disabled=disabled,
-                emoji="✖️",
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls,
-        interaction: discord.Interaction[Any],
-        item: discord.ui.Item[Any],
-        match: re.Match[str],
-    ) -> CancelButton:
-        return cls(int(match["job_id"]))
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        async with errors.reporting(interaction, f"Cancel button of job {self.job_id}"):
-            await self.handle(interaction)
-
-    async def handle(self, interaction: discord.Interaction[Any]) -> None:
-        """Who may cancel, and the answer they see; what cancelling does is the engine's `cancel`."""
-        bot: ButtonHost = interaction.client
-        job = await job_for_button(interaction, self.job_id)
-        if job is None:
-            return
-        is_requester = interaction.user.id == job.user_id
-        if not is_requester and not interaction.permissions.manage_messages:
-            await interaction.response.send_message(
-                tr(
-                    interaction.locale,
-                    "Only the person who started this job, or a moderator with Manage Messages, "
-                    "can cancel it.",
-                ),
-                ephemeral=True,
-            )
-            return
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        text = await bot.engine.cancel(job, by_user_id=interaction.user.id)
-        await interaction.followup.send(
-            render(text, interaction.locale), ephemeral=True, allowed_mentions=NO_MENTIONS
-        )
-
-
 class ButtonHandler(Protocol):
     """The cog that handles a kind of job button (cogs/remix.py, cogs/approval.py)."""
 
@@ -312,11 +258,17 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?!)"
     CHARGING: ClassVar[frozenset[str]] = frozenset()
     UNAVAILABLE: ClassVar[str] = N_("That button isn't available right now. Please try again later.")
 
-    def __init__(self, action: str, job_id: int, *, locale: LocaleLike = None) -> None:
+    def __init__(
+        self, action: str, job_id: int, *, locale: LocaleLike = None, disabled: bool = False
+    ) -> None:
         label, style, emoji = self.LOOKS[action]
         super().__init__(
             discord.ui.Button(
-                label=tr(locale, label), style=style, custom_id=f"animate:{action}:{job_id}", emoji=emoji
+                label=tr(locale, label),
+                style=style,
+                custom_id=f"animate:{action}:{job_id}",
+                emoji=emoji,
+                disabled=disabled,
             )
         )
         self.action = action
@@ -407,6 +359,46 @@ class ResultButton(JobButton, template=RESULT_TEMPLATE):
         return bot.remix
 
 
+CANCEL_TEMPLATE = r"animate:(?P<action>cancel):(?P<job_id>[0-9]{1,18})"
+
+
+class _CancelHandler:
+    """Who may cancel a job, and the answer they see; what cancelling does is the engine's `cancel`."""
+
+    def __init__(self, bot: ButtonHost) -> None:
+        self.bot = bot
+
+    async def button_refusal(
+        self, interaction: discord.Interaction[Any], job: Job, action: str
+    ) -> str | None:
+        if interaction.user.id != job.user_id and not interaction.permissions.manage_messages:
+            return tr(
+                interaction.locale,
+                "Only the person who started this job, or a moderator with Manage Messages, can cancel it.",
+            )
+        return None
+
+    async def button_pressed(self, interaction: discord.Interaction[Any], job: Job, action: str) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        text = await self.bot.engine.cancel(job, by_user_id=interaction.user.id)
+        await interaction.followup.send(
+            render(text, interaction.locale), ephemeral=True, allowed_mentions=NO_MENTIONS
+        )
+
+
+class CancelButton(JobButton, template=CANCEL_TEMPLATE):
+    """The status message's Cancel: the requester or a moderator (Manage Messages), while queued."""
+
+    LOOKS: ClassVar[dict[str, tuple[str, discord.ButtonStyle, str]]] = {
+        "cancel": (N_("Cancel"), discord.ButtonStyle.danger, "✖️"),
+    }
+    TEMPLATE = CANCEL_TEMPLATE
+
+    @classmethod
+    def handler(cls, bot: ButtonHost) -> ButtonHandler | None:
+        return _CancelHandler(bot)
+
+
 async def job_for_button(
     interaction: discord.Interaction[Any], job_id: int, *, delivery: bool = False
 ) -> Job | None:
@@ -445,11 +437,11 @@ def status_view(job: Job) -> discord.ui.View | None:
         return view
     if job.state in (JobState.PENDING, JobState.QUEUED):
         view = discord.ui.View(timeout=None)
-        view.add_item(CancelButton(job.id, locale=job.locale))
+        view.add_item(CancelButton("cancel", job.id, locale=job.locale))
         return view
     if job.state in (JobState.RUNNING, JobState.DELIVERING):
         view = discord.ui.View(timeout=None)
-        view.add_item(CancelButton(job.id, disabled=True, locale=job.locale))
+        view.add_item(CancelButton("cancel", job.id, disabled=True, locale=job.locale))
         return view
     return None
 
