@@ -40,6 +40,19 @@ class _Again(enum.Enum):
 _RETRY_FORM = _Again.FORM
 
 
+UNFETCHABLE = Msg(
+    "RunComfy's video could not be fetched, and its link is not a secure (https) one I can pass on."
+)
+
+
+class _NothingToPost(Exception):
+    """The finished video can reach the requester neither as a file nor as a link."""
+
+    def __init__(self, reason: Msg) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+
+
 @dataclass(slots=True)
 class Outgoing:
     """A video delivery as it will be posted. Changed in place when Discord refuses a form of it."""
@@ -84,7 +97,11 @@ class Delivery:
                 await self._delivered(job, *found)
                 return
         self.ctx.reconciled.add(job.id)
-        outgoing = await self._prepare(job)
+        try:
+            outgoing = await self._prepare(job)
+        except _NothingToPost as nothing:
+            await self.endings.fail(job, nothing.reason)
+            return
         # Each attempt is looked for from its own start (the attempt before it was checked above).
         job.delivery_started_at = time.time()
         await self.ctx.jobs.update(job.id, delivery_started_at=job.delivery_started_at)
@@ -106,15 +123,9 @@ class Delivery:
         except MediaError as exc:
             log.warning("Job %s: video download failed: %s", job.id, exc)
             if not self.ctx.outputs.linkable(job.result_url):
-                return Outgoing(
-                    tr(
-                        loc,
-                        "<@{user}> your video is ready, but I couldn't fetch it, and RunComfy's link "
-                        "is not a secure (https) one I can pass on. · {marker}",
-                        user=user,
-                        marker=marker,
-                    )
-                )
+                # Neither the file nor a link the requester may follow: they get nothing, so it is
+                # a failed job, refunded (with a link, the video is theirs to fetch: no refund).
+                raise _NothingToPost(UNFETCHABLE) from exc
             return _linked(
                 loc,
                 url,

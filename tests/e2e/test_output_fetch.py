@@ -87,11 +87,21 @@ async def test_plain_http_elsewhere_is_neither_fetched_nor_linked(
 ) -> None:
     h = harness
     url = where.format(port=elsewhere.port)
-    delivered = await deliver(h, url)
-    content = str(delivered["content"])
-    assert delivered["attachments"] == []
+    h.runcomfy.scripts.append(JobScript(output_url=url))
+    await h.start_bot()
+    await h.reply(await h.animate())
+    # Neither the file nor a link it may pass on: the requester gets nothing, so the job fails, refunded.
+    job = await h.wait_job(1, "failed")
+    assert await job_ledger(h.running.quota, 1) == [("charge", 1), ("refund", -1)]
+    assert "could not be fetched" in (job.error or "")
+    assert job.thread_id is not None
+    [told] = await h.discord.wait_for(
+        lambda: [m for m in h.discord.messages(job.thread_id or 0) if "refunded" in (m["content"] or "")]
+    )
+    content = str(told["content"])
+    assert told["attachments"] == []
     assert url not in content and "http://" not in content
-    assert "couldn't fetch it" in content and "job #1" in content
+    assert "could not be fetched" in content and "not a secure (https)" in content
     assert f"<@{h.discord.user_ids['alice']}>" in content
     assert elsewhere.requests_to("upload") == []
     [why] = refusals(caplog)
