@@ -25,7 +25,9 @@ The package is split along its seams, one mixin per module, composed into one :c
 ``_payloads`` (payload builders), ``_validation`` (Discord's limits and form errors), ``_gateway``
 (websocket, IDENTIFY/RESUME, shards, dispatch), ``_interactions`` (FakeInteraction, slash, click, modals),
 ``_webhooks`` (interaction callback and follow-ups), ``_messages`` (messages, threads and their routes),
-``_rest`` (routing, recording, faults, CDN, other routes); ``_common`` holds constants, bits and records.
+``_rest`` (routing, recording, faults, CDN, other routes).  ``_state`` holds the state they share (and
+declares what one seam calls on another, for the type checker), ``_common`` constants, bits and records,
+``_fake`` the composed class, its default world, route table and lifecycle, and ``patched_discord``.
 """
 
 from ._common import (

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,15 +14,11 @@ from aiohttp import web
 
 from ._common import (
     API_VERSION,
-    DISCORD_EPOCH_MS,
     MIB,
     Perm,
-    RecordedCall,
-    _Fault,
-    _Handler,
 )
-from ._gateway import GatewayMixin, _Conn, _Session
-from ._interactions import FakeInteraction, InteractionsMixin
+from ._gateway import GatewayMixin
+from ._interactions import InteractionsMixin
 from ._messages import MessagesMixin
 from ._payloads import PayloadsMixin
 from ._rest import RestMixin
@@ -45,86 +40,11 @@ class FakeDiscord(
     """In-process fake Discord.  See the module docstring and tests/fakes/README.md."""
 
     def __init__(self, token: str = "test-discord-token", *, port: int = 0) -> None:
-        self.token = token
-        self._bind_port = port  # 0 = any free port; a fixed one lets a test bring Discord up mid-run
-        # Tunables
-        self.ack_deadline: float = 3.0
-        self.upload_limit: int = 10 * MIB
-        self.heartbeat_interval_ms: int = 41250
-        self.enabled_privileged_intents: int = 0  # what the developer portal allows
-        self.dispatch_message_events: bool = True  # MESSAGE_CREATE/UPDATE/DELETE for messages the bot sends
-        self.enforce_command_permissions: bool = True  # default_member_permissions / contexts in slash()
-        self.response_delay: float = 0.0  # seconds added before every REST answer
-        # While True, new gateway connections get HTTP 503 (an outage): hold a bot disconnected.
-        self.refuse_gateway: bool = False
-        self.refused_gateway_connections: int = 0
-        # A create with a nonce seen in the same channel within this many seconds, sent with
-        # `enforce_nonce`, returns the message created the first time instead of posting again.
-        self.nonce_window: float = 300.0
-        # Sharding: what GET /gateway/bot recommends and reports; IDENTIFY with more guilds than this
-        # on one shard is closed with 4011 (sharding required).
-        self.recommended_shards: int = 1
-        self.session_start_limit: dict[str, int] = {
-            "total": 1000,
-            "remaining": 1000,
-            "reset_after": 86_400_000,
-            "max_concurrency": 1,
-        }
-        self.max_guilds_per_shard: int = 2500
-
-        # Records
-        self.calls: list[RecordedCall] = []
-        self.unknown_routes: list[RecordedCall] = []
-        self.cdn_requests: list[str] = []
-        # Slow CDN files (see slow_cdn): path -> seconds, and the peak of concurrent requests to them.
-        self.cdn_delays: dict[str, float] = {}
-        self.cdn_peak: dict[str, int] = {}
-        self.cdn_peak_total = 0
-        self._cdn_in_flight: dict[str, int] = {}
-        self.dispatched: list[dict[str, Any]] = []
-        self.identify_payloads: list[dict[str, Any]] = []
-        self.gateway_connections: list[dict[str, Any]] = []
-        self.presence_updates: list[dict[str, Any]] = []
-        self.deleted_messages: list[dict[str, Any]] = []
-
-        # State
-        self._last_snowflake = 0
-        self.users: dict[int, dict[str, Any]] = {}
-        self.user_ids: dict[str, int] = {}
-        self.guilds: dict[int, dict[str, Any]] = {}
-        self.channels: dict[int, dict[str, Any]] = {}
-        self._messages: dict[int, list[dict[str, Any]]] = {}
-        self._message_index: dict[int, dict[str, Any]] = {}
-        self._cdn: dict[str, tuple[bytes, str | None]] = {}
-        self._uploaded_attachments: dict[int, dict[str, Any]] = {}
-        self.global_commands: list[dict[str, Any]] = []
-        self.guild_commands: dict[int, list[dict[str, Any]]] = {}
-        self.interactions: dict[int, FakeInteraction] = {}
-        self._dm_channels: dict[int, int] = {}
-        self.closed_dms: set[int] = set()
-        self._faults: list[_Fault] = []
-        self._after_store: list[_Fault] = []
-        # (channel id, author id, nonce) -> (message id, monotonic time it was created)
-        self._nonces: dict[tuple[int, int, str], tuple[int, float]] = {}
-        self._stalls: list[tuple[str, re.Pattern[str], asyncio.Event]] = []
-
-        # Gateway
-        self._sessions: dict[str, _Session] = {}
-        self._session: _Session | None = None  # the newest session (identified or resumed)
-        self._shard_sessions: dict[int, _Session] = {}  # shard id -> its newest session
-        self._conns: set[_Conn] = set()
-        self._ready = asyncio.Event()
-
-        # Server
-        self._runner: web.AppRunner | None = None
-        self.port: int = 0
-        self.url = ""
-        self.api_base = ""
-        self.gateway_url = ""
+        super().__init__(token, port=port)
 
         # Identity
-        self.application_id: int = self._snowflake()
-        self.bot_user: dict[str, Any] = {
+        self.application_id = self._snowflake()
+        self.bot_user = {
             "id": str(self.application_id),
             "username": "AnimateBot",
             "global_name": None,
@@ -140,22 +60,88 @@ class FakeDiscord(
 
         # Default guild: #animate and #general, alice/bob plain members, mod (Manage Messages), admin
         # (Manage Guild), owner (guild owner).
-        self.guild_id: int = self.add_guild("Fake Guild", owner="owner")
-        self.role_ids: dict[str, int] = {
+        self.guild_id = self.add_guild("Fake Guild", owner="owner")
+        self.role_ids = {
             "everyone": self.guild_id,
             "bot": self.guilds[self.guild_id]["bot_role_id"],
             "moderator": self.add_role("Moderator", Perm.MANAGE_MESSAGES),
             "admin": self.add_role("Admin", Perm.MANAGE_GUILD),
         }
-        self.channel_id: int = self.add_channel("animate", topic="Animate images")
-        self.other_channel_id: int = self.add_channel("general")
+        self.channel_id = self.add_channel("animate", topic="Animate images")
+        self.other_channel_id = self.add_channel("general")
         self.add_member("alice")
         self.add_member("bob")
         self.add_member("mod", roles=["moderator"])
         self.add_member("admin", roles=["admin"])
 
-        self._routes: list[tuple[re.Pattern[str], dict[str, _Handler], bool]] = []
         self._build_routes()
+
+    # ---------------------------------------------------------------------------------------------------
+    # Routes: the one place that sees every seam's handlers
+    # ---------------------------------------------------------------------------------------------------
+
+    def _build_routes(self) -> None:
+        r = self._route
+        r(r"/users/@me", get=self._h_get_me)
+        r(r"/users/@me/channels", post=self._h_create_dm)
+        r(r"/users/(\d+)", get=self._h_get_user)
+        r(r"/gateway", auth=False, get=self._h_gateway)
+        r(r"/gateway/bot", get=self._h_gateway_bot)
+        r(r"/oauth2/applications/@me", get=self._h_application)
+        r(r"/applications/@me", get=self._h_application)
+        r(
+            r"/applications/(\d+)/commands",
+            get=self._h_list_commands,
+            put=self._h_put_commands,
+            post=self._h_post_command,
+        )
+        r(
+            r"/applications/(\d+)/commands/(\d+)",
+            get=self._h_get_command,
+            patch=self._h_patch_command,
+            delete=self._h_delete_command,
+        )
+        r(
+            r"/applications/(\d+)/guilds/(\d+)/commands",
+            get=self._h_list_commands,
+            put=self._h_put_commands,
+            post=self._h_post_command,
+        )
+        r(
+            r"/applications/(\d+)/guilds/(\d+)/commands/(\d+)",
+            get=self._h_get_command,
+            patch=self._h_patch_command,
+            delete=self._h_delete_command,
+        )
+        r(r"/channels/(\d+)", get=self._h_get_channel)
+        r(r"/channels/(\d+)/typing", post=self._h_typing)
+        r(r"/channels/(\d+)/messages", get=self._h_list_messages, post=self._h_create_message)
+        r(
+            r"/channels/(\d+)/messages/(\d+)",
+            get=self._h_get_message,
+            patch=self._h_edit_message,
+            delete=self._h_delete_message,
+        )
+        r(
+            r"/channels/(\d+)/messages/(\d+)/reactions/([^/]+)/@me",
+            put=self._h_add_reaction,
+            delete=self._h_remove_reaction,
+        )
+        r(r"/channels/(\d+)/messages/(\d+)/threads", post=self._h_thread_from_message)
+        r(r"/channels/(\d+)/threads", post=self._h_thread_without_message)
+        r(r"/guilds/(\d+)", get=self._h_get_guild)
+        r(r"/guilds/(\d+)/channels", get=self._h_guild_channels)
+        r(r"/guilds/(\d+)/roles", get=self._h_guild_roles)
+        r(r"/guilds/(\d+)/members/(\d+)", get=self._h_get_member)
+        r(r"/interactions/(\d+)/([^/]+)/callback", auth=False, post=self._h_callback)
+        r(r"/webhooks/(\d+)/([^/]+)", auth=False, post=self._h_webhook_execute)
+        r(
+            r"/webhooks/(\d+)/([^/]+)/messages/(@original|\d+)",
+            auth=False,
+            get=self._h_webhook_get,
+            patch=self._h_webhook_edit,
+            delete=self._h_webhook_delete,
+        )
 
     # ---------------------------------------------------------------------------------------------------
     # Lifecycle
@@ -193,12 +179,6 @@ class FakeDiscord(
     # ---------------------------------------------------------------------------------------------------
     # Generic helpers
     # ---------------------------------------------------------------------------------------------------
-
-    def _snowflake(self) -> int:
-        ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
-        value = max(ms << 22, self._last_snowflake + 1)
-        self._last_snowflake = value
-        return value
 
     async def wait_for(
         self,

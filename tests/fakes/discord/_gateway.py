@@ -17,6 +17,7 @@ from ._common import (
     Intent,
     shard_of,
 )
+from ._state import FakeState
 
 
 class _Conn:
@@ -56,7 +57,7 @@ class _Session:
         return self.conn is not None and not self.conn.ws.closed
 
 
-class GatewayMixin:
+class GatewayMixin(FakeState):
     """The gateway side of the fake."""
 
     # ---------------------------------------------------------------------------------------------------

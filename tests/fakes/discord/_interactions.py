@@ -6,7 +6,7 @@ import copy
 import secrets
 import time
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._common import (
     EPHEMERAL,
@@ -16,15 +16,13 @@ from ._common import (
     _iter_components,
     _Upload,
 )
-
-if TYPE_CHECKING:
-    from ._fake import FakeDiscord
+from ._state import FakeState
 
 
 class FakeInteraction:
     """An interaction the fake dispatched, and everything the bot answered to it."""
 
-    def __init__(self, fake: FakeDiscord, payload: dict[str, Any], user_id: int) -> None:
+    def __init__(self, fake: FakeState, payload: dict[str, Any], user_id: int) -> None:
         self._fake = fake
         self.payload = payload
         self.id: int = int(payload["id"])
@@ -132,7 +130,7 @@ class FakeInteraction:
         )
 
 
-class InteractionsMixin:
+class InteractionsMixin(FakeState):
     """Dispatches interactions and user messages to the bot."""
 
     # ---------------------------------------------------------------------------------------------------

@@ -30,9 +30,10 @@ from ._common import (
     _sanitize_filename,
     _Upload,
 )
+from ._state import FakeState
 
 
-class MessagesMixin:
+class MessagesMixin(FakeState):
     """Message and thread state, and the channel/message/thread route handlers."""
 
     # ---------------------------------------------------------------------------------------------------

@@ -11,9 +11,10 @@ from urllib.parse import quote
 from ._common import (
     Intent,
 )
+from ._state import FakeState
 
 
-class PayloadsMixin:
+class PayloadsMixin(FakeState):
     """Discord-shaped payloads built from the fake's state."""
 
     # ---------------------------------------------------------------------------------------------------

@@ -25,9 +25,10 @@ from ._common import (
     _Request,
     _Upload,
 )
+from ._state import FakeState
 
 
-class RestMixin:
+class RestMixin(FakeState):
     """The HTTP side of the fake: routes, recorded calls, injected faults, CDN."""
 
     # ---------------------------------------------------------------------------------------------------
@@ -106,69 +107,6 @@ class RestMixin:
 
     def _route(self, pattern: str, auth: bool = True, **methods: _Handler) -> None:
         self._routes.append((re.compile(pattern), {m.upper(): h for m, h in methods.items()}, auth))
-
-    def _build_routes(self) -> None:
-        r = self._route
-        r(r"/users/@me", get=self._h_get_me)
-        r(r"/users/@me/channels", post=self._h_create_dm)
-        r(r"/users/(\d+)", get=self._h_get_user)
-        r(r"/gateway", auth=False, get=self._h_gateway)
-        r(r"/gateway/bot", get=self._h_gateway_bot)
-        r(r"/oauth2/applications/@me", get=self._h_application)
-        r(r"/applications/@me", get=self._h_application)
-        r(
-            r"/applications/(\d+)/commands",
-            get=self._h_list_commands,
-            put=self._h_put_commands,
-            post=self._h_post_command,
-        )
-        r(
-            r"/applications/(\d+)/commands/(\d+)",
-            get=self._h_get_command,
-            patch=self._h_patch_command,
-            delete=self._h_delete_command,
-        )
-        r(
-            r"/applications/(\d+)/guilds/(\d+)/commands",
-            get=self._h_list_commands,
-            put=self._h_put_commands,
-            post=self._h_post_command,
-        )
-        r(
-            r"/applications/(\d+)/guilds/(\d+)/commands/(\d+)",
-            get=self._h_get_command,
-            patch=self._h_patch_command,
-            delete=self._h_delete_command,
-        )
-        r(r"/channels/(\d+)", get=self._h_get_channel)
-        r(r"/channels/(\d+)/typing", post=self._h_typing)
-        r(r"/channels/(\d+)/messages", get=self._h_list_messages, post=self._h_create_message)
-        r(
-            r"/channels/(\d+)/messages/(\d+)",
-            get=self._h_get_message,
-            patch=self._h_edit_message,
-            delete=self._h_delete_message,
-        )
-        r(
-            r"/channels/(\d+)/messages/(\d+)/reactions/([^/]+)/@me",
-            put=self._h_add_reaction,
-            delete=self._h_remove_reaction,
-        )
-        r(r"/channels/(\d+)/messages/(\d+)/threads", post=self._h_thread_from_message)
-        r(r"/channels/(\d+)/threads", post=self._h_thread_without_message)
-        r(r"/guilds/(\d+)", get=self._h_get_guild)
-        r(r"/guilds/(\d+)/channels", get=self._h_guild_channels)
-        r(r"/guilds/(\d+)/roles", get=self._h_guild_roles)
-        r(r"/guilds/(\d+)/members/(\d+)", get=self._h_get_member)
-        r(r"/interactions/(\d+)/([^/]+)/callback", auth=False, post=self._h_callback)
-        r(r"/webhooks/(\d+)/([^/]+)", auth=False, post=self._h_webhook_execute)
-        r(
-            r"/webhooks/(\d+)/([^/]+)/messages/(@original|\d+)",
-            auth=False,
-            get=self._h_webhook_get,
-            patch=self._h_webhook_edit,
-            delete=self._h_webhook_delete,
-        )
 
     async def _read_body(self, request: web.Request) -> tuple[Any, list[_Upload]]:
         uploads: list[_Upload] = []

@@ -17,9 +17,10 @@ from ._common import (
     _iter_components,
     _Upload,
 )
+from ._state import FakeState
 
 
-class ValidationMixin:
+class ValidationMixin(FakeState):
     """Validates what the bot sends the way Discord does (400/50035 with nested errors)."""
 
     # ---------------------------------------------------------------------------------------------------
@@ -330,7 +331,7 @@ class ValidationMixin:
 
     def _normalize_command(
         self, cmd: dict[str, Any], guild_id: str | None, existing: list[dict[str, Any]]
-    ) -> dict:
+    ) -> dict[str, Any]:
         ctype = cmd.get("type", 1)
         prior = next((c for c in existing if c["name"] == cmd["name"] and c.get("type", 1) == ctype), None)
         out = copy.deepcopy(cmd)

@@ -20,9 +20,10 @@ from ._common import (
     _Upload,
 )
 from ._interactions import FakeInteraction
+from ._state import FakeState
 
 
-class WebhooksMixin:
+class WebhooksMixin(FakeState):
     """Route handlers for interaction responses and follow-ups."""
 
     # ---------------------------------------------------------------------------------------------------

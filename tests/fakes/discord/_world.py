@@ -14,9 +14,10 @@ from ._common import (
     _now_iso,
     _sanitize_filename,
 )
+from ._state import FakeState
 
 
-class WorldMixin:
+class WorldMixin(FakeState):
     """Builds and queries the fake's world (state only: events are the test's to send)."""
 
     # ---------------------------------------------------------------------------------------------------
