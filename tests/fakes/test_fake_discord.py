@@ -1,4 +1,4 @@
-"""End-to-end tests of tests/fakes/discord.py with the real discord.py client."""
+"""End-to-end tests of tests/fakes/discord/ with the real discord.py client."""
 
 from __future__ import annotations
 
