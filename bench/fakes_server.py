@@ -53,7 +53,8 @@ if __package__ in (None, ""):  # `python bench/fakes_server.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import inputs
-from tests.fakes.discord import FakeDiscord, RecordedCall, _json_response
+from tests.fakes.discord import FakeDiscord, RecordedCall
+from tests.fakes.discord._common import _json_response
 from tests.fakes.runcomfy import FakeRunComfy, JobScript
 
 DISCORD_TOKEN = "bench-discord-token"
