@@ -19,7 +19,6 @@ from discord.ext import commands
 
 from bot import policy, ui
 from bot.i18n import Msg, render, tr
-from storage.guilds import guild_repository
 from storage.jobs import Job, JobState
 from storage.lifecycle import JobEvent
 from storage.quota import LimitExceeded
@@ -46,7 +45,7 @@ class Approval(commands.Cog):
     ) -> str | None:
         """Approve / Reject: moderators (or admins); Cancel: only the requester."""
         loc = interaction.locale
-        config = await guild_repository(self.bot.db).get(job.guild_id)
+        config = await self.bot.store.guilds.get(job.guild_id)
         moderator = policy.is_moderator(interaction.permissions, policy.role_ids(interaction.user), config)
         if action == "withdraw":
             if interaction.user.id == job.user_id:
@@ -115,7 +114,7 @@ class Approval(commands.Cog):
         return Msg("Withdrawn. Nothing was charged.")
 
     async def approve(self, interaction: discord.Interaction[Any], job: Job) -> str:
-        guilds = guild_repository(self.bot.db)
+        guilds = self.bot.store.guilds
         config = await guilds.get(job.guild_id)
         guild = interaction.guild
         if guild is None:  # pragma: no cover - component interactions in a guild carry it

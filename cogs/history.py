@@ -14,7 +14,6 @@ from bot import ui
 from bot.i18n import N_, LocaleLike, tr, trn
 from cogs.admin.checks import admin_config, admin_only
 from storage.jobs import Job, JobState
-from storage.stats import guild_stats
 
 if TYPE_CHECKING:
     from bot.client import AnimateBot
@@ -80,7 +79,7 @@ class History(commands.Cog):
         config = admin_config(interaction)
         loc = interaction.locale
         since = time.time() - days * 86_400
-        stats = await guild_stats(self.bot.db, config.guild_id, since)
+        stats = await self.bot.store.stats.guild_stats(config.guild_id, since)
         embed = discord.Embed(
             title=trn(
                 loc,

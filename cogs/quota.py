@@ -11,7 +11,6 @@ from discord.ext import commands
 
 from bot import policy, ui
 from bot.i18n import render, tr
-from storage.guilds import guild_repository
 
 if TYPE_CHECKING:
     from bot.client import AnimateBot
@@ -29,7 +28,7 @@ class Quota(commands.Cog):
     ) -> None:
         assert interaction.guild_id is not None
         loc = interaction.locale
-        guilds = guild_repository(self.bot.db)
+        guilds = self.bot.store.guilds
         config = await guilds.get(interaction.guild_id)
         target: discord.abc.User = interaction.user
         if member is not None and member.id != interaction.user.id:

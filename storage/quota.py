@@ -170,6 +170,10 @@ class QuotaRepository:
         used, granted = await _usage(self.db, guild_id, user_id, period)
         return Standing(limit=limit, used=used, period=period, granted=granted)
 
+    async def guild_spent(self, guild_id: int, since: float, until: float) -> int:
+        """Credits the guild was charged for jobs started in [since, until) and not refunded."""
+        return await guild_spent(self.db, guild_id, since, until)
+
     async def _check(
         self,
         tx: Transaction | Database,
