@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Protocol
 from bot import policy
 from bot.i18n import N_, LocaleLike, Msg, render, tr
 from bot.media import MediaError, NormalizedImage, normalize_image
+from bot.quota_rules import AlreadyStarted, LimitExceeded, Limits, Standing
 from bot.ui import clip
 from storage.guilds import GuildConfig, GuildRepository
 from storage.jobs import Job, JobRepository, NewJob
-from storage.quota import AlreadyStarted, LimitExceeded, Limits, QuotaRepository, Standing
+from storage.quota import QuotaRepository
 from storage.spec import GenerationSpec
 
 if TYPE_CHECKING:

@@ -15,9 +15,7 @@ import discord
 import regex
 
 from bot.i18n import Msg
-from bot.text import clip, ts
-from storage.guilds import BlockEntry, GuildConfig
-from storage.quota import (
+from bot.quota_rules import (
     BudgetExhausted,
     CoolingDown,
     LimitExceeded,
@@ -27,6 +25,8 @@ from storage.quota import (
     TooManyJobs,
     period_for,
 )
+from bot.text import clip, ts
+from storage.guilds import BlockEntry, GuildConfig
 
 # Blocklist patterns are user input run against every prompt: the `regex` module's match timeout
 # bounds a pathological pattern, and `concurrent=True` releases the GIL while it runs in a thread.

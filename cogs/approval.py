@@ -19,9 +19,9 @@ from discord.ext import commands
 
 from bot import policy, ui
 from bot.i18n import Msg, render, tr
+from bot.quota_rules import LimitExceeded
 from storage.jobs import Job, JobState
 from storage.lifecycle import JobEvent
-from storage.quota import LimitExceeded
 
 if TYPE_CHECKING:
     from bot.client import AnimateBot

@@ -22,11 +22,12 @@ from bot.admission import (
 )
 from bot.i18n import render
 from bot.media import NormalizedImage
+from bot.quota_rules import Limits, Period, Standing
 from bot.settings import Settings
 from storage.db import Database
 from storage.guilds import GuildRepository
 from storage.jobs import JobRepository, JobState, NewJob
-from storage.quota import Limits, Period, QuotaRepository, Standing
+from storage.quota import QuotaRepository
 from storage.spec import GenerationSpec
 from tests.fakes.runcomfy import make_image
 from tests.ledger import job_ledger

@@ -9,13 +9,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from bot.quota_rules import Limits
 from storage import postgres
 from storage.db import Database, StorageError, load_migrations, lock_key, open_database, render_sql
 from storage.guilds import GuildRepository
 from storage.jobs import JobRepository, JobState, NewJob
 from storage.postgres import PostgresDatabase, redact, translate
 from storage.prefs import PrefsRepository
-from storage.quota import Limits, QuotaRepository
+from storage.quota import QuotaRepository
 from storage.stats import StatsRepository
 from tests.ledger import daily_period, job_ledger
 from tests.pg import PgServer

@@ -6,17 +6,11 @@ from dataclasses import replace
 
 import pytest
 
+from bot.quota_rules import AlreadyStarted, Limits, Period, QuotaExceeded, Standing
 from storage import lifecycle
 from storage.db import Database
 from storage.jobs import JobRepository, JobState, NewJob
-from storage.quota import (
-    AlreadyStarted,
-    Limits,
-    Period,
-    QuotaExceeded,
-    QuotaRepository,
-    Standing,
-)
+from storage.quota import QuotaRepository
 from tests.ledger import daily_period, job_ledger
 
 
