@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 PeriodKind = Literal["day", "week"]
 
@@ -114,3 +114,89 @@ class AlreadyStarted(Exception):
     def __init__(self, job_id: int | None) -> None:
         super().__init__(f"already started as job {job_id}")
         self.job_id = job_id
+
+
+class Figures(Protocol):
+    """The usage figures a limit check reads, for one job, inside the transaction that charges it
+    (storage provides them, read lazily: a limit that is off costs no query)."""
+
+    cost: int  # what the job costs
+    now: float
+
+    async def open_job_for_origin(self) -> int | None:
+        """An unfinished job from the same origin (None when there is none, or no origin)."""
+        ...
+
+    async def last_request_at(self) -> float | None:
+        """When the member last asked for a job in the guild."""
+        ...
+
+    async def active_jobs(self) -> int:
+        """The member's unfinished jobs in the guild (this one excluded)."""
+        ...
+
+    async def usage(self, period: Period) -> tuple[int, int]:
+        """(used, granted) credits of the member in the period."""
+        ...
+
+    async def held(self) -> int:
+        """Credits of the member's other jobs still awaiting approval."""
+        ...
+
+    async def guild_spent(self, since: float, until: float) -> int:
+        """Credits the guild spent on jobs started in [since, until), refunds excluded."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class LimitCheck:
+    """The rule a job must pass before it is charged: which limits apply and in what order.
+
+    Storage calls it inside the charging transaction (under the lock `serial_with_guild` asks
+    for), so concurrent requests can never overspend."""
+
+    limits: Limits
+    for_approval: bool = False  # count the member's other waiting requests as spent
+    first_request: bool = True  # the cooldown spaces out requests: checked when asked, not at approval
+
+    @property
+    def period(self) -> Period:
+        """The period a charge is booked in."""
+        return self.limits.period
+
+    @property
+    def serial_with_guild(self) -> bool:
+        """A guild budget makes every charge in the guild one decision, not just the member's."""
+        return self.limits.daily_budget is not None
+
+    async def __call__(self, figures: Figures) -> Standing:
+        """Raise the first limit the job would break; otherwise the member's standing before it.
+
+        A job whose origin already has an unfinished job raises AlreadyStarted first: a double click
+        hears that it started, not that it is cooling down."""
+        limits, cost, now = self.limits, figures.cost, figures.now
+        started = await figures.open_job_for_origin()
+        if started is not None:
+            raise AlreadyStarted(started)
+        if limits.cooldown > 0 and self.first_request:
+            last = await figures.last_request_at()
+            if last is not None and now - last < limits.cooldown:
+                raise CoolingDown(last + limits.cooldown)
+        if limits.max_concurrent is not None:
+            active = await figures.active_jobs()
+            if active >= limits.max_concurrent:
+                raise TooManyJobs(active, limits.max_concurrent)
+        used, granted = await figures.usage(limits.period)
+        standing = Standing(limit=limits.allowance, used=used, period=limits.period, granted=granted)
+        if limits.allowance is not None:
+            # Credits this member already asked for but nobody approved yet: they could not afford both.
+            held = await figures.held() if self.for_approval else 0
+            if used + held + cost > limits.allowance + granted:
+                raise QuotaExceeded(standing, cost, held)
+        if limits.daily_budget is not None:
+            window = limits.budget_window or period_for("day", 0, now)
+            assert window.starts_at is not None
+            spent = await figures.guild_spent(window.starts_at.timestamp(), window.resets_at.timestamp())
+            if spent + cost > limits.daily_budget:
+                raise BudgetExhausted(spent, limits.daily_budget, cost, window)
+        return standing

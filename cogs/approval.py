@@ -19,7 +19,7 @@ from discord.ext import commands
 
 from bot import policy, ui
 from bot.i18n import Msg, render, tr
-from bot.quota_rules import LimitExceeded
+from bot.quota_rules import LimitCheck, LimitExceeded
 from storage.jobs import Job, JobState
 from storage.lifecycle import JobEvent
 
@@ -142,7 +142,7 @@ class Approval(commands.Cog):
         # The same allowance rules as when it was requested (bot/admission.py).
         limits = await self.bot.admission.limits(config, job.user_id, policy.role_ids(member))
         try:
-            standing = await self.bot.quota.approve_job(job.id, limits)
+            standing = await self.bot.quota.approve(job.id, LimitCheck(limits, first_request=False))
         except LimitExceeded as exc:
             reason = policy.describe_limit(exc, job.resolution, requester=job.user_id)
             return Msg(
