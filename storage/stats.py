@@ -61,6 +61,28 @@ class StatsRepository:
             top_users=[(int(r["user_id"]), int(r["credits"])) for r in top],
         )
 
+    async def unfinished_by_state(self) -> dict[str, int]:
+        """Jobs in flight per state (the partial index on unfinished jobs keeps this cheap)."""
+        rows = await self.db.fetchall(
+            "SELECT state, COUNT(*) AS n FROM jobs"
+            " WHERE state IN ('pending', 'queued', 'running', 'delivering') GROUP BY state"
+        )
+        return {str(row["state"]): int(row["n"]) for row in rows}
+
+    async def ledger_high_water(self) -> int:
+        """The newest ledger row's id (0 for an empty ledger)."""
+        row = await self.db.fetchone("SELECT COALESCE(MAX(id), 0) AS id FROM quota_ledger")
+        return int(row["id"]) if row is not None else 0
+
+    async def ledger_totals_after(self, cursor: int) -> list[tuple[str, int, int]]:
+        """(kind, credits, last id) of the charges and refunds after ledger row `cursor`."""
+        rows = await self.db.fetchall(
+            "SELECT kind, COALESCE(SUM(credits), 0) AS credits, MAX(id) AS last FROM quota_ledger"
+            " WHERE id > ? AND kind IN ('charge', 'refund') GROUP BY kind",
+            (cursor,),
+        )
+        return [(str(r["kind"]), int(r["credits"]), int(r["last"])) for r in rows]
+
     async def recent_durations(self, resolution: str, guild_id: int | None, limit: int = 50) -> list[float]:
         """Seconds from submit to RunComfy finishing, for the latest delivered jobs at this resolution
         (in one guild, or bot-wide with guild_id None). The ETA on status messages is their median."""
