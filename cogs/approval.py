@@ -107,7 +107,7 @@ class Approval(commands.Cog):
             refund=False,
         )
         if not ended:
-            return _already(await self.bot.jobs.get(job.id) or job)
+            return _already(await self.bot.store.jobs.get(job.id) or job)
         log.info("Job %s %s by %s", job.id, event, actor_id)
         if state is JobState.REJECTED:
             return Msg("Rejected job #{id}. <@{user}> was not charged.", id=job.id, user=job.user_id)
@@ -142,7 +142,7 @@ class Approval(commands.Cog):
         # The same allowance rules as when it was requested (bot/admission.py).
         limits = await self.bot.admission.limits(config, job.user_id, policy.role_ids(member))
         try:
-            standing = await self.bot.quota.approve(job.id, LimitCheck(limits, first_request=False))
+            standing = await self.bot.store.quota.approve(job.id, LimitCheck(limits, first_request=False))
         except LimitExceeded as exc:
             reason = policy.describe_limit(exc, job.resolution, requester=job.user_id)
             return Msg(
@@ -150,11 +150,11 @@ class Approval(commands.Cog):
                 reason=reason,
             )
         if standing is None:
-            fresh = await self.bot.jobs.get(job.id)
+            fresh = await self.bot.store.jobs.get(job.id)
             return _already(fresh or job)
         # Charged now: any failure before RunComfy has the job refunds it.
         try:
-            fresh = await self.bot.jobs.get(job.id)
+            fresh = await self.bot.store.jobs.get(job.id)
             assert fresh is not None
             self.bot.dispatch("job_event", fresh, JobEvent.APPROVED, interaction.user.id)
             make_thread = not isinstance(interaction.channel, discord.Thread)

@@ -54,7 +54,9 @@ class History(commands.Cog):
     async def jobs(self, interaction: discord.Interaction[AnimateBot]) -> None:
         assert interaction.guild_id is not None
         loc = interaction.locale
-        recent = await self.bot.jobs.recent_for_user(interaction.guild_id, interaction.user.id, limit=10)
+        recent = await self.bot.store.jobs.recent_for_user(
+            interaction.guild_id, interaction.user.id, limit=10
+        )
         if not recent:
             await interaction.response.send_message(
                 tr(loc, "You haven't run /animate on this server yet."), ephemeral=True

@@ -45,7 +45,7 @@ class Quota(commands.Cog):
         admission = self.bot.admission
         allowance = await admission.allowance(config, target.id, policy.role_ids(target))
         period = policy.current_period(config)
-        standing = await self.bot.quota.standing(config.guild_id, target.id, allowance.credits, period)
+        standing = await self.bot.store.quota.standing(config.guild_id, target.id, allowance.credits, period)
         mine = target.id == interaction.user.id
         embed = discord.Embed(
             title=tr(loc, "Your /animate credits")
