@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Protocol
 from bot import policy
 from bot.i18n import N_, LocaleLike, Msg, render, tr
 from bot.media import MediaError, NormalizedImage, normalize_image
+from bot.quota_rules import AlreadyStarted, LimitCheck, LimitExceeded, Limits, Standing
 from bot.ui import clip
 from storage.guilds import GuildConfig, GuildRepository
 from storage.jobs import Job, JobRepository, NewJob
-from storage.quota import AlreadyStarted, LimitExceeded, Limits, QuotaRepository, Standing
+from storage.quota import QuotaRepository
 from storage.spec import GenerationSpec
 
 if TYPE_CHECKING:
@@ -367,9 +368,9 @@ class Admission:
                 return Refused(exc.user_message)
             del raw
             try:
-                job_id, standing = await self.quota.reserve_job(
-                    new, policy.limits_for(config, allowance), await_approval=approval
-                )
+                # The rule is ours; storage runs it inside the transaction that charges.
+                rule = LimitCheck(policy.limits_for(config, allowance), for_approval=approval)
+                job_id, standing = await self.quota.reserve(new, rule, await_approval=approval)
             except (LimitExceeded, AlreadyStarted) as exc:
                 return Refused(describe_refusal(exc, new.resolution))
         return job_id, standing, image
@@ -463,7 +464,7 @@ class Admission:
     async def _unaffordable(self, new: NewJob, limits: Limits, approval: bool) -> str | None:
         """Why the job would be refused right now (read-only, nothing charged), or None."""
         try:
-            await self.quota.check_job(new, limits, await_approval=approval)
+            await self.quota.check(new, LimitCheck(limits, for_approval=approval))
         except (LimitExceeded, AlreadyStarted) as exc:
             return describe_refusal(exc, new.resolution)
         return None

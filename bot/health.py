@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import discord
 
     from storage.db import Database
+    from storage.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +111,13 @@ async def database_state(db: Database | None) -> str:
 class OpsServer:
     """aiohttp server for /healthz and /metrics; `start()` binds, `stop()` releases the port."""
 
-    def __init__(self, client: discord.Client, db: Database, *, host: str, port: int) -> None:
+    def __init__(self, client: discord.Client, store: Store, *, host: str, port: int) -> None:
         self.client = client
-        self.db = db
+        self.db = store.db
         self.host = host
         self.port = port
         self.ticker = LoopTicker()
-        self.db_metrics = metrics.DatabaseCollector(db)
+        self.db_metrics = metrics.DatabaseCollector(store.stats)
         self.registry = metrics.build_registry(self.db_metrics, _GatewayCollector(client))
         self._runner: web.AppRunner | None = None
 

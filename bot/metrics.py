@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 from storage.lifecycle import UNFINISHED, JobEvent, JobState
 
 if TYPE_CHECKING:
-    from storage.db import Database
+    from storage.stats import StatsRepository
 
 log = logging.getLogger(__name__)
 
@@ -262,8 +262,8 @@ class DatabaseCollector(Collector):
     is read incrementally by row id, so a scrape never scans the whole history.
     """
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, stats: StatsRepository) -> None:
+        self.stats = stats
         self.active: dict[str, int] = dict.fromkeys(ACTIVE_STATES, 0)
         self.charged = 0
         self.refunded = 0
@@ -272,35 +272,24 @@ class DatabaseCollector(Collector):
 
     async def start(self) -> None:
         """Count credits from now on (counters start at zero with the process, as Prometheus expects)."""
-        row = await self.db.fetchone("SELECT COALESCE(MAX(id), 0) AS id FROM quota_ledger")
-        self._ledger_cursor = int(row["id"]) if row is not None else 0
+        self._ledger_cursor = await self.stats.ledger_high_water()
 
     async def refresh(self) -> None:
         async with self._lock:
             await self._refresh()
 
     async def _refresh(self) -> None:
-        rows = await self.db.fetchall(
-            "SELECT state, COUNT(*) AS n FROM jobs"
-            " WHERE state IN ('pending', 'queued', 'running', 'delivering') GROUP BY state"
-        )
         active = dict.fromkeys(ACTIVE_STATES, 0)
-        for row in rows:
-            active[str(row["state"])] = int(row["n"])
+        active.update(await self.stats.unfinished_by_state())
         self.active = active
         if self._ledger_cursor is None:
             await self.start()
-        rows = await self.db.fetchall(
-            "SELECT kind, COALESCE(SUM(credits), 0) AS credits, MAX(id) AS last FROM quota_ledger"
-            " WHERE id > ? AND kind IN ('charge', 'refund') GROUP BY kind",
-            (self._ledger_cursor,),
-        )
-        for row in rows:
-            if row["kind"] == "charge":
-                self.charged += int(row["credits"])
+        for kind, credits, last in await self.stats.ledger_totals_after(self._ledger_cursor or 0):
+            if kind == "charge":
+                self.charged += credits
             else:
-                self.refunded += -int(row["credits"])  # refunds are stored as negative credits
-            self._ledger_cursor = max(self._ledger_cursor or 0, int(row["last"]))
+                self.refunded += -credits  # refunds are stored as negative credits
+            self._ledger_cursor = max(self._ledger_cursor or 0, last)
 
     def collect(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily("animate_jobs", "Unfinished jobs by state.", labels=["state"])

@@ -120,7 +120,8 @@ async def migrate_to_postgres(source: Path, url: str, say: Callable[[str], None]
         await sqlite.close()
 
 
-async def _copy(sqlite: SQLiteDatabase, pg: PostgresDatabase, say: Callable[[str], None]) -> list[TableCopy]:
+async def _source_tables(sqlite: SQLiteDatabase) -> tuple[list[str], dict[str, int]]:
+    """The SQLite tables, parents before children, and their AUTOINCREMENT high-water marks."""
     names = [
         str(r["name"])
         for r in await sqlite.fetchall(
@@ -132,7 +133,6 @@ async def _copy(sqlite: SQLiteDatabase, pg: PostgresDatabase, say: Callable[[str
         name: {str(r["table"]) for r in await sqlite.fetchall(f'PRAGMA foreign_key_list("{name}")')}
         for name in names
     }
-    order = _tables_in_dependency_order(parents)
     # AUTOINCREMENT's high-water marks: ids of deleted rows must not be handed out again either.
     sequences: dict[str, int] = {}
     if await sqlite.fetchone("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'"):
@@ -140,73 +140,97 @@ async def _copy(sqlite: SQLiteDatabase, pg: PostgresDatabase, say: Callable[[str
             str(r["name"]): int(r["seq"])
             for r in await sqlite.fetchall("SELECT name, seq FROM sqlite_sequence")
         }
+    return _tables_in_dependency_order(parents), sequences
+
+
+async def _prepare_target(tx: PostgresTransaction, order: list[str]) -> dict[str, dict[str, str]]:
+    """PostgreSQL's column types per table, once every table exists, is locked and is empty."""
+    target: dict[str, dict[str, str]] = {}
+    for row in await tx.fetchall(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns"
+        " WHERE table_schema = current_schema()"
+    ):
+        target.setdefault(str(row["table_name"]), {})[str(row["column_name"])] = str(row["data_type"])
+    missing = [name for name in order if name not in target]
+    if missing:
+        raise MigrationError(f"the target schema has no table {', '.join(missing)}")
+    # Nobody else may write while we check emptiness and copy.
+    await tx.execute("LOCK TABLE " + ", ".join(f'"{n}"' for n in order) + " IN ACCESS EXCLUSIVE MODE")
+    busy = [name for name in order if await tx.fetchone(f'SELECT 1 FROM "{name}" LIMIT 1')]
+    if busy:
+        raise MigrationError(
+            f"the target database is not empty ({', '.join(busy)} already have rows); nothing was copied."
+            " Migrate into a new, empty database."
+        )
+    return target
+
+
+async def _copy_rows(
+    sqlite: SQLiteDatabase, tx: PostgresTransaction, name: str, columns: list[str], types: dict[str, str]
+) -> tuple[int, int]:
+    """Copy one table in rowid chunks; returns (rows, checksum) of what was read."""
+    convert = [_converter(types[c], name, c) for c in columns]
+    select = ", ".join(f'"{c}"' for c in columns)
+    count, checksum, last = 0, 0, None
+    while True:
+        where = "" if last is None else " WHERE rowid > ?"
+        rows = await sqlite.fetchall(
+            f'SELECT rowid AS "__rowid", {select} FROM "{name}"{where} ORDER BY rowid LIMIT ?',
+            (_CHUNK,) if last is None else (last, _CHUNK),
+        )
+        if not rows:
+            return count, checksum
+        last = int(rows[-1][0])
+        records = []
+        for r in rows:
+            rowid = int(r[0])
+            record = tuple(fn(r[i + 1], rowid) for i, fn in enumerate(convert))
+            checksum = (checksum + _row_hash(record)) & _MASK
+            records.append(record)
+        await tx.copy_records(name, columns, records)
+        count += len(records)
+
+
+async def _continue_ids(tx: PostgresTransaction, name: str, sequence_mark: int) -> None:
+    """Continue after the highest id SQLite ever used, so an id is never handed out twice."""
+    highest = await tx.fetchone(f'SELECT MAX(id) AS m FROM "{name}"')
+    top = max(int(highest["m"]) if highest and highest["m"] is not None else 0, sequence_mark)
+    sequence = await tx.fetchone("SELECT pg_get_serial_sequence(?, 'id') AS s", (name,))
+    if top > 0 and sequence is not None and sequence["s"] is not None:
+        await tx.execute("SELECT setval(pg_get_serial_sequence(?, 'id'), ?, true)", (name, top))
+
+
+async def _verify(tx: PostgresTransaction, name: str, columns: list[str], count: int, checksum: int) -> None:
+    """Check what PostgreSQL now holds against what was read, before committing."""
+    select = ", ".join(f'"{c}"' for c in columns)
+    back_count, back_sum = 0, 0
+    for r in await tx.fetchall(f'SELECT {select} FROM "{name}"'):
+        back_count += 1
+        back_sum = (back_sum + _row_hash([r[i] for i in range(len(columns))])) & _MASK
+    if back_count != count or back_sum != checksum:
+        raise MigrationError(
+            f"{name}: verification failed (SQLite {count} rows, PostgreSQL {back_count}"
+            f"{'' if back_sum == checksum else ', contents differ'}); nothing was copied"
+        )
+
+
+async def _copy(sqlite: SQLiteDatabase, pg: PostgresDatabase, say: Callable[[str], None]) -> list[TableCopy]:
+    order, sequences = await _source_tables(sqlite)
     copied: list[TableCopy] = []
     async with pg.transaction() as tx:
         assert isinstance(tx, PostgresTransaction)
-        target: dict[str, dict[str, str]] = {}
-        for row in await tx.fetchall(
-            "SELECT table_name, column_name, data_type FROM information_schema.columns"
-            " WHERE table_schema = current_schema()"
-        ):
-            target.setdefault(str(row["table_name"]), {})[str(row["column_name"])] = str(row["data_type"])
-        missing = [name for name in order if name not in target]
-        if missing:
-            raise MigrationError(f"the target schema has no table {', '.join(missing)}")
-        # Nobody else may write while we check emptiness and copy.
-        await tx.execute("LOCK TABLE " + ", ".join(f'"{n}"' for n in order) + " IN ACCESS EXCLUSIVE MODE")
-        busy = [name for name in order if await tx.fetchone(f'SELECT 1 FROM "{name}" LIMIT 1')]
-        if busy:
-            raise MigrationError(
-                f"the target database is not empty ({', '.join(busy)} already have rows); nothing was copied."
-                " Migrate into a new, empty database."
-            )
+        target = await _prepare_target(tx, order)
         for name in order:
-            info = await sqlite.fetchall(f'PRAGMA table_info("{name}")')
-            columns = [str(r["name"]) for r in info]
+            columns = [str(r["name"]) for r in await sqlite.fetchall(f'PRAGMA table_info("{name}")')]
             if set(columns) != set(target[name]):
                 raise MigrationError(
                     f"{name}: the SQLite columns {sorted(columns)} differ"
                     f" from PostgreSQL's {sorted(target[name])}"
                 )
-            convert = [_converter(target[name][c], name, c) for c in columns]
-            select = ", ".join(f'"{c}"' for c in columns)
-            count, checksum, last = 0, 0, None
-            while True:
-                where = "" if last is None else " WHERE rowid > ?"
-                rows = await sqlite.fetchall(
-                    f'SELECT rowid AS "__rowid", {select} FROM "{name}"{where} ORDER BY rowid LIMIT ?',
-                    (_CHUNK,) if last is None else (last, _CHUNK),
-                )
-                if not rows:
-                    break
-                last = int(rows[-1][0])
-                records = []
-                for r in rows:
-                    rowid = int(r[0])
-                    record = tuple(fn(r[i + 1], rowid) for i, fn in enumerate(convert))
-                    checksum = (checksum + _row_hash(record)) & _MASK
-                    records.append(record)
-                await tx.copy_records(name, columns, records)
-                count += len(records)
-            if "id" in target[name] and target[name]["id"] == "bigint":
-                highest = await tx.fetchone(f'SELECT MAX(id) AS m FROM "{name}"')
-                top = max(
-                    int(highest["m"]) if highest and highest["m"] is not None else 0, sequences.get(name, 0)
-                )
-                sequence = await tx.fetchone("SELECT pg_get_serial_sequence(?, 'id') AS s", (name,))
-                if top > 0 and sequence is not None and sequence["s"] is not None:
-                    # Continue after the highest id SQLite ever used, so an id is never handed out twice.
-                    await tx.execute("SELECT setval(pg_get_serial_sequence(?, 'id'), ?, true)", (name, top))
-            # Verify what PostgreSQL now holds, before committing.
-            back_count, back_sum = 0, 0
-            for r in await tx.fetchall(f'SELECT {select} FROM "{name}"'):
-                back_count += 1
-                back_sum = (back_sum + _row_hash([r[i] for i in range(len(columns))])) & _MASK
-            if back_count != count or back_sum != checksum:
-                raise MigrationError(
-                    f"{name}: verification failed (SQLite {count} rows, PostgreSQL {back_count}"
-                    f"{'' if back_sum == checksum else ', contents differ'}); nothing was copied"
-                )
+            count, checksum = await _copy_rows(sqlite, tx, name, columns, target[name])
+            if target[name].get("id") == "bigint":
+                await _continue_ids(tx, name, sequences.get(name, 0))
+            await _verify(tx, name, columns, count, checksum)
             say(f"  {name}: {count} rows copied and verified")
             copied.append(TableCopy(name, count))
     return copied

@@ -14,10 +14,8 @@ from dataclasses import dataclass
 import discord
 import regex
 
-from bot import ui
 from bot.i18n import Msg
-from storage.guilds import BlockEntry, GuildConfig
-from storage.quota import (
+from bot.quota_rules import (
     BudgetExhausted,
     CoolingDown,
     LimitExceeded,
@@ -27,6 +25,8 @@ from storage.quota import (
     TooManyJobs,
     period_for,
 )
+from bot.text import clip, ts
+from storage.guilds import BlockEntry, GuildConfig
 
 # Blocklist patterns are user input run against every prompt: the `regex` module's match timeout
 # bounds a pathological pattern, and `concurrent=True` releases the GIL while it runs in a thread.
@@ -127,7 +127,7 @@ def describe_limit(exc: LimitExceeded, resolution: str = "480P", *, requester: i
             "remaining": remaining,
             "total": (s.limit or 0) + s.granted,
             "when": period_word(s.period),
-            "reset": ui.ts(s.period.resets_at.timestamp()),
+            "reset": ts(s.period.resets_at.timestamp()),
         }
         if requester is None:
             parts = [
@@ -178,9 +178,9 @@ def describe_limit(exc: LimitExceeded, resolution: str = "480P", *, requester: i
     if isinstance(exc, CoolingDown):
         assert exc.frees_at is not None
         if requester is None:
-            return Msg("Slow down — you can start another job {when}.", when=ui.ts(exc.frees_at))
+            return Msg("Slow down — you can start another job {when}.", when=ts(exc.frees_at))
         return Msg(
-            "Slow down — <@{user}> can start another job {when}.", user=requester, when=ui.ts(exc.frees_at)
+            "Slow down — <@{user}> can start another job {when}.", user=requester, when=ts(exc.frees_at)
         )
     if isinstance(exc, BudgetExhausted):
         return Msg(
@@ -189,7 +189,7 @@ def describe_limit(exc: LimitExceeded, resolution: str = "480P", *, requester: i
             spent=exc.spent,
             budget=exc.budget,
             cost=exc.cost,
-            reset=ui.ts(exc.window.resets_at.timestamp()),
+            reset=ts(exc.window.resets_at.timestamp()),
         )
     return Msg("A usage limit stops this job right now. Please try again later.")  # pragma: no cover
 
@@ -298,5 +298,5 @@ def describe_block(hit: BlockHit) -> str:
     return Msg(
         "Your prompt contains something this server doesn't allow (`{matched}`). "
         "Please rephrase it. Nothing was charged.",
-        matched=ui.clip(hit.matched, 50),
+        matched=clip(hit.matched, 50),
     )

@@ -15,6 +15,8 @@ import discord
 
 from bot import errors
 from bot.i18n import N_, LocaleLike, render, tr, trn
+from bot.text import clip as clip  # re-exported: the UI helpers callers know
+from bot.text import ts as ts
 from storage.jobs import Job, JobState
 
 if TYPE_CHECKING:
@@ -94,15 +96,6 @@ _COLOURS = {
     JobState.AWAITING_APPROVAL: discord.Colour.orange(),
     JobState.REJECTED: discord.Colour.dark_red(),
 }
-
-
-def ts(epoch: float, style: str = "R") -> str:
-    """A Discord timestamp, rendered in each reader's own time zone."""
-    return f"<t:{int(epoch)}:{style}>"
-
-
-def clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def eta_line(eta: float | None, now: float, locale: LocaleLike = None) -> str:

@@ -19,10 +19,9 @@ from discord.ext import commands
 
 from bot import policy, ui
 from bot.i18n import Msg, render, tr
-from storage.guilds import guild_repository
+from bot.quota_rules import LimitCheck, LimitExceeded
 from storage.jobs import Job, JobState
 from storage.lifecycle import JobEvent
-from storage.quota import LimitExceeded
 
 if TYPE_CHECKING:
     from bot.client import AnimateBot
@@ -46,7 +45,7 @@ class Approval(commands.Cog):
     ) -> str | None:
         """Approve / Reject: moderators (or admins); Cancel: only the requester."""
         loc = interaction.locale
-        config = await guild_repository(self.bot.db).get(job.guild_id)
+        config = await self.bot.store.guilds.get(job.guild_id)
         moderator = policy.is_moderator(interaction.permissions, policy.role_ids(interaction.user), config)
         if action == "withdraw":
             if interaction.user.id == job.user_id:
@@ -108,14 +107,14 @@ class Approval(commands.Cog):
             refund=False,
         )
         if not ended:
-            return _already(await self.bot.jobs.get(job.id) or job)
+            return _already(await self.bot.store.jobs.get(job.id) or job)
         log.info("Job %s %s by %s", job.id, event, actor_id)
         if state is JobState.REJECTED:
             return Msg("Rejected job #{id}. <@{user}> was not charged.", id=job.id, user=job.user_id)
         return Msg("Withdrawn. Nothing was charged.")
 
     async def approve(self, interaction: discord.Interaction[Any], job: Job) -> str:
-        guilds = guild_repository(self.bot.db)
+        guilds = self.bot.store.guilds
         config = await guilds.get(job.guild_id)
         guild = interaction.guild
         if guild is None:  # pragma: no cover - component interactions in a guild carry it
@@ -143,7 +142,7 @@ class Approval(commands.Cog):
         # The same allowance rules as when it was requested (bot/admission.py).
         limits = await self.bot.admission.limits(config, job.user_id, policy.role_ids(member))
         try:
-            standing = await self.bot.quota.approve_job(job.id, limits)
+            standing = await self.bot.store.quota.approve(job.id, LimitCheck(limits, first_request=False))
         except LimitExceeded as exc:
             reason = policy.describe_limit(exc, job.resolution, requester=job.user_id)
             return Msg(
@@ -151,11 +150,11 @@ class Approval(commands.Cog):
                 reason=reason,
             )
         if standing is None:
-            fresh = await self.bot.jobs.get(job.id)
+            fresh = await self.bot.store.jobs.get(job.id)
             return _already(fresh or job)
         # Charged now: any failure before RunComfy has the job refunds it.
         try:
-            fresh = await self.bot.jobs.get(job.id)
+            fresh = await self.bot.store.jobs.get(job.id)
             assert fresh is not None
             self.bot.dispatch("job_event", fresh, JobEvent.APPROVED, interaction.user.id)
             make_thread = not isinstance(interaction.channel, discord.Thread)

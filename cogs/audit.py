@@ -17,7 +17,6 @@ from discord.ext import commands
 
 from bot import ui
 from bot.i18n import N_, LocaleLike, tr
-from storage.guilds import guild_repository
 from storage.jobs import Job
 from storage.lifecycle import JobEvent
 
@@ -73,7 +72,7 @@ class Audit(commands.Cog):
         self.bot = bot
 
     async def post(self, guild_id: int, embed: discord.Embed) -> None:
-        config = await guild_repository(self.bot.db).get(guild_id)
+        config = await self.bot.store.guilds.get(guild_id)
         if config.audit_channel_id is None:
             return
         channel = self.bot.get_partial_messageable(config.audit_channel_id, guild_id=guild_id)

@@ -14,7 +14,6 @@ from bot import ui
 from bot.i18n import N_, LocaleLike, tr, trn
 from cogs.admin.checks import admin_config, admin_only
 from storage.jobs import Job, JobState
-from storage.stats import guild_stats
 
 if TYPE_CHECKING:
     from bot.client import AnimateBot
@@ -55,7 +54,9 @@ class History(commands.Cog):
     async def jobs(self, interaction: discord.Interaction[AnimateBot]) -> None:
         assert interaction.guild_id is not None
         loc = interaction.locale
-        recent = await self.bot.jobs.recent_for_user(interaction.guild_id, interaction.user.id, limit=10)
+        recent = await self.bot.store.jobs.recent_for_user(
+            interaction.guild_id, interaction.user.id, limit=10
+        )
         if not recent:
             await interaction.response.send_message(
                 tr(loc, "You haven't run /animate on this server yet."), ephemeral=True
@@ -80,7 +81,7 @@ class History(commands.Cog):
         config = admin_config(interaction)
         loc = interaction.locale
         since = time.time() - days * 86_400
-        stats = await guild_stats(self.bot.db, config.guild_id, since)
+        stats = await self.bot.store.stats.guild_stats(config.guild_id, since)
         embed = discord.Embed(
             title=trn(
                 loc,

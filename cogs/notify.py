@@ -13,7 +13,6 @@ from discord.ext import commands
 from bot import ui
 from bot.i18n import tr
 from storage.lifecycle import JobEvent
-from storage.prefs import PrefsRepository
 
 if TYPE_CHECKING:
     from bot.client import AnimateBot
@@ -25,7 +24,7 @@ log = logging.getLogger(__name__)
 class Notify(commands.Cog):
     def __init__(self, bot: AnimateBot) -> None:
         self.bot = bot
-        self.prefs = PrefsRepository(bot.db)
+        self.prefs = bot.store.prefs
 
     @app_commands.command(name="animate-notify", description=_l("Get a DM when your /animate jobs finish"))
     @app_commands.describe(dm=_l("On: I DM you when a job is done or fails. Leave empty to see the setting."))

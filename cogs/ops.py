@@ -31,7 +31,7 @@ class Ops(commands.Cog):
         settings = self.bot.settings
         if settings.metrics_port is None:
             return
-        server = OpsServer(self.bot, self.bot.db, host=settings.metrics_host, port=settings.metrics_port)
+        server = OpsServer(self.bot, self.bot.store, host=settings.metrics_host, port=settings.metrics_port)
         try:
             await server.start()
         except OSError as exc:

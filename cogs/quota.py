@@ -11,7 +11,6 @@ from discord.ext import commands
 
 from bot import policy, ui
 from bot.i18n import render, tr
-from storage.guilds import guild_repository
 
 if TYPE_CHECKING:
     from bot.client import AnimateBot
@@ -29,7 +28,7 @@ class Quota(commands.Cog):
     ) -> None:
         assert interaction.guild_id is not None
         loc = interaction.locale
-        guilds = guild_repository(self.bot.db)
+        guilds = self.bot.store.guilds
         config = await guilds.get(interaction.guild_id)
         target: discord.abc.User = interaction.user
         if member is not None and member.id != interaction.user.id:
@@ -46,7 +45,7 @@ class Quota(commands.Cog):
         admission = self.bot.admission
         allowance = await admission.allowance(config, target.id, policy.role_ids(target))
         period = policy.current_period(config)
-        standing = await self.bot.quota.standing(config.guild_id, target.id, allowance.credits, period)
+        standing = await self.bot.store.quota.standing(config.guild_id, target.id, allowance.credits, period)
         mine = target.id == interaction.user.id
         embed = discord.Embed(
             title=tr(loc, "Your /animate credits")

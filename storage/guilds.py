@@ -8,7 +8,6 @@ in memory; every write goes through this repository and drops that guild's cache
 from __future__ import annotations
 
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -253,14 +252,3 @@ class GuildRepository:
     async def ban_count(self, guild_id: int) -> int:
         row = await self.db.fetchone("SELECT COUNT(*) AS n FROM guild_bans WHERE guild_id = ?", (guild_id,))
         return int(row["n"]) if row else 0
-
-
-_REPOSITORIES: weakref.WeakKeyDictionary[Database, GuildRepository] = weakref.WeakKeyDictionary()
-
-
-def guild_repository(db: Database) -> GuildRepository:
-    """The one repository (and so the one cache) per open database, shared by every cog."""
-    repo = _REPOSITORIES.get(db)
-    if repo is None:
-        repo = _REPOSITORIES[db] = GuildRepository(db)
-    return repo

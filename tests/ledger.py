@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from storage.quota import Period, QuotaRepository, period_for
+from bot.quota_rules import Period, period_for
+from storage.quota import QuotaRepository
 
 
 def daily_period(now: float | None = None) -> Period:

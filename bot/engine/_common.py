@@ -20,6 +20,7 @@ from bot.settings import Settings
 from storage.jobs import Job, JobRepository
 from storage.lifecycle import JobEvent
 from storage.quota import QuotaRepository
+from storage.stats import StatsRepository
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -79,6 +80,7 @@ class Context:
     runcomfy: VideoBackend
     session: aiohttp.ClientSession
     outputs: OutputFetcher
+    stats: StatsRepository
     closing: bool = False  # shutting down: no more status edits
     submitting: set[int] = field(default_factory=set)  # jobs this process is launching or submitting
     # Accepted by RunComfy, but the database refused the write: the columns still to record. The

@@ -28,6 +28,7 @@ from bot.settings import Settings
 from storage.jobs import Job, JobRepository
 from storage.lifecycle import JobEvent, JobState
 from storage.quota import QuotaRepository
+from storage.stats import StatsRepository
 
 if TYPE_CHECKING:
     from bot.media import NormalizedImage
@@ -53,9 +54,10 @@ class JobEngine:
         runcomfy: c.VideoBackend,
         session: aiohttp.ClientSession,
         outputs: OutputFetcher,
+        stats: StatsRepository,
         clock: Clock | None = None,
     ) -> None:
-        self.ctx = ctx = c.Context(client, settings, jobs, quota, runcomfy, session, outputs)
+        self.ctx = ctx = c.Context(client, settings, jobs, quota, runcomfy, session, outputs, stats)
         self.tasks = Tasks()
         self.presenter = Presenter(ctx, self.tasks)
         self.endings = Endings(ctx, self.presenter)

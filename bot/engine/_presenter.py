@@ -14,7 +14,6 @@ from bot.engine import _common as c
 from bot.engine._scheduler import Tasks
 from storage.jobs import Job
 from storage.lifecycle import POLLED
-from storage.stats import recent_durations
 
 log = logging.getLogger(__name__)
 SHOWN_MEMORY = 10_000  # jobs whose newest shown row is remembered
@@ -110,10 +109,10 @@ class Presenter:
         cached = self.eta_cache.get(key)
         now = time.monotonic()
         if cached is None or now - cached[0] > 60:
-            db = self.ctx.jobs.db
-            took = await recent_durations(db, job.resolution, job.guild_id)
+            stats = self.ctx.stats
+            took = await stats.recent_durations(job.resolution, job.guild_id)
             if len(took) < c.ETA_MIN_SAMPLES:
-                took = await recent_durations(db, job.resolution, None)
+                took = await stats.recent_durations(job.resolution, None)
             median = statistics.median(took) if len(took) >= c.ETA_MIN_SAMPLES else None
             cached = (now, median)
             self.eta_cache[key] = cached

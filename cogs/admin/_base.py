@@ -11,7 +11,7 @@ from discord import app_commands
 from bot import ui
 from bot.i18n import Msg, render, tr
 from cogs.admin.checks import ensure_admin
-from storage.guilds import GuildConfig, GuildRepository, guild_repository
+from storage.guilds import GuildConfig, GuildRepository
 
 if TYPE_CHECKING:
     from bot.client import AnimateBot
@@ -35,7 +35,7 @@ class SettingsGroup(app_commands.Group):
 
     @property
     def guilds(self) -> GuildRepository:
-        return guild_repository(self.bot.db)
+        return self.bot.store.guilds
 
     async def changed(self, interaction: discord.Interaction[AnimateBot], summary: str) -> None:
         """Echo a change to the admin (their language) and record it in the audit log (the server's).

@@ -51,7 +51,7 @@ class AdminGroup(
     @app_commands.command(name="show", description=_l("Show this server's whole /animate configuration"))
     async def show(self, interaction: discord.Interaction[AnimateBot]) -> None:
         config = admin_config(interaction)
-        embed = await config_embed(self.bot.db, self.bot.settings, config, interaction.locale)
+        embed = await config_embed(self.bot.store, self.bot.settings, config, interaction.locale)
         await interaction.response.send_message(embed=embed, ephemeral=True, allowed_mentions=ui.NO_MENTIONS)
 
     @app_commands.command(

@@ -7,9 +7,8 @@ import discord
 from bot import policy, ui
 from bot.i18n import LocaleLike, tr
 from bot.settings import Settings
-from storage.db import Database
-from storage.guilds import GuildConfig, guild_repository
-from storage.quota import guild_spent
+from storage.guilds import GuildConfig
+from storage.store import Store
 
 
 def _role(role_id: int | None, empty: str) -> str:
@@ -39,12 +38,14 @@ def _credits(config: GuildConfig, settings: Settings, loc: LocaleLike) -> str:
     )
 
 
-async def _limits(db: Database, config: GuildConfig, loc: LocaleLike) -> str:
+async def _limits(store: Store, config: GuildConfig, loc: LocaleLike) -> str:
     spent = ""
     if config.daily_budget is not None:
         day = policy.limits_for(config, policy.Allowance(0, "")).budget_window
         assert day is not None and day.starts_at is not None
-        used = await guild_spent(db, config.guild_id, day.starts_at.timestamp(), day.resets_at.timestamp())
+        used = await store.quota.guild_spent(
+            config.guild_id, day.starts_at.timestamp(), day.resets_at.timestamp()
+        )
         spent = tr(loc, " ({n} spent today)", n=used)
     if config.max_concurrent:
         concurrent = tr(loc, "Concurrent jobs per member: {n}", n=config.max_concurrent)
@@ -69,13 +70,13 @@ def _blocklist(config: GuildConfig, loc: LocaleLike) -> str:
     return block
 
 
-async def _allowance_fields(embed: discord.Embed, db: Database, config: GuildConfig, loc: LocaleLike) -> None:
+async def _allowance_fields(embed: discord.Embed, store: Store, config: GuildConfig, loc: LocaleLike) -> None:
     roles = sorted(config.role_allowances.items(), key=lambda kv: -kv[1])
     embed.add_field(
         name=tr(loc, "Role allowances (highest wins)"),
         value=ui.clip("\n".join(f"<@&{r}>: {n}" for r, n in roles) or tr(loc, "none"), 1000),
     )
-    overrides, total = await guild_repository(db).user_overrides(config.guild_id, limit=15)
+    overrides, total = await store.guilds.user_overrides(config.guild_id, limit=15)
     text = "\n".join(f"<@{u}>: {n}" for u, n in overrides) or tr(loc, "none")
     if total > len(overrides):
         text += "\n" + tr(loc, "… and {n} more", n=total - len(overrides))
@@ -84,12 +85,12 @@ async def _allowance_fields(embed: discord.Embed, db: Database, config: GuildCon
 
 
 async def _moderation_fields(
-    embed: discord.Embed, db: Database, config: GuildConfig, loc: LocaleLike
+    embed: discord.Embed, store: Store, config: GuildConfig, loc: LocaleLike
 ) -> None:
     embed.add_field(
         name=tr(loc, "Prompt blocklist"), value=ui.clip(_blocklist(config, loc), 1000), inline=False
     )
-    bans = await guild_repository(db).ban_count(config.guild_id)
+    bans = await store.guilds.ban_count(config.guild_id)
     embed.add_field(name=tr(loc, "Banned members"), value=str(bans))
     embed.add_field(
         name=tr(loc, "Approval mode"),
@@ -103,7 +104,7 @@ async def _moderation_fields(
 
 
 async def config_embed(
-    db: Database, settings: Settings, config: GuildConfig, locale: LocaleLike = None
+    store: Store, settings: Settings, config: GuildConfig, locale: LocaleLike = None
 ) -> discord.Embed:
     loc = locale
     embed = discord.Embed(
@@ -115,12 +116,12 @@ async def config_embed(
         value=f"480P: {policy.cost_of(config, '480P', settings.cost_480p, settings.cost_1080p)} · "
         f"1080P: {policy.cost_of(config, '1080P', settings.cost_480p, settings.cost_1080p)}",
     )
-    await _allowance_fields(embed, db, config, loc)
-    embed.add_field(name=tr(loc, "Limits"), value=await _limits(db, config, loc), inline=False)
+    await _allowance_fields(embed, store, config, loc)
+    embed.add_field(name=tr(loc, "Limits"), value=await _limits(store, config, loc), inline=False)
     channels = ", ".join(f"<#{c}>" for c in sorted(config.channels)) or tr(loc, "everywhere")
     age = tr(loc, "Age-restricted only: {value}", value=ui.on_off(loc, config.require_age_restricted))
     embed.add_field(name=tr(loc, "Channels"), value=ui.clip(channels, 900) + "\n" + age, inline=False)
-    await _moderation_fields(embed, db, config, loc)
+    await _moderation_fields(embed, store, config, loc)
     embed.add_field(
         name=tr(loc, "Admin role"), value=_role(config.admin_role_id, tr(loc, "Manage Server only"))
     )

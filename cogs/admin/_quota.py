@@ -191,7 +191,7 @@ class QuotaGroup(SettingsGroup, name="quota", description=_l("Credits, prices an
     ) -> None:
         config = admin_config(interaction)
         period = policy.current_period(config)
-        await self.bot.quota.grant(
+        await self.bot.store.quota.grant(
             config.guild_id, member.id, credits, period, reason=f"granted by {interaction.user.id}"
         )
         await self.changed(

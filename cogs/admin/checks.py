@@ -17,7 +17,7 @@ from discord import app_commands
 from bot import policy
 from bot.errors import CommandRefused
 from bot.i18n import Msg
-from storage.guilds import GuildConfig, guild_repository
+from storage.guilds import GuildConfig
 
 if TYPE_CHECKING:
     from bot.client import AnimateBot
@@ -52,7 +52,7 @@ async def ensure_admin(interaction: discord.Interaction[AnimateBot]) -> GuildCon
     if interaction.guild_id is None:
         raise app_commands.NoPrivateMessage()
     try:
-        config = await guild_repository(interaction.client.db).get(interaction.guild_id)
+        config = await interaction.client.store.guilds.get(interaction.guild_id)
     except Exception as exc:
         # A check runs outside the command's own error wrapping: wrap it the same way, so a database
         # failure reads as one (and anything else as "went wrong") instead of a silent dead command.

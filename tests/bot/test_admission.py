@@ -22,11 +22,12 @@ from bot.admission import (
 )
 from bot.i18n import render
 from bot.media import NormalizedImage
+from bot.quota_rules import Standing
 from bot.settings import Settings
 from storage.db import Database
 from storage.guilds import GuildRepository
 from storage.jobs import JobRepository, JobState, NewJob
-from storage.quota import Limits, Period, QuotaRepository, Standing
+from storage.quota import Check, QuotaRepository
 from storage.spec import GenerationSpec
 from tests.fakes.runcomfy import make_image
 from tests.ledger import job_ledger
@@ -40,16 +41,11 @@ class CountingQuota(QuotaRepository):
         super().__init__(db)
         self.reserves = 0
 
-    async def reserve_job(
-        self,
-        new: NewJob,
-        limits: Limits | int | None,
-        period: Period | None = None,
-        *,
-        await_approval: bool = False,
+    async def reserve(
+        self, new: NewJob, check: Check, *, await_approval: bool = False
     ) -> tuple[int, Standing]:
         self.reserves += 1
-        return await super().reserve_job(new, limits, period, await_approval=await_approval)
+        return await super().reserve(new, check, await_approval=await_approval)
 
 
 @dataclass

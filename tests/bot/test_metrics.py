@@ -22,6 +22,7 @@ from bot.runcomfy import (
     SubmitOutcomeUnknown,
 )
 from storage.db import Database
+from storage.store import Store
 
 
 def sample(collector: Any, name: str, **labels: str) -> float:
@@ -151,7 +152,7 @@ async def test_database_collector_counts_from_the_ledger_incrementally(tmp_path:
     try:
         old = await _insert_job(db, "delivered")
         await _ledger(db, old, 5, "charge")  # before the bot started: not counted
-        collector = metrics.DatabaseCollector(db)
+        collector = metrics.DatabaseCollector(Store(db).stats)
         await collector.start()
         queued = await _insert_job(db, "queued")
         running = await _insert_job(db, "running")
@@ -228,7 +229,7 @@ async def test_healthz_is_503_when_the_database_is_gone(tmp_path: Path) -> None:
     bot: Any = SimpleNamespace(
         is_closed=lambda: False, ws=SimpleNamespace(open=True), is_ready=lambda: True, latency=0.05
     )
-    server = health.OpsServer(bot, db, host="127.0.0.1", port=0)
+    server = health.OpsServer(bot, Store(db), host="127.0.0.1", port=0)
     await server.start()
     try:
         async with aiohttp.ClientSession() as session:
@@ -250,10 +251,10 @@ async def test_healthz_is_503_when_the_database_is_gone(tmp_path: Path) -> None:
 async def test_a_taken_port_is_an_oserror_not_a_hang(tmp_path: Path) -> None:
     db = await Database.open(tmp_path / "p.db")
     bot: Any = SimpleNamespace(is_closed=lambda: False, ws=None, is_ready=lambda: False, latency=float("nan"))
-    first = health.OpsServer(bot, db, host="127.0.0.1", port=0)
+    first = health.OpsServer(bot, Store(db), host="127.0.0.1", port=0)
     await first.start()
     try:
-        second = health.OpsServer(bot, db, host="127.0.0.1", port=first.port)
+        second = health.OpsServer(bot, Store(db), host="127.0.0.1", port=first.port)
         with pytest.raises(OSError):
             await second.start()
     finally:

@@ -6,8 +6,8 @@ import discord
 import pytest
 
 from bot import policy
+from bot.quota_rules import BudgetExhausted, CoolingDown, QuotaExceeded, Standing, TooManyJobs
 from storage.guilds import BlockEntry, GuildConfig
-from storage.quota import BudgetExhausted, CoolingDown, QuotaExceeded, Standing, TooManyJobs
 from tests.ledger import daily_period
 
 GOLD, SILVER, VIP, ADMINS, MODS = 10, 11, 12, 13, 14

@@ -9,14 +9,15 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from bot.quota_rules import Limits
 from storage import postgres
 from storage.db import Database, StorageError, load_migrations, lock_key, open_database, render_sql
 from storage.guilds import GuildRepository
 from storage.jobs import JobRepository, JobState, NewJob
 from storage.postgres import PostgresDatabase, redact, translate
 from storage.prefs import PrefsRepository
-from storage.quota import Limits, QuotaRepository
-from storage.stats import guild_stats, recent_durations
+from storage.quota import QuotaRepository
+from storage.stats import StatsRepository
 from tests.ledger import daily_period, job_ledger
 from tests.pg import PgServer
 from tests.storage.conftest import DbTarget
@@ -318,11 +319,12 @@ async def test_stats_and_prefs_give_the_same_answers_on_both(db: Database) -> No
         await jobs.transition(job_id, JobState.DELIVERED)
     refunded, _ = await quota.reserve_job(new_job(user_id=3), limits)
     await jobs.transition(refunded, JobState.FAILED, within=JobState.PENDING, refund=True)
-    stats = await guild_stats(db, 1, 0.0)
+    repo = StatsRepository(db, quota)
+    stats = await repo.guild_stats(1, 0.0)
     assert stats.by_state == {"delivered": 3, "failed": 1} and stats.spent == 6
     assert stats.median_seconds == 40.0 and stats.top_users == [(1, 4), (2, 2)]
-    assert sorted(await recent_durations(db, "480P", 1)) == [30.0, 40.0, 50.0]
-    assert await recent_durations(db, "1080P", None) == []
+    assert sorted(await repo.recent_durations("480P", 1)) == [30.0, 40.0, 50.0]
+    assert await repo.recent_durations("1080P", None) == []
     prefs = PrefsRepository(db)
     assert await prefs.dm_on_finish(SNOWFLAKE) is False
     await prefs.set_dm_on_finish(SNOWFLAKE, True)

@@ -5,7 +5,8 @@ from typing import Any
 import pytest
 
 from storage.db import Database
-from storage.guilds import GuildConfig, GuildRepository, guild_repository
+from storage.guilds import GuildConfig, GuildRepository
+from storage.store import Store
 
 
 async def test_defaults_then_updates_are_cached_and_invalidated(db: Database) -> None:
@@ -58,8 +59,10 @@ async def test_overrides_listing_and_removal(db: Database) -> None:
     assert await repo.add_block(1, "word", "a", None) is False  # already there
 
 
-async def test_one_repository_per_database(db: Database) -> None:
-    assert guild_repository(db) is guild_repository(db)
+async def test_the_store_builds_each_repository_once(db: Database) -> None:
+    store = Store(db)
+    assert store.guilds is store.guilds and store.jobs.db is store.db is db
+    assert store.stats.quota is store.quota  # stats reads spending through the one quota repository
 
 
 async def test_a_read_overlapping_a_change_is_not_cached(db: Database) -> None:

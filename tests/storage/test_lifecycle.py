@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from bot.quota_rules import Limits
 from storage import lifecycle
 from storage.db import Database
 from storage.jobs import JobRepository, JobState
 from storage.lifecycle import TRANSITIONS, IllegalTransition, JobEvent
-from storage.quota import Limits, QuotaRepository
+from storage.quota import QuotaRepository
 from tests.ledger import daily_period, job_ledger
 from tests.storage.test_quota import new_job
 

@@ -6,17 +6,10 @@ import asyncio
 
 import pytest
 
+from bot.quota_rules import BudgetExhausted, CoolingDown, Limits, QuotaExceeded, TooManyJobs, period_for
 from storage.db import Database
 from storage.jobs import JobRepository, JobState
-from storage.quota import (
-    BudgetExhausted,
-    CoolingDown,
-    Limits,
-    QuotaExceeded,
-    QuotaRepository,
-    TooManyJobs,
-    period_for,
-)
+from storage.quota import QuotaRepository
 from tests.ledger import daily_period, job_ledger
 from tests.storage.test_quota import deliver, new_job
 

@@ -10,11 +10,12 @@ import pytest
 
 from bot import __main__ as bot_main
 from bot import migrate
+from bot.quota_rules import Limits, period_for
 from storage.db import Database, open_database
 from storage.guilds import GuildRepository
 from storage.jobs import JobRepository, JobState
 from storage.prefs import PrefsRepository
-from storage.quota import Limits, QuotaRepository, period_for
+from storage.quota import QuotaRepository
 from storage.sqlite import SQLiteDatabase
 from tests.ledger import daily_period
 from tests.storage.test_quota import new_job

@@ -6,17 +6,11 @@ from dataclasses import replace
 
 import pytest
 
+from bot.quota_rules import AlreadyStarted, Figures, Limits, Period, QuotaExceeded, Standing
 from storage import lifecycle
 from storage.db import Database
 from storage.jobs import JobRepository, JobState, NewJob
-from storage.quota import (
-    AlreadyStarted,
-    Limits,
-    Period,
-    QuotaExceeded,
-    QuotaRepository,
-    Standing,
-)
+from storage.quota import QuotaRepository
 from tests.ledger import daily_period, job_ledger
 
 
@@ -170,21 +164,27 @@ async def test_one_unfinished_job_per_origin_even_when_racing(db: Database) -> N
     assert second != job_id
 
 
-async def test_the_origin_index_holds_without_the_check(
-    db: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_the_origin_index_holds_without_the_check(db: Database) -> None:
     """Another process may insert between our check and our insert: the unique index still refuses."""
     quota = QuotaRepository(db)
     period = daily_period()
     clicked = replace(new_job(), origin="edit:1:abc")
     await quota.reserve_job(clicked, Limits(5, period))
 
-    async def no_check(*args: object, **kwargs: object) -> Standing:
-        return Standing(limit=5, used=0, period=period)
+    class NoCheck:
+        """A rule that passes whatever the figures say: only the index stands in the way."""
 
-    monkeypatch.setattr(quota, "_check", no_check)
+        serial_with_guild = False
+
+        @property
+        def period(self) -> Period:
+            return period
+
+        async def __call__(self, figures: Figures, /) -> Standing:
+            return Standing(limit=5, used=0, period=period)
+
     with pytest.raises(AlreadyStarted) as info:
-        await quota.reserve_job(replace(clicked, prompt="again"), Limits(5, period))
+        await quota.reserve(replace(clicked, prompt="again"), NoCheck())
     assert info.value.job_id is None
     row = await db.fetchone("SELECT COUNT(*) AS n FROM jobs")
     ledger = await db.fetchone("SELECT COUNT(*) AS n FROM quota_ledger")

@@ -18,7 +18,7 @@ from bot.i18n import CATALOGS, render
 from bot.settings import Settings
 from cogs.admin.checks import AdminRequired, admin_config, ensure_admin
 from storage.db import StorageError
-from storage.guilds import GuildRepository, guild_repository
+from storage.guilds import GuildRepository
 from tests.e2e.adminkit import admin, audit_titles
 from tests.e2e.conftest import Harness
 from tests.fakes.discord import FakeInteraction, Perm
@@ -156,9 +156,9 @@ async def test_refused_command_changes_and_audits_nothing(harness: Harness) -> N
         assert await admin(h, sub, user="alice", **options) == ONLY_MANAGE, sub
     await admin(h, "channels clear")  # an allowed change after the refused ones: audited right away
     assert len(await audit_titles(h, audit, 2)) == 2
-    config = await guild_repository(h.running.db).get(h.discord.guild_id)
+    config = await h.running.store.guilds.get(h.discord.guild_id)
     assert config.allowance is None and config.blocklist == () and config.channels == frozenset()
-    assert await guild_repository(h.running.db).get_ban(h.discord.guild_id, h.discord.user_ids["bob"]) is None
+    assert await h.running.store.guilds.get_ban(h.discord.guild_id, h.discord.user_ids["bob"]) is None
 
 
 async def test_database_failure_during_the_check_is_reported(
