@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import statistics
 import time
@@ -13,7 +14,7 @@ from bot import ui
 from bot.engine import _common as c
 from bot.engine._scheduler import Tasks
 from storage.jobs import Job
-from storage.lifecycle import POLLED
+from storage.lifecycle import POLLED, JobState
 from storage.stats import recent_durations
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,18 @@ class Presenter:
         self._channel_next: dict[int, float] = {}  # earliest next routine edit per channel
         self._edit_locks: dict[int, asyncio.Lock] = {}
         self._shown: dict[int, float] = {}  # job id -> `updated_at` of the newest row shown
-        self.eta_cache: dict[tuple[int, str], tuple[float, float | None]] = {}
+        self._positions: dict[int, int] = {}  # queued job id -> its latest queue position (not stored)
+        self.eta_cache: dict[tuple[int, str], tuple[float, tuple[float, ...]]] = {}
+
+    def position(self, job: Job) -> int | None:
+        """The queue position last seen for a queued job (the row's, until a poll said otherwise)."""
+        return self._positions.get(job.id, job.queue_position)
+
+    def set_position(self, job_id: int, position: int | None) -> None:
+        if position is None:
+            self._positions.pop(job_id, None)
+        else:
+            self._positions[job_id] = position
 
     async def refresh(self, job_id: int, *, force: bool = False) -> None:
         """Show the job as the database has it now."""
@@ -74,6 +86,10 @@ class Presenter:
             if fresh.status_message_id is None:
                 return
             self._remember(job.id, max(fresh.updated_at, shown or fresh.updated_at))
+            if fresh.state is JobState.QUEUED:
+                fresh = dataclasses.replace(fresh, queue_position=self.position(fresh))
+            else:
+                self._positions.pop(job.id, None)
             await self._edit(fresh)
         if fresh.state.finished:
             self._last_edit.pop(job.id, None)
@@ -103,9 +119,16 @@ class Presenter:
 
     async def eta(self, job: Job) -> float | None:
         """Expected finish: submit time plus the median of the guild's recent jobs at this resolution
-        (bot-wide while the guild has fewer than a few). Cached for a minute per guild/resolution."""
+        (bot-wide while the guild has fewer than a few)."""
         if job.state not in POLLED or job.submitted_at is None:
             return None
+        took = await self.durations(job)
+        return job.submitted_at + statistics.median(took) if took else None
+
+    async def durations(self, job: Job) -> tuple[float, ...]:
+        """Recent durations (submit -> finished) of the guild's delivered jobs at the job's resolution,
+        bot-wide while the guild has fewer than a few; empty while there are too few anywhere. The ETA
+        and the poll schedule share them, cached for a minute per guild and resolution."""
         key = (job.guild_id, job.resolution)
         cached = self.eta_cache.get(key)
         now = time.monotonic()
@@ -114,10 +137,9 @@ class Presenter:
             took = await recent_durations(db, job.resolution, job.guild_id)
             if len(took) < c.ETA_MIN_SAMPLES:
                 took = await recent_durations(db, job.resolution, None)
-            median = statistics.median(took) if len(took) >= c.ETA_MIN_SAMPLES else None
-            cached = (now, median)
+            cached = (now, tuple(took) if len(took) >= c.ETA_MIN_SAMPLES else ())
             self.eta_cache[key] = cached
-        return None if cached[1] is None else job.submitted_at + cached[1]
+        return cached[1]
 
     async def _repost(self, job: Job) -> None:
         """The status message was deleted: post a fresh one (in the thread if there is one) so the
