@@ -371,6 +371,23 @@ def _decode(
         ) from exc
 
 
+def decode_cost(data: bytes, max_side: int = 2000) -> int:
+    """Pixels `normalize_image` will hold decoded for this upload, from its header alone (a large
+    JPEG is decoded at 1/2, 1/4 or 1/8 scale, as `draft` picks); 1 for what is no image."""
+    try:
+        with Image.open(io.BytesIO(data), formats=_open_formats()) as im:
+            width, height = im.size
+            if (im.format or "").upper() in {"JPEG", "MPO"}:
+                target_w, target_h = _fit_box(width, height, max_side)
+                scale = 1
+                while scale < 8 and width // (scale * 2) >= target_w and height // (scale * 2) >= target_h:
+                    scale *= 2
+                width, height = -(-width // scale), -(-height // scale)
+            return max(1, width * height)
+    except Exception:  # the decoder itself says what is wrong with it
+        return 1
+
+
 def normalize_image(
     data: bytes,
     *,
