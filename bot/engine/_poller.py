@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
+UPLOADING_SHOWN_AFTER = 3.0  # seconds an upload may take before the status says "uploading"
 POLL_MIN_SAMPLES = 5  # finished jobs needed before their spread decides the poll schedule
 DENSE_MIN_INTERVAL = 0.5  # the densest polling, around the likely finish
 DENSE_CALLS = 9  # about this many polls between p10 and p90 of recent durations
@@ -368,8 +369,12 @@ class Poller:
                 job.state, job.result_url = JobState.DELIVERING, result.video_urls[0]
                 job.finished_at, job.queue_position, job.updated_at = finished, None, finished
                 job.poll_count = polls.get("poll_count", job.poll_count)
-                # The video first; the "uploading" edit must not hold it up behind a rate limit.
-                self.tasks.spawn(self.presenter.present(job, force=True), f"present-{job.id}")
+                # The video first; "uploading" is shown only if the upload takes a while (usually the
+                # video is there before anyone could read it, and "Done" follows at once).
+                self.tasks.spawn(
+                    self.presenter.show_if_still(job.id, JobState.DELIVERING, UPLOADING_SHOWN_AFTER),
+                    f"present-{job.id}",
+                )
                 await self.delivery.deliver(job)
             return True
         if phase is Phase.FAILED:

@@ -30,6 +30,7 @@ class Presenter:
         self._channel_next: dict[int, float] = {}  # earliest next routine edit per channel
         self._edit_locks: dict[int, asyncio.Lock] = {}
         self._shown: dict[int, float] = {}  # job id -> `updated_at` of the newest row shown
+        self._looks: dict[int, tuple[int | None, str]] = {}  # job id -> (message, what its last edit showed)
         self._positions: dict[int, int] = {}  # queued job id -> its latest queue position (not stored)
         self.eta_cache: dict[tuple[int, str], tuple[float, tuple[float, ...]]] = {}
 
@@ -105,17 +106,26 @@ class Presenter:
 
     async def _edit(self, job: Job) -> None:
         eta = await self.eta(job)
+        embed, view = ui.status_embed(job, eta=eta), ui.status_view(job)
+        # An edit that would show exactly what the message shows already carries nothing: skip it.
+        looks = repr((embed.to_dict(), view.to_components() if view is not None else None))
+        if self._looks.get(job.id) == (job.status_message_id, looks):
+            return
         try:
-            await self.ctx.status_message(job).edit(
-                embed=ui.status_embed(job, eta=eta), view=ui.status_view(job), allowed_mentions=ui.NO_MENTIONS
-            )
+            await self.ctx.status_message(job).edit(embed=embed, view=view, allowed_mentions=ui.NO_MENTIONS)
         except discord.NotFound as exc:
+            self._looks.pop(job.id, None)
             if exc.code == 10008:  # Unknown Message: someone deleted it
                 await self._repost(job)
             else:
                 log.warning("Job %s: status message unreachable: %s", job.id, exc)
         except discord.HTTPException as exc:
+            self._looks.pop(job.id, None)
             log.warning("Job %s: could not update the status message: %s", job.id, exc)
+        else:
+            self._looks[job.id] = (job.status_message_id, looks)
+            if job.state.finished:
+                self._looks.pop(job.id, None)  # a finished job's message is not edited again
 
     async def eta(self, job: Job) -> float | None:
         """Expected finish: submit time plus the median of the guild's recent jobs at this resolution
@@ -183,6 +193,14 @@ class Presenter:
             self._remember(job.id, time.time())
             log.info("Job %s: status message was deleted; re-posted in %s", job.id, target_id)
             return
+
+    async def show_if_still(self, job_id: int, state: JobState, wait: float) -> None:
+        """Show the job after `wait` seconds if it is still in `state`: for a state that usually
+        passes faster than anyone could read it (uploading the video), only shown when it lingers."""
+        await asyncio.sleep(wait)
+        job = await self.ctx.jobs.get(job_id)
+        if job is not None and job.state is state:
+            await self.present(job, force=True)
 
     async def _delayed(self, job_id: int, wait: float) -> None:
         try:

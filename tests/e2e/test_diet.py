@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from bot.engine import _poller as poller
 from storage.sqlite import SQLiteDatabase, SQLiteTransaction
 from tests.e2e.conftest import Harness
 from tests.fakes.runcomfy import JobScript
@@ -83,3 +84,47 @@ async def test_with_history_a_running_job_is_polled_on_result_alone(harness: Har
     assert "status" not in calls[first_result:]
     assert calls[:first_result] == ["status"] * first_result
     assert calls.count("result") >= 2
+
+
+def describe(body: Any) -> str:
+    """What a call showed: the status field of a status message, else the start of its content."""
+    if not isinstance(body, dict):
+        return ""
+    for embed in body.get("embeds") or []:
+        for f in embed.get("fields", []):
+            if f.get("name") == "Status":
+                return f"status={f.get('value')!r} thumb={'thumbnail' in embed}"
+    return str(body.get("content") or body.get("name") or body.get("type"))[:60]
+
+
+async def test_a_plain_job_costs_at_most_seven_discord_calls(harness: Harness) -> None:
+    h = harness
+    h.runcomfy.scripts.append(JobScript(queue_seconds=0.6, run_seconds=0.6, initial_queue_position=2))
+    # Production's coalescing of routine edits (queue positions): state changes still show at once.
+    await h.start_bot(status_edit_interval=10.0)
+    before = len(h.discord.calls)
+    await h.reply(await h.animate())
+    job = await h.wait_job(1, "delivered")
+    calls = [f"{c.method} {c.path[:40]} {describe(c.json)}" for c in h.discord.calls[before:]]
+    shown = [c for c in calls if c.startswith("PATCH /channels/")]
+    # Interaction acknowledgements are exempt from Discord's rate limits: they are no REST budget.
+    rest = [c for c in calls if not c.startswith("POST /interactions/")]
+    assert len(rest) <= 7, "\n".join(calls)
+    # Every state change is still visible: queued, generating, done (no "uploading" flash).
+    words = [next((w for w in ("Queued", "Generating", "uploading", "Done") if w in c), c) for c in shown]
+    assert words == ["Queued", "Generating", "Done"], "\n".join(shown)
+    assert job.delivery_message_id is not None
+
+
+async def test_uploading_is_shown_when_the_upload_lingers(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = harness
+    monkeypatch.setattr(poller, "UPLOADING_SHOWN_AFTER", 0.1)
+    h.runcomfy.fail_next("video", 0, delay=1.0)  # the video download takes a second
+    await h.start_bot()
+    await h.reply(await h.animate())
+    job = await h.wait_job(1, "delivered")
+    texts = [describe(c.json) for c in h.discord.calls_to("PATCH", rf"/messages/{job.status_message_id}$")]
+    assert any("uploading" in t for t in texts), texts
+    assert "Done" in texts[-1]
