@@ -150,6 +150,7 @@ class Poller:
     async def step(self, job_id: int) -> None:
         job = await self.ctx.jobs.get(job_id)
         if job is None or job.state.finished or job.state is JobState.PENDING:
+            self._polls.pop(job_id, None)  # ended elsewhere (a Cancel click): nothing left to write
             return
         bind(guild_id=job.guild_id, request_id=job.request_id)
         if job.state is JobState.DELIVERING:

@@ -30,7 +30,7 @@ class Presenter:
         self._channel_next: dict[int, float] = {}  # earliest next routine edit per channel
         self._edit_locks: dict[int, asyncio.Lock] = {}
         self._shown: dict[int, float] = {}  # job id -> `updated_at` of the newest row shown
-        self._looks: dict[int, tuple[int | None, str]] = {}  # job id -> (message, what its last edit showed)
+        self._looks: dict[int, tuple[int | None, int]] = {}  # job id -> (message, what its last edit showed)
         self._positions: dict[int, int] = {}  # queued job id -> its latest queue position (not stored)
         self.eta_cache: dict[tuple[int, str], tuple[float, tuple[float, ...]]] = {}
 
@@ -108,7 +108,7 @@ class Presenter:
         eta = await self.eta(job)
         embed, view = ui.status_embed(job, eta=eta), ui.status_view(job)
         # An edit that would show exactly what the message shows already carries nothing: skip it.
-        looks = repr((embed.to_dict(), view.to_components() if view is not None else None))
+        looks = hash(repr((embed.to_dict(), view.to_components() if view is not None else None)))
         if self._looks.get(job.id) == (job.status_message_id, looks):
             return
         try:

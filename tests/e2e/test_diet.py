@@ -128,3 +128,21 @@ async def test_uploading_is_shown_when_the_upload_lingers(
     texts = [describe(c.json) for c in h.discord.calls_to("PATCH", rf"/messages/{job.status_message_id}$")]
     assert any("uploading" in t for t in texts), texts
     assert "Done" in texts[-1]
+
+
+async def test_an_edit_that_shows_nothing_new_is_not_sent(harness: Harness) -> None:
+    h = harness
+    h.runcomfy.scripts.append(JobScript(queue_seconds=None, run_seconds=None))
+    await h.start_bot()
+    await h.reply(await h.animate())
+    job = await h.wait_job(1, "queued")
+    edits = rf"/messages/{job.status_message_id}$"
+    before = len(h.discord.calls_to("PATCH", edits))
+    for _ in range(3):
+        await h.running.engine.presenter.refresh(job.id, force=True)
+    assert len(h.discord.calls_to("PATCH", edits)) == before
+    # A real change is still shown at once.
+    h.runcomfy.advance(job.request_id or "")
+    await h.wait_job(1, "running")
+    assert len(h.discord.calls_to("PATCH", edits)) == before + 1
+    assert "Generating" in h.status_text(job.status_message_id or 0)
