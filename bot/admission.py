@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from bot import policy
 from bot.i18n import N_, LocaleLike, Msg, render, tr
-from bot.media import MediaError, NormalizedImage, normalize_image
+from bot.media import MediaError, NormalizedImage, decode_cost, normalize_image
 from bot.quota_rules import AlreadyStarted, LimitCheck, LimitExceeded, Limits, Standing
 from bot.ui import clip
 from storage.guilds import GuildConfig, GuildRepository
@@ -51,6 +51,31 @@ DOWNLOADS_AT_ONCE = 3
 MEMBER_WAIT = 30.0
 # Images decoded at once (a large photo takes hundreds of MB while it is decoded).
 DECODES_AT_ONCE = 4
+# ... and their pixels in flight at once, bot-wide: memory follows pixels, not images (a 12 MP phone
+# photo is decoded at ~3 MP, a conforming upload not at all). One image larger than this runs alone.
+DECODE_PIXEL_BUDGET = 16_000_000
+
+
+class PixelBudget:
+    """A semaphore counted in pixels: decodes wait until their pixels fit in the budget."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+        self._changed = asyncio.Condition()
+
+    @asynccontextmanager
+    async def hold(self, pixels: int) -> AsyncIterator[None]:
+        need = max(1, min(pixels, self.total))
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.free >= need)
+            self.free -= need
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.free += need
+                self._changed.notify_all()
 
 
 class AttachmentLike(Protocol):
@@ -283,6 +308,7 @@ class Admission:
         accepting: Callable[[], bool],
         abandon: Abandon,
         decode: Callable[[bytes], NormalizedImage] = normalize_image,
+        cost: Callable[[bytes], int] = decode_cost,
         gate: DownloadGate | None = None,
         member_wait: float = MEMBER_WAIT,
     ) -> None:
@@ -296,6 +322,8 @@ class Admission:
         self.decode = decode
         self.gate = gate or DownloadGate(DOWNLOADS_AT_ONCE)
         self.decoders = asyncio.Semaphore(DECODES_AT_ONCE)
+        self.cost = cost
+        self.pixels = PixelBudget(DECODE_PIXEL_BUDGET)
         self.member_wait = member_wait
 
     # ------------------------------------------------------------------ rules shared with /quota, approval
@@ -362,7 +390,8 @@ class Admission:
             try:
                 async with self.gate.downloads:
                     raw = await self.download(req.source.url)
-                async with self.decoders:
+                pixels = await asyncio.to_thread(self.cost, raw)  # the header only
+                async with self.decoders, self.pixels.hold(pixels):
                     image = await asyncio.to_thread(self.decode, raw)
             except MediaError as exc:
                 return Refused(exc.user_message)

@@ -107,6 +107,7 @@ _UPDATABLE = frozenset(
         "overdue_notified_at",
         "status_has_image",
         "status_channel_id",
+        "poll_count",
     }
 )
 
@@ -212,5 +213,7 @@ class JobRepository:
             params.extend(s.value for s in sorted(only_in))
         return await self.db.execute(sql, params) == 1
 
-    async def count_polls(self, job_id: int) -> None:
-        await self.db.execute("UPDATE jobs SET poll_count = poll_count + 1 WHERE id = ?", (job_id,))
+    async def count_polls(self, job_id: int, n: int = 1) -> None:
+        """Add `n` polls to the job's count. The engine counts polls in memory and writes them with
+        the job's next state change; this is for an ending that writes no count itself."""
+        await self.db.execute("UPDATE jobs SET poll_count = poll_count + ? WHERE id = ?", (n, job_id))

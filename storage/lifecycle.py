@@ -77,6 +77,7 @@ CANCELLABLE = POLLED
 _MOVE_COLUMNS = frozenset(
     {
         "request_id",
+        "poll_count",
         "queue_position",
         "error",
         "result_url",

@@ -99,7 +99,7 @@ class JobEngine:
         return self.scheduler.busy  # jobs whose step is running (the e2e harness waits on it)
 
     @property
-    def _eta_cache(self) -> dict[tuple[int, str], tuple[float, float | None]]:
+    def _eta_cache(self) -> dict[tuple[int, str], tuple[float, tuple[float, ...]]]:
         return self.presenter.eta_cache
 
     async def _step(self, job_id: int) -> None:

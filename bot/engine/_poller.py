@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import statistics
 import time
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot import metrics
 from bot.engine import _common as c
@@ -20,15 +23,68 @@ from bot.engine._presenter import Presenter
 from bot.engine._scheduler import Scheduler, Tasks
 from bot.i18n import Msg, tr
 from bot.logs import bind
-from bot.runcomfy import JobStatus, Phase, RunComfyError, RunComfyNotFoundError
+from bot.runcomfy import JobResult, JobStatus, Phase, RunComfyError, RunComfyNotFoundError
 from storage.jobs import Job
-from storage.lifecycle import POLLED, JobEvent, JobState
+from storage.lifecycle import JobEvent, JobState
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+
+UPLOADING_SHOWN_AFTER = 3.0  # seconds an upload may take before the status says "uploading"
+POLL_MIN_SAMPLES = 5  # finished jobs needed before their spread decides the poll schedule
+DENSE_MIN_INTERVAL = 0.5  # the densest polling, around the likely finish
+DENSE_CALLS = 9  # about this many polls between p10 and p90 of recent durations
+PAST_P90_RAMP = 0.5  # past p90 each poll waits longer by half the time since p90
+QUIET_CAP = 60.0  # before p10 a running job is still looked at this often (or every p10/4 seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """The spread of recent durations (submit -> finished) of comparable jobs."""
+
+    p10: float
+    p90: float
+
+    @classmethod
+    def of(cls, durations: Sequence[float]) -> History | None:
+        """None while there are too few samples to say where a job is likely to finish."""
+        if len(durations) < POLL_MIN_SAMPLES:
+            return None
+        deciles = statistics.quantiles(durations, n=10, method="inclusive")
+        return cls(p10=deciles[0], p90=deciles[-1])
+
+
+@dataclass(frozen=True, slots=True)
+class PollSchedule:
+    """When to look at a job next: a pure function of its age, its state and recent history."""
+
+    first_delay: float
+    max_interval: float
+    backoff_ratio: float
+    status_interval: float  # queue-position edits are shown no faster than this
+
+    def baseline(self, age: float) -> float:
+        """Without history: often while a job is young, backing off towards the cap."""
+        return min(self.max_interval, max(self.first_delay, age * self.backoff_ratio))
+
+    def delay(self, age: float, history: History | None, *, queued: bool) -> float:
+        """Quiet until the p10 of history, dense between p10 and p90, then quickly back to the
+        baseline, so a job that runs far longer than its peers is polled as without history (and is
+        never polled less often than without history)."""
+        baseline = self.baseline(age)
+        if history is None:
+            return baseline
+        if age < history.p10:
+            # A queued job keeps showing its position at a bounded rate; a running one stays quiet,
+            # but is still looked at now and then (a failure should not wait for p10).
+            cap = max(baseline, self.status_interval) if queued else max(QUIET_CAP, history.p10 / 4)
+            return min(history.p10 - age, cap)
+        dense = max(DENSE_MIN_INTERVAL, (history.p90 - history.p10) / DENSE_CALLS)
+        # Past p90, back off quickly from dense to the baseline (a few calls), never beyond it.
+        return min(baseline, dense + max(0.0, age - history.p90) * PAST_P90_RAMP)
 
 
 class Poller:
@@ -50,16 +106,35 @@ class Poller:
         self._limit = asyncio.Semaphore(32)  # RunComfy calls in flight at once
         self._unknown_word: dict[int, str] = {}  # job id -> the unknown status word its last poll saw
         self._unknown_warned: set[int] = set()  # jobs whose unknown word was logged (once per job)
+        self._polls: dict[int, int] = {}  # job id -> polls not yet written to its row
+
+    @property
+    def schedule(self) -> PollSchedule:
+        settings = self.ctx.settings
+        return PollSchedule(
+            first_delay=settings.poll_first_delay,
+            max_interval=settings.poll_max_interval,
+            backoff_ratio=settings.poll_backoff_ratio,
+            status_interval=settings.status_edit_interval,
+        )
 
     def poll_interval(self, job: Job) -> float:
-        """Poll often while a job is young, then back off towards the cap: cheap for long jobs,
-        prompt delivery for short ones. Overdue jobs are only checked now and then."""
-        settings = self.ctx.settings
+        """The schedule without history: often while a job is young, then back off towards the cap.
+        Overdue jobs are only checked now and then."""
         if job.overdue_notified_at is not None:
-            return settings.overdue_poll_interval
-        elapsed = time.time() - (job.submitted_at or job.created_at)
-        wanted = elapsed * settings.poll_backoff_ratio
-        return min(settings.poll_max_interval, max(settings.poll_first_delay, wanted))
+            return self.ctx.settings.overdue_poll_interval
+        return self.schedule.baseline(time.time() - (job.submitted_at or job.created_at))
+
+    async def history(self, job: Job) -> History | None:
+        """Where comparable jobs finished lately (the ETA's data), if there are enough of them."""
+        return History.of(await self.presenter.durations(job))
+
+    async def next_delay(self, job: Job, history: History | None) -> float:
+        """Poll where completion is likely: see `PollSchedule.delay`."""
+        if job.overdue_notified_at is not None:
+            return self.ctx.settings.overdue_poll_interval
+        age = time.time() - (job.submitted_at or job.created_at)
+        return self.schedule.delay(age, history, queued=job.state is JobState.QUEUED)
 
     async def step_guarded(self, job_id: int) -> None:
         bind(job_id=job_id)  # each step runs in its own task
@@ -75,6 +150,7 @@ class Poller:
     async def step(self, job_id: int) -> None:
         job = await self.ctx.jobs.get(job_id)
         if job is None or job.state.finished or job.state is JobState.PENDING:
+            self._polls.pop(job_id, None)  # ended elsewhere (a Cancel click): nothing left to write
             return
         bind(guild_id=job.guild_id, request_id=job.request_id)
         if job.state is JobState.DELIVERING:
@@ -98,14 +174,40 @@ class Poller:
         )
         if overdue and await self._overdue(job):
             return
-        status = await self._read(job, self.ctx.runcomfy.status, "status check")
-        if status is None:
-            return
-        await self.ctx.jobs.count_polls(job.id)
-        metrics.count_poll(status.phase.value)
-        if await self._on_status(job, status, age):
-            return
-        self.scheduler.schedule(job.id, self.poll_interval(job))
+        history = await self.history(job)
+        if history is not None and job.state is JobState.RUNNING and job.id not in self._unknown_word:
+            # Nothing left to show but the outcome: /result alone answers "still running" while
+            # unfinished, and carries the video when done -- one call instead of /status + /result.
+            result = await self._read(job, self.ctx.runcomfy.result, "result fetch")
+            if result is None:
+                return
+            self._count_poll(job, result.phase)
+            if await self._on_result(job, result, None):
+                return
+        else:
+            status = await self._read(job, self.ctx.runcomfy.status, "status check")
+            if status is None:
+                return
+            self._count_poll(job, status.phase)
+            if await self._on_status(job, status, age):
+                return
+        self.scheduler.schedule(job.id, await self.next_delay(job, history))
+
+    def _count_poll(self, job: Job, phase: Phase) -> None:
+        # Counted in memory; written with the job's next state change (no write per poll).
+        self._polls[job.id] = self._polls.get(job.id, 0) + 1
+        metrics.count_poll(phase.value)
+
+    def _poll_count(self, job: Job) -> dict[str, Any]:
+        """The job's poll count, for the next write of its row (then forgotten here)."""
+        n = self._polls.pop(job.id, 0)
+        return {"poll_count": job.poll_count + n} if n else {}
+
+    async def _flush_polls(self, job: Job) -> None:
+        """Before an ending that writes no poll count itself (failure, cancel)."""
+        n = self._polls.pop(job.id, 0)
+        if n:
+            await self.ctx.jobs.count_polls(job.id, n)
 
     async def _on_status(self, job: Job, status: JobStatus, age: float) -> bool:
         """Act on what /status said; True if the job needs no further poll from this step."""
@@ -113,9 +215,10 @@ class Poller:
         if phase is not Phase.UNKNOWN:
             self._unknown_word.pop(job.id, None)
         if phase is Phase.QUEUED:
-            if job.state is not JobState.QUEUED or job.queue_position != status.queue_position:
-                await self.ctx.jobs.update(job.id, only_in=POLLED, queue_position=status.queue_position)
-                job.queue_position = status.queue_position
+            # The position is shown, not stored: it changes with nearly every poll, and a restart
+            # learns it again from the next one.
+            if job.state is JobState.QUEUED and self.presenter.position(job) != status.queue_position:
+                self.presenter.set_position(job.id, status.queue_position)
                 await self.presenter.present(job)
         elif phase is Phase.RUNNING:
             if job.state is JobState.QUEUED:
@@ -125,6 +228,7 @@ class Poller:
             await self._collect(job, status)
             return True
         elif phase is Phase.CANCELLED:
+            await self._flush_polls(job)
             await self.endings.cancelled(job, Msg("RunComfy cancelled the job."))
             return True
         elif await self._unknown(job, status.status, "status", age):
@@ -149,6 +253,7 @@ class Poller:
         except RunComfyError as exc:
             log.info("Job %s: cancel after an unknown status failed: %s", job.id, exc)
         minutes = int(self.ctx.settings.job_timeout // 60)
+        await self._flush_polls(job)
         await self.endings.fail(
             job,
             Msg(
@@ -210,9 +315,13 @@ class Poller:
 
     async def mark_running(self, job: Job) -> None:
         started = time.time()
-        if await self.ctx.jobs.transition(job.id, JobState.RUNNING, started_at=started, queue_position=None):
+        polls = self._poll_count(job)
+        if await self.ctx.jobs.transition(
+            job.id, JobState.RUNNING, started_at=started, queue_position=None, **polls
+        ):
             job.state, job.started_at, job.queue_position = JobState.RUNNING, started, None
             job.updated_at = started
+            job.poll_count = polls.get("poll_count", job.poll_count)
             self.ctx.emit(job, JobEvent.STARTED)
             await self.presenter.present(job, force=True)  # grey out Cancel promptly
 
@@ -224,6 +333,7 @@ class Poller:
             return await call(job.request_id)
         except RunComfyNotFoundError:
             self._forget_unknown(job.id)
+            await self._flush_polls(job)
             await self.endings.fail(job, EXPIRED)
         except RunComfyError as exc:
             log.warning("Job %s: %s failed (%s); will retry", job.id, what, exc)
@@ -235,43 +345,64 @@ class Poller:
         result = await self._read(job, self.ctx.runcomfy.result, "result fetch")
         if result is None:
             return
+        if not await self._on_result(job, result, status):
+            self.scheduler.schedule(job.id, await self.next_delay(job, await self.history(job)))
+
+    async def _on_result(self, job: Job, result: JobResult, status: JobStatus | None) -> bool:
+        """Act on what /result said (after /status, or polled alone); True if the job needs no
+        further poll from this step."""
         phase = result.phase
         if phase is not Phase.UNKNOWN:
             self._unknown_word.pop(job.id, None)
         if phase is Phase.SUCCEEDED:
             self._forget_unknown(job.id)
+            finished = time.time()
+            polls = self._poll_count(job)
             if await self.ctx.jobs.transition(
                 job.id,
                 JobState.DELIVERING,
                 result_url=result.video_urls[0],
-                finished_at=time.time(),
+                finished_at=finished,
                 queue_position=None,
+                **polls,
             ):
-                fresh = await self.ctx.jobs.get(job.id)
-                assert fresh is not None
-                # The video first; the "uploading" edit must not hold it up behind a rate limit.
-                self.tasks.spawn(self.presenter.present(fresh, force=True), f"present-{job.id}")
-                await self.delivery.deliver(fresh)
-        elif phase is Phase.FAILED:
+                # The row as just written: no second read (the columns moved are all known here).
+                job.state, job.result_url = JobState.DELIVERING, result.video_urls[0]
+                job.finished_at, job.queue_position, job.updated_at = finished, None, finished
+                job.poll_count = polls.get("poll_count", job.poll_count)
+                # The video first; "uploading" is shown only if the upload takes a while (usually the
+                # video is there before anyone could read it, and "Done" follows at once).
+                self.tasks.spawn(
+                    self.presenter.show_if_still(job.id, JobState.DELIVERING, UPLOADING_SHOWN_AFTER),
+                    f"present-{job.id}",
+                )
+                await self.delivery.deliver(job)
+            return True
+        if phase is Phase.FAILED:
             self._forget_unknown(job.id)
+            await self._flush_polls(job)
             if result.no_video:
                 await self.endings.fail(job, Msg("RunComfy finished but returned no video."))
-                return
-            await self.endings.fail(job, _generation_failed(result.error))
-        elif phase is Phase.CANCELLED:
+            else:
+                await self.endings.fail(job, _generation_failed(result.error))
+            return True
+        if phase is Phase.CANCELLED:
             self._forget_unknown(job.id)
+            await self._flush_polls(job)
             await self.endings.cancelled(job, Msg("RunComfy cancelled the job."))
-        elif status.phase is Phase.FAILED:
+            return True
+        if status is not None and status.phase is Phase.FAILED:
             # /status says failed and /result has no verdict (yet): failure on either endpoint counts.
             self._forget_unknown(job.id)
+            await self._flush_polls(job)
             await self.endings.fail(job, _generation_failed(status.error))
-        else:
-            if phase is Phase.UNKNOWN:
-                age = time.time() - (job.submitted_at or job.created_at)
-                if await self._unknown(job, result.status, "result", age):
-                    return
-            # /status said completed but /result is not final yet: keep polling.
-            self.scheduler.schedule(job.id, self.poll_interval(job))
+            return True
+        if phase is Phase.UNKNOWN:
+            age = time.time() - (job.submitted_at or job.created_at)
+            if await self._unknown(job, result.status, "result", age):
+                return True
+        # Not final yet (/status said completed but /result lags, or /result polled alone): keep polling.
+        return False
 
     async def _give_up(self, job: Job) -> None:
         assert job.request_id is not None

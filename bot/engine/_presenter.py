@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import statistics
 import time
@@ -13,7 +14,7 @@ from bot import ui
 from bot.engine import _common as c
 from bot.engine._scheduler import Tasks
 from storage.jobs import Job
-from storage.lifecycle import POLLED
+from storage.lifecycle import POLLED, JobState
 
 log = logging.getLogger(__name__)
 SHOWN_MEMORY = 10_000  # jobs whose newest shown row is remembered
@@ -28,7 +29,19 @@ class Presenter:
         self._channel_next: dict[int, float] = {}  # earliest next routine edit per channel
         self._edit_locks: dict[int, asyncio.Lock] = {}
         self._shown: dict[int, float] = {}  # job id -> `updated_at` of the newest row shown
-        self.eta_cache: dict[tuple[int, str], tuple[float, float | None]] = {}
+        self._looks: dict[int, tuple[int | None, int]] = {}  # job id -> (message, what its last edit showed)
+        self._positions: dict[int, int] = {}  # queued job id -> its latest queue position (not stored)
+        self.eta_cache: dict[tuple[int, str], tuple[float, tuple[float, ...]]] = {}
+
+    def position(self, job: Job) -> int | None:
+        """The queue position last seen for a queued job (the row's, until a poll said otherwise)."""
+        return self._positions.get(job.id, job.queue_position)
+
+    def set_position(self, job_id: int, position: int | None) -> None:
+        if position is None:
+            self._positions.pop(job_id, None)
+        else:
+            self._positions[job_id] = position
 
     async def refresh(self, job_id: int, *, force: bool = False) -> None:
         """Show the job as the database has it now."""
@@ -73,6 +86,10 @@ class Presenter:
             if fresh.status_message_id is None:
                 return
             self._remember(job.id, max(fresh.updated_at, shown or fresh.updated_at))
+            if fresh.state is JobState.QUEUED:
+                fresh = dataclasses.replace(fresh, queue_position=self.position(fresh))
+            else:
+                self._positions.pop(job.id, None)
             await self._edit(fresh)
         if fresh.state.finished:
             self._last_edit.pop(job.id, None)
@@ -88,23 +105,39 @@ class Presenter:
 
     async def _edit(self, job: Job) -> None:
         eta = await self.eta(job)
+        embed, view = ui.status_embed(job, eta=eta), ui.status_view(job)
+        # An edit that would show exactly what the message shows already carries nothing: skip it.
+        looks = hash(repr((embed.to_dict(), view.to_components() if view is not None else None)))
+        if self._looks.get(job.id) == (job.status_message_id, looks):
+            return
         try:
-            await self.ctx.status_message(job).edit(
-                embed=ui.status_embed(job, eta=eta), view=ui.status_view(job), allowed_mentions=ui.NO_MENTIONS
-            )
+            await self.ctx.status_message(job).edit(embed=embed, view=view, allowed_mentions=ui.NO_MENTIONS)
         except discord.NotFound as exc:
+            self._looks.pop(job.id, None)
             if exc.code == 10008:  # Unknown Message: someone deleted it
                 await self._repost(job)
             else:
                 log.warning("Job %s: status message unreachable: %s", job.id, exc)
         except discord.HTTPException as exc:
+            self._looks.pop(job.id, None)
             log.warning("Job %s: could not update the status message: %s", job.id, exc)
+        else:
+            self._looks[job.id] = (job.status_message_id, looks)
+            if job.state.finished:
+                self._looks.pop(job.id, None)  # a finished job's message is not edited again
 
     async def eta(self, job: Job) -> float | None:
         """Expected finish: submit time plus the median of the guild's recent jobs at this resolution
-        (bot-wide while the guild has fewer than a few). Cached for a minute per guild/resolution."""
+        (bot-wide while the guild has fewer than a few)."""
         if job.state not in POLLED or job.submitted_at is None:
             return None
+        took = await self.durations(job)
+        return job.submitted_at + statistics.median(took) if took else None
+
+    async def durations(self, job: Job) -> tuple[float, ...]:
+        """Recent durations (submit -> finished) of the guild's delivered jobs at the job's resolution,
+        bot-wide while the guild has fewer than a few; empty while there are too few anywhere. The ETA
+        and the poll schedule share them, cached for a minute per guild and resolution."""
         key = (job.guild_id, job.resolution)
         cached = self.eta_cache.get(key)
         now = time.monotonic()
@@ -113,10 +146,9 @@ class Presenter:
             took = await stats.recent_durations(job.resolution, job.guild_id)
             if len(took) < c.ETA_MIN_SAMPLES:
                 took = await stats.recent_durations(job.resolution, None)
-            median = statistics.median(took) if len(took) >= c.ETA_MIN_SAMPLES else None
-            cached = (now, median)
+            cached = (now, tuple(took) if len(took) >= c.ETA_MIN_SAMPLES else ())
             self.eta_cache[key] = cached
-        return None if cached[1] is None else job.submitted_at + cached[1]
+        return cached[1]
 
     async def _repost(self, job: Job) -> None:
         """The status message was deleted: post a fresh one (in the thread if there is one) so the
@@ -160,6 +192,14 @@ class Presenter:
             self._remember(job.id, time.time())
             log.info("Job %s: status message was deleted; re-posted in %s", job.id, target_id)
             return
+
+    async def show_if_still(self, job_id: int, state: JobState, wait: float) -> None:
+        """Show the job after `wait` seconds if it is still in `state`: for a state that usually
+        passes faster than anyone could read it (uploading the video), only shown when it lingers."""
+        await asyncio.sleep(wait)
+        job = await self.ctx.jobs.get(job_id)
+        if job is not None and job.state is state:
+            await self.present(job, force=True)
 
     async def _delayed(self, job_id: int, wait: float) -> None:
         try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from bot.media.download import download_capped, redact_url
 from bot.media.errors import DownloadError, DownloadTooLarge, MediaError
-from bot.media.image import MAX_PIXELS, NormalizedImage, normalize_image
+from bot.media.image import MAX_PIXELS, NormalizedImage, decode_cost, normalize_image
 from bot.media.video import FittedVideo, fit_video
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "FittedVideo",
     "MediaError",
     "NormalizedImage",
+    "decode_cost",
     "download_capped",
     "fit_video",
     "normalize_image",

@@ -1,6 +1,8 @@
 """Image normalisation: turn an uploaded picture into one the video API accepts, or say what to fix.
 
-``normalize_image`` is CPU-bound and synchronous: call it via ``asyncio.to_thread``. Nothing here
+``normalize_image`` is CPU-bound and synchronous: call it via ``asyncio.to_thread``. An upload that
+already meets the API's rules is judged from its header and passed on without decoding (only its
+metadata segments are dropped); large JPEGs are decoded at reduced scale (``draft``). Nothing here
 changes process-wide Pillow state, so several calls may run in parallel threads.
 """
 
@@ -10,6 +12,7 @@ import functools
 import io
 import logging
 import math
+import zlib
 from dataclasses import dataclass
 
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -62,6 +65,103 @@ class NormalizedImage:
     @property
     def adjusted(self) -> bool:
         return bool(self.changes)
+
+
+# JPEG segments kept when an upload is passed on as it is: JFIF (APP0) and Adobe (APP14, it says how the
+# colours are stored). Everything else before the scan is metadata (EXIF/XMP in APP1, IPTC, comments).
+_JPEG_KEEP_APPS = frozenset({0xE0, 0xEE})
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+# PNG ancillary chunks kept likewise (colour interpretation and pixel size); text, EXIF, time... go.
+_PNG_KEEP = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND", b"sRGB", b"gAMA", b"cHRM", b"pHYs", b"sBIT"})
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _strip_jpeg(data: bytes) -> bytes | None:
+    """The JPEG without its metadata segments, the compressed scan untouched (no decode, no
+    re-encode); None if its structure is not plainly sound (the full decode then decides)."""
+    if not data.startswith(b"\xff\xd8") or not data.endswith(b"\xff\xd9"):
+        return None  # truncated, or trailing data: let the decoder judge it
+    out, pos = [b"\xff\xd8"], 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            out.append(data[pos : pos + 2])
+            pos += 2
+            continue
+        end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if end > len(data):
+            return None
+        if marker == 0xDA:  # start of scan: the rest is the image itself
+            out.append(data[pos:])
+            return b"".join(out)
+        if not (0xE1 <= marker <= 0xEF or marker == 0xFE) or marker in _JPEG_KEEP_APPS:
+            out.append(data[pos:end])
+        pos = end
+    return None
+
+
+def _strip_png(data: bytes) -> bytes | None:
+    """The PNG with only the chunks that describe its pixels (CRCs checked); None if it is not
+    plainly sound."""
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    out, pos = [_PNG_SIGNATURE], len(_PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        if end > len(data):
+            return None
+        if zlib.crc32(data[pos + 4 : end - 4]) != int.from_bytes(data[end - 4 : end], "big"):
+            return None
+        if kind == b"eXIf":
+            return None  # it may say to rotate: the full path reads it
+        if kind in _PNG_KEEP:
+            out.append(data[pos:end])
+        if kind == b"IEND":
+            return b"".join(out) if end == len(data) else None
+        pos = end
+    return None
+
+
+def _as_is(
+    data: bytes, im: ImageFile.ImageFile, src_format: str, orientation: int, limits: tuple[int, int, int]
+) -> NormalizedImage | None:
+    """The upload itself (metadata dropped) when it already meets the API's rules -- JPEG or PNG, RGB
+    without transparency or colour profile, upright, sides and size in bounds -- judged from the
+    header alone; None when it needs the full treatment."""
+    min_side, max_side, max_bytes = limits
+    width, height = im.size
+    if (
+        src_format not in {"JPEG", "PNG"}
+        or im.mode != "RGB"
+        or orientation != 1
+        or "transparency" in im.info
+        or "icc_profile" in im.info
+        or not (min_side <= width <= max_side and min_side <= height <= max_side)
+        or len(data) >= max_bytes
+    ):
+        return None
+    kept = _strip_jpeg(data) if src_format == "JPEG" else _strip_png(data)
+    if kept is None:
+        return None
+    kind = "jpeg" if src_format == "JPEG" else "png"
+    logger.debug("image %s %dx%d already fits the API: passed on as is", src_format, width, height)
+    return NormalizedImage(
+        data=kept,
+        filename=f"source.{'jpg' if kind == 'jpeg' else 'png'}",
+        content_type=f"image/{kind}",
+        width=width,
+        height=height,
+        original_width=width,
+        original_height=height,
+        changes=(),
+    )
 
 
 def _looks_like_heic(data: bytes) -> bool:
@@ -271,6 +371,23 @@ def _decode(
         ) from exc
 
 
+def decode_cost(data: bytes, max_side: int = 2000) -> int:
+    """Pixels `normalize_image` will hold decoded for this upload, from its header alone (a large
+    JPEG is decoded at 1/2, 1/4 or 1/8 scale, as `draft` picks); 1 for what is no image."""
+    try:
+        with Image.open(io.BytesIO(data), formats=_open_formats()) as im:
+            width, height = im.size
+            if (im.format or "").upper() in {"JPEG", "MPO"}:
+                target_w, target_h = _fit_box(width, height, max_side)
+                scale = 1
+                while scale < 8 and width // (scale * 2) >= target_w and height // (scale * 2) >= target_h:
+                    scale *= 2
+                width, height = -(-width // scale), -(-height // scale)
+            return max(1, width * height)
+    except Exception:  # the decoder itself says what is wrong with it
+        return 1
+
+
 def normalize_image(
     data: bytes,
     *,
@@ -300,11 +417,20 @@ def normalize_image(
                 "(a single frame)."
             )
 
+        limits = (min_side, max_side, max_bytes)
+        if src_format == "PNG" and "exif" not in im.info:
+            # Pillow decodes a PNG to look for EXIF after the pixels; a PNG with an eXIf chunk
+            # anywhere never takes the fast path, so it can go first, assuming upright.
+            _check_sides(im.size, im.size, min_side, max_side)
+            if (as_is := _as_is(data, im, src_format, 1, limits)) is not None:
+                return as_is
         orientation = _exif_orientation(im)
         stored_w, stored_h = im.size
         swapped = orientation in (5, 6, 7, 8)
         orig_w, orig_h = (stored_h, stored_w) if swapped else (stored_w, stored_h)
         target = _check_sides((orig_w, orig_h), (stored_w, stored_h), min_side, max_side)
+        if (as_is := _as_is(data, im, src_format, orientation, limits)) is not None:
+            return as_is
         img = _decode(im, src_format, (orig_w, orig_h), target, max_pixels, notes)
 
     if img.size != target:
