@@ -1,7 +1,7 @@
 """Benchmark the bot against the local fakes on real inputs and print tables of results (issues #7, #13).
 
-    python -m bench                 # full run, production settings, ~25 minutes
-    python -m bench --quick         # ~8 minutes: time scaled x0.2, fewer jobs in flight
+    python -m bench                 # full run, production settings, ~50 minutes (the fleet ~25)
+    python -m bench --quick         # ~11 minutes: time scaled x0.2, fewer jobs in flight
     python -m bench -s ack -s quota # only some scenarios
     python -m bench --json out.json # also keep the raw measurements
 
@@ -1001,7 +1001,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
-        "--quick", action="store_const", dest="profile", const="quick", help="~8 min run, time x0.2"
+        "--quick", action="store_const", dest="profile", const="quick", help="~11 min run, time x0.2"
     )
     mode.add_argument("--tiny", action="store_const", dest="profile", const="tiny", help="seconds; for tests")
     parser.add_argument(
