@@ -492,6 +492,127 @@ async def scenario_photos(ctx: Context) -> None:
     ctx.out["db_writes_per_job"] = (ctx.writes.writes - writes[0]) / n
 
 
+async def phase(name: str) -> None:
+    """Tell bench.run this process reached `name` (a JSON line on stdout) and wait for its go-ahead
+    (a line on stdin): the fleet's three processes start driving together, and the database's
+    statistics are read between the phases, without the bench's own report queries."""
+    print(json.dumps({"phase": name}), flush=True)
+    line = await asyncio.to_thread(sys.stdin.readline)  # a thread: the loop keeps serving the bot
+    if not line:
+        raise SystemExit(f"bench.run went away at phase {name}")
+
+
+def on_shard(guild_id: int, shard_id: int, shard_count: int) -> bool:
+    return (guild_id >> 22) % shard_count == shard_id  # Discord's rule (tests.fakes.discord.shard_of)
+
+
+async def scenario_fleet(ctx: Context) -> None:
+    """One of the fleet's processes (SHARD_IDS=i of SHARD_COUNT, one PostgreSQL for all): `jobs` is the
+    fleet's total; this process drives the share aimed at its own shard's guilds, in batches, and waits
+    until the fake Discord accepted a video for each. Completion is read from the fake, not from the
+    shared database, so the database's load is the bots' alone."""
+    s, bot = ctx.scale, ctx.real
+    count, mine_id = bot.settings.shard_count or 1, (bot.settings.shard_ids or (0,))[0]
+    total = int(ctx.params.get("jobs", 10000))
+    spaces = await ctx.call("GET", "/spaces")
+    fleet = sorted((k for k in spaces if k.startswith("fleet-")), key=lambda k: int(k.split("-")[1]))
+    mine = [k for k in fleet if on_shard(int(spaces[k]["guild_id"]), mine_id, count)]
+    if not mine:
+        raise SystemExit(f"no fleet guild on shard {mine_id}")
+    # Command i of the fleet goes to fleet guild i % guilds: this process takes those on its shard.
+    targets = [fleet[i % len(fleet)] for i in range(total)]
+    targets = [k for k in targets if k in mine]
+    n = len(targets)
+    my_guilds = [int(spaces[k]["guild_id"]) for k in mine]
+    # A member sends at most `per_user` commands (the daily quota stays far away).
+    per_user = int(ctx.params.get("per_user", 20))
+    users: dict[str, list[str]] = {}
+    for k in mine:
+        share = targets.count(k)
+        users[k] = (
+            await ctx.call(
+                "POST", "/users", {"count": max(1, -(-share // per_user)), "prefix": f"{k}-u", "space": k}
+            )
+        )["names"]
+    duration = float(ctx.params.get("duration", 10.0)) * s
+    queued = min(2.0 * s, duration / 4)
+    await ctx.call(
+        "POST", "/configure", {"default": {"queue_seconds": queued, "run_seconds": duration - queued}}
+    )
+    batch = int(ctx.params.get("batch", 34))
+    pause = float(ctx.params.get("batch_interval", 1.0))
+    since = await ctx.call("GET", "/mark")
+    await phase("ready")
+
+    async def posted() -> int:
+        return int((await ctx.call("POST", "/videos", {"guilds": my_guilds}))["posted"])
+
+    async def body() -> None:
+        ids: list[str] = []
+        started = time.monotonic()
+        seen: dict[str, int] = {}
+        for i in range(0, n, batch):
+            chunk = targets[i : i + batch]
+            by_space: dict[str, list[str]] = {}
+            for k in chunk:
+                seen[k] = seen.get(k, -1) + 1
+                by_space.setdefault(k, []).append(users[k][seen[k] % len(users[k])])
+            for k, who in by_space.items():
+                ids += await ctx.slash(who, space=k)
+            await asyncio.sleep(max(0.0, started + pause * (i // batch + 1) - time.monotonic()))
+        ctx.out["submit_seconds"] = time.monotonic() - started
+        ctx.out.update(interaction_metrics(await ctx.answers(ids, timeout=300)))
+        deadline = time.monotonic() + float(ctx.params.get("timeout", 3600))
+        while True:  # another process' state: polled over the control API
+            got = await posted()
+            if got >= n or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        ctx.out["timed_out"] = got < n
+        ctx.out["drive_seconds"] = time.monotonic() - started
+
+    await measured(ctx, body)
+    ctx.out["rss_hwm_mib"] = rss_kib("VmHWM") / 1024
+    await phase("driven")
+    rows = await bot.db.fetchall(
+        "SELECT id, request_id, thread_id, status_message_id, channel_id, state FROM jobs WHERE guild_id IN ("
+        + ", ".join("?" for _ in my_guilds)
+        + ") ORDER BY id",
+        my_guilds,
+    )
+    jobs = [
+        {
+            "job_id": int(r["id"]),
+            "request_id": r["request_id"],
+            "thread_id": r["thread_id"],
+            "status_message_id": r["status_message_id"],
+            "channel_id": r["channel_id"],
+            "state": r["state"],
+        }
+        for r in rows
+    ]
+    rep = await ctx.call("POST", "/report", {"since": since, "jobs": jobs})
+    posts = [int(j["video_posts"]) for j in rep["jobs"]]
+    ctx.out.update(
+        {
+            "shard": mine_id,
+            "shard_count": count,
+            "guilds": len(mine),
+            "jobs": n,
+            "job_rows": len(jobs),
+            "delivered": sum(1 for j in jobs if j["state"] == "delivered"),
+            "delivered_once": sum(1 for p in posts if p == 1),
+            "duplicate_posts": sum(p - 1 for p in posts if p > 1),
+            "cpu_per_job": ctx.out["bot_cpu_seconds"] / n,
+            "process_cpu_seconds": cpu_seconds(),  # start-up and connecting included
+            "rest_rate": bot.settings.discord_rest_rate,
+            # Read after every process finished driving (bench.run waits for all before "report"), so
+            # the calls since this process' mark are the whole fleet's: per job of the fleet.
+            "fleet_discord": discord_summary(rep, total),
+        }
+    )
+
+
 async def scenario_flood(ctx: Context) -> None:
     """10,000 jobs in flight in one process (flat image, no rate limits: they would make it take hours):
     every job delivered, ack p99, event-loop lag p99, memory."""
@@ -523,6 +644,7 @@ SCENARIOS: dict[str, tuple[Callable[[Context], Awaitable[None]], int]] = {
     "shapes": (scenario_shapes, 1000),
     "photos": (scenario_photos, 1000),
     "flood": (scenario_flood, 1000),
+    "fleet": (scenario_fleet, 1000),
 }
 NAIVE_SCENARIOS = ("shapes", "photos")
 
@@ -535,7 +657,13 @@ def point_discord_at(info: dict[str, Any]) -> None:
 
 
 async def run(
-    scenario: str, control: str, scale: float, params: dict[str, Any], workdir: Path, naive: bool = False
+    scenario: str,
+    control: str,
+    scale: float,
+    params: dict[str, Any],
+    workdir: Path,
+    naive: bool = False,
+    fleet: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     driver, quota = SCENARIOS[scenario]
     if naive and scenario not in NAIVE_SCENARIOS:
@@ -553,6 +681,7 @@ async def run(
             database_path=workdir / "bench.db",
             daily_quota=int(params.get("quota", quota)),
             **overrides,
+            **(fleet or {}),
         )
         monitor = LoopMonitor()
         monitor.start()
@@ -578,8 +707,9 @@ async def run(
             params,
             naive=client if isinstance(client, NaiveBot) else None,
         )
-        if ctx.bot is not None:
-            await ctx.bot.db._conn.set_trace_callback(ctx.writes)
+        conn = getattr(ctx.bot.db, "_conn", None) if ctx.bot is not None else None
+        if conn is not None:  # SQLite (aiosqlite); on PostgreSQL the fleet reads pg_stat_database
+            await conn.set_trace_callback(ctx.writes)
         ctx.out["rss_idle_mib"] = rss_kib() / 1024
         try:
             await driver(ctx)
@@ -607,7 +737,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-file", default=None)
     parser.add_argument("--naive", action="store_true", help="run the naive reference bot instead")
     parser.add_argument("--log-level", default="INFO")
+    # The fleet: this process' shard, the shared database and its share of the REST limit.
+    parser.add_argument("--shard-count", type=int)
+    parser.add_argument("--shard-id", type=int)
+    parser.add_argument("--database-url")
+    parser.add_argument("--rest-rate", type=int)
     args = parser.parse_args(argv)
+    fleet: dict[str, Any] = {}
+    if args.shard_count is not None:
+        fleet.update(shard_count=args.shard_count, shard_ids=str(args.shard_id or 0))
+    if args.database_url:
+        fleet["database_url"] = args.database_url
+    if args.rest_rate is not None:
+        fleet["discord_rest_rate"] = args.rest_rate
     logging.basicConfig(
         level=args.log_level,
         filename=args.log_file,
@@ -616,7 +758,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("discord").setLevel(max(logging.INFO, logging.getLevelName(args.log_level)))
     with tempfile.TemporaryDirectory(prefix="animate-bench-") as tmp:
         result = asyncio.run(
-            run(args.scenario, args.control, args.scale, json.loads(args.params), Path(tmp), args.naive)
+            run(
+                args.scenario, args.control, args.scale, json.loads(args.params), Path(tmp), args.naive, fleet
+            )
         )
     print(json.dumps(result), flush=True)
     return 0

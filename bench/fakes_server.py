@@ -20,10 +20,16 @@ Control API (JSON in, JSON out):
   channel_id, video_name?}]}`` -> per-job delivery lag and RunComfy calls (status/result/cancel),
   Discord calls by kind, 429s
 
+* ``POST /videos``        ``{"guilds": [...]}`` -> ``{"posted": n}``: video posts Discord accepted in those
+  guilds' channels and threads (the fleet's drivers wait on it instead of polling the shared database)
+
 ``/configure`` also takes ``"ratelimits": true|false`` and script entries may name a ``"video"``
 (``clip480``/``clip1080``, see ``bench.inputs``); ``/slash`` and ``/users`` take a ``"space"`` (a
 guild + channel: ``main``, ``main-1`` .. ``main-19``, ``tight``, ``5min``, ``wide``; ``/slash`` takes a
-list ``"spaces"`` used round-robin) and ``/slash`` an ``"image"`` input name.
+list ``"spaces"`` used round-robin) and ``/slash`` an ``"image"`` input name. Started with
+``--fleet-guilds N --fleet-shards K`` it also holds spaces ``fleet-0`` .. ``fleet-{N-1}``, a guild each,
+guild ``i`` on shard ``i % K`` (the fleet scenario: one bot process per shard). ``/report`` rows carry
+``video_posts``: how many times the job's video was posted (exactly once is right).
 
 The fake Discord here is ``RateLimitedDiscord``: Discord's rate limits on top of the test fake (per-route
 buckets per channel/webhook and the global 50 requests/s per token, 429s with Discord's body and headers).
@@ -217,7 +223,13 @@ SHAPE_GUILDS = ("tight", "5min", "wide")
 
 
 class Control:
-    def __init__(self, discord: RateLimitedDiscord, runcomfy: FakeRunComfy) -> None:
+    def __init__(
+        self,
+        discord: RateLimitedDiscord,
+        runcomfy: FakeRunComfy,
+        fleet_guilds: int = 0,
+        fleet_shards: int = 1,
+    ) -> None:
         self.discord = discord
         self.runcomfy = runcomfy
         self.image = jpeg_bytes()
@@ -229,6 +241,12 @@ class Control:
         for name in SHAPE_GUILDS:
             gid = discord.add_guild(f"Shape {name}", owner="owner")
             self.spaces[name] = (gid, discord.add_channel("animate", guild_id=gid))
+        # Before any bot connects: each shard's IDENTIFY then brings its guilds (GUILD_CREATE).
+        for i in range(fleet_guilds):
+            gid = discord.add_guild(f"Fleet {i}", owner="owner", shard=(i % fleet_shards, fleet_shards))
+            self.spaces[f"fleet-{i}"] = (gid, discord.add_channel("animate", guild_id=gid))
+        self._video_cursor = 0  # calls already counted into _videos_by_guild
+        self._videos_by_guild: Counter[int] = Counter()
 
     def input(self, name: str) -> bytes:
         if name not in self.inputs:
@@ -245,6 +263,7 @@ class Control:
         app.router.add_get("/mark", self.mark)
         app.router.add_get("/spaces", self.list_spaces)
         app.router.add_post("/report", self.report)
+        app.router.add_post("/videos", self.videos)
         return app
 
     async def info(self, request: web.Request) -> web.Response:
@@ -363,6 +382,24 @@ class Control:
             }
         )
 
+    async def videos(self, request: web.Request) -> web.Response:
+        """Accepted video posts in the given guilds; counted incrementally (only new calls are read),
+        so three drivers polling it twice a second stay cheap with 100,000 calls recorded."""
+        body = await request.json()
+        calls = self.discord.calls
+        for call in calls[self._video_cursor :]:
+            if (
+                call.method == "POST"
+                and call.status < 300
+                and (m := _CHANNEL_POST.fullmatch(call.path))
+                and any(name.endswith(".mp4") for name, _, _ in call.files)
+            ):
+                channel = self.discord.channels.get(int(m.group(1))) or {}
+                self._videos_by_guild[int(channel.get("guild_id") or 0)] += 1
+        self._video_cursor = len(calls)
+        posted = sum(self._videos_by_guild[int(g)] for g in body.get("guilds", []))
+        return web.json_response({"posted": posted})
+
     async def list_spaces(self, request: web.Request) -> web.Response:
         return web.json_response(
             {k: {"guild_id": str(g), "channel_id": str(c)} for k, (g, c) in self.spaces.items()}
@@ -381,6 +418,7 @@ class Control:
         edits: Counter[int] = Counter()
         video_at: dict[int, float] = {}  # channel id -> first video post time
         video_by_name: dict[str, float] = {}
+        video_posts: Counter[str] = Counter()  # filename -> accepted posts (a duplicate delivery shows)
         for call in calls:
             if call.method == "PATCH" and (m := _MESSAGE.fullmatch(call.path)):
                 edits[int(m.group(2))] += 1
@@ -389,6 +427,7 @@ class Control:
                     if name.endswith(".mp4"):
                         video_at.setdefault(int(m.group(1)), call.at)
                         video_by_name.setdefault(name, call.at)
+                        video_posts[name] += 1
                 # A video too large to upload, posted as a link (the naive bot): its name is in the text.
                 content = call.json.get("content") if isinstance(call.json, dict) else None
                 if isinstance(content, str) and ".mp4" in content:
@@ -400,6 +439,7 @@ class Control:
         for job in body.get("jobs", []):
             fake_job = self.runcomfy.jobs.get(job.get("request_id") or "")
             row: dict[str, Any] = {"job_id": job["job_id"], "known": fake_job is not None}
+            row["video_posts"] = video_posts[job.get("video_name") or f"animate-{job['job_id']}.mp4"]
             if fake_job is not None:
                 script = fake_job.script
                 duration = (script.queue_seconds or 0.0) + (script.run_seconds or 0.0)
@@ -437,7 +477,7 @@ class Control:
         )
 
 
-async def serve(port: int) -> None:
+async def serve(port: int, fleet_guilds: int = 0, fleet_shards: int = 1) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -446,7 +486,7 @@ async def serve(port: int) -> None:
     discord = RateLimitedDiscord(DISCORD_TOKEN)
     async with FakeRunComfy(RUNCOMFY_TOKEN, validate_images=False) as runcomfy, discord:
         discord.dispatch_message_events = False  # the bot has no message intents anyway
-        runner = web.AppRunner(Control(discord, runcomfy).app(), access_log=None)
+        runner = web.AppRunner(Control(discord, runcomfy, fleet_guilds, fleet_shards).app(), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", port)
         await site.start()
@@ -462,9 +502,11 @@ async def serve(port: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--fleet-guilds", type=int, default=0, help="guilds fleet-0.. spread over shards")
+    parser.add_argument("--fleet-shards", type=int, default=1)
     args = parser.parse_args(argv)
     started = time.monotonic()
-    asyncio.run(serve(args.port))
+    asyncio.run(serve(args.port, args.fleet_guilds, args.fleet_shards))
     print(f"fakes ran {time.monotonic() - started:.1f} s", file=sys.stderr)
     return 0
 

@@ -1,7 +1,7 @@
 """Benchmark the bot against the local fakes on real inputs and print tables of results (issues #7, #13).
 
-    python -m bench                 # full run, production settings, ~25 minutes
-    python -m bench --quick         # ~8 minutes: time scaled x0.2, fewer jobs in flight
+    python -m bench                 # full run, production settings, ~50 minutes (the fleet ~25)
+    python -m bench --quick         # ~11 minutes: time scaled x0.2, fewer jobs in flight
     python -m bench -s ack -s quota # only some scenarios
     python -m bench --json out.json # also keep the raw measurements
 
@@ -14,12 +14,14 @@ count against the bot. See README.md, "Benchmark".
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 # Names for -s; each is one or more runs (a run = a fakes process + a bot process).
-SCENARIO_ORDER = ("ack", "jobs", "load", "quota", "shapes", "photos", "phones", "flood")
+SCENARIO_ORDER = ("ack", "jobs", "load", "quota", "shapes", "photos", "phones", "flood", "fleet")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ RUNS: dict[str, tuple[Run, ...]] = {
     "photos": (Run("photos", "photos"), Run("photos-naive", "photos", naive=True)),
     "phones": (Run("phones", "photos"), Run("phones-naive", "photos", naive=True)),
     "flood": (Run("flood", "flood"),),
+    # Three bot processes (one shard each) and a throwaway PostgreSQL: run_fleet, not Launched.
+    "fleet": (Run("fleet", "fleet"),),
 }
 
 
@@ -74,6 +78,13 @@ def _profile(name: str, scale: float, base: dict[str, dict[str, Any]], all_paral
     return Profile(name, scale, params, all_parallel)
 
 
+# The fleet (issue #14): `jobs` over `guilds` guilds spread over `shards` shards, one bot process per
+# shard on one PostgreSQL, each holding `rest_rate` of Discord's 50 requests/s (DISCORD_REST_RATE).
+# Each process dispatches `batch` commands per `batch_interval` s (the fleet ~100/s); jobs last
+# `duration` s (scaled). The fake's rate limits stay off, as in `flood`: with 10,000 jobs the per-channel
+# windows would stretch the run to hours; the REST share, the bot's own limiter, stays on.
+FLEET: dict[str, Any] = {"shards": 3, "rest_rate": 16, "batch": 34, "batch_interval": 1.0, "duration": 10.0}
+
 PROFILES = {
     "full": _profile(
         "full",
@@ -88,6 +99,7 @@ PROFILES = {
             "photos": {"commands": 100, "image": "photo"},
             "phones": {"commands": 50, "image": "phone"},
             "flood": {"jobs": 10000, "batch": 100, "batch_interval": 1.0, "duration": 150.0},
+            "fleet": dict(FLEET, jobs=10000, guilds=300),
         },
     ),
     "quick": _profile(
@@ -103,6 +115,7 @@ PROFILES = {
             "photos": {"commands": 100, "image": "photo"},
             "phones": {"commands": 50, "image": "phone"},
             "flood": {"jobs": 2000, "batch": 100, "batch_interval": 1.0, "duration": 150.0},
+            "fleet": dict(FLEET, jobs=1000, guilds=30),
         },
     ),
     # For the smoke test: proves the harness works, measures nothing worth keeping.
@@ -119,6 +132,7 @@ PROFILES = {
             "photos": {"commands": 3, "image": "photo"},
             "phones": {"commands": 2, "image": "phone"},
             "flood": {"jobs": 30, "batch": 10, "batch_interval": 0.1, "duration": 90.0},
+            "fleet": dict(FLEET, jobs=30, guilds=6, batch=10, batch_interval=0.1, duration=90.0),
         },
         all_parallel=True,
     ),
@@ -232,10 +246,195 @@ def run_scenario(name: str, profile: Profile, logdir: Path, python: str) -> dict
     return Launched(Run(name, name), profile, logdir, python).finish()
 
 
+PG_STATS = (
+    "xact_commit",
+    "xact_rollback",
+    "tup_inserted",
+    "tup_updated",
+    "tup_deleted",
+    "tup_fetched",
+    "tup_returned",
+)
+
+
+def pg_stats(url: str) -> dict[str, int]:
+    """The bench database's counters in pg_stat_database (pg_stat_statements is not assumed)."""
+    import asyncpg
+
+    from tests.pg import run_sync
+
+    async def read() -> dict[str, int]:
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            row = await conn.fetchrow(
+                f"SELECT {', '.join(PG_STATS)} FROM pg_stat_database WHERE datname = current_database()"
+            )
+        finally:
+            await conn.close()
+        return {k: int(row[k] or 0) for k in PG_STATS}
+
+    return run_sync(read())
+
+
+# Backends flush their statistics at most once a second once idle: wait that out before reading them.
+PG_STATS_SETTLE = 1.5
+
+
+class Fleet:
+    """The fleet run: one throwaway PostgreSQL (tests/pg.py), the fakes with the fleet's guilds, and one
+    bench.botside process per shard. The processes report phases on stdout and wait on stdin, so they
+    start driving together and the database's counters are read around the driving alone."""
+
+    def __init__(self, run: Run, profile: Profile, logdir: Path, python: str) -> None:
+        self.run, self.logdir, self.python = run, logdir, python
+        self.params = profile.params[run.label]
+        self.profile = profile
+        self.shards = int(self.params.get("shards", 3))
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.env.pop("DATABASE_URL", None)  # only the bench's throwaway database
+        self.procs: list[subprocess.Popen[str]] = []
+        self.logs: list[Any] = []
+
+    def _log(self, name: str) -> Any:
+        fh = open(self.logdir / f"{self.run.label}-{name}.log", "w")  # noqa: SIM115 - closed in _stop()
+        self.logs.append(fh)
+        return fh
+
+    def _expect(self, index: int, phase: str) -> None:
+        proc = self.procs[index + 1]
+        assert proc.stdout is not None
+        while line := proc.stdout.readline():
+            with contextlib.suppress(ValueError):
+                if json.loads(line).get("phase") == phase:
+                    return
+        tail = (self.logdir / f"{self.run.label}-{index}-stderr.log").read_text()[-4000:]
+        raise RuntimeError(f"fleet process {index} ended before {phase!r}:\n{tail}")
+
+    def _tell(self, line: str) -> None:
+        for proc in self.procs[1:]:
+            assert proc.stdin is not None
+            proc.stdin.write(line + "\n")
+            proc.stdin.flush()
+
+    def _stop(self) -> None:
+        for proc in reversed(self.procs):  # the bots first, then the fakes
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        for fh in self.logs:
+            fh.close()
+
+    def finish(self, timeout: float = 3600) -> dict[str, Any]:
+        from tests.pg import PostgresUnavailable, start_server
+
+        started = time.monotonic()
+        try:
+            server = start_server()
+        except (PostgresUnavailable, RuntimeError) as exc:
+            raise RuntimeError(f"run {self.run.label}: no PostgreSQL: {exc}") from None
+        # A hung process must not hang the bench: past the timeout every process is stopped, which
+        # ends the reads below with EOF.
+        watchdog = threading.Timer(timeout, self._stop)
+        watchdog.daemon = True
+        try:
+            url = server.url(server.create_database())
+            fakes = subprocess.Popen(
+                [
+                    *(self.python, "-m", "bench.fakes_server"),
+                    *("--fleet-guilds", str(self.params["guilds"]), "--fleet-shards", str(self.shards)),
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=self._log("fakes"),
+                text=True,
+            )
+            self.procs.append(fakes)
+            assert fakes.stdout is not None
+            line = fakes.stdout.readline()
+            if not line:
+                raise RuntimeError(
+                    f"the fakes did not start; see {self.logdir / f'{self.run.label}-fakes.log'}"
+                )
+            control = json.loads(line)["control"]
+            watchdog.start()
+            for i in range(self.shards):
+                cmd = [self.python, "-m", "bench.botside", "--scenario", "fleet", "--control", control]
+                cmd += ["--scale", str(self.profile.scale), "--params", json.dumps(self.params)]
+                cmd += ["--log-file", str(self.logdir / f"{self.run.label}-{i}-bot.log")]
+                cmd += ["--shard-count", str(self.shards), "--shard-id", str(i), "--database-url", url]
+                cmd += ["--rest-rate", str(self.params.get("rest_rate", 16))]
+                self.procs.append(
+                    subprocess.Popen(
+                        cmd,
+                        cwd=ROOT,
+                        env=self.env,
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=self._log(f"{i}-stderr"),
+                        text=True,
+                    )
+                )
+            for i in range(self.shards):
+                self._expect(i, "ready")
+            time.sleep(PG_STATS_SETTLE)  # the orchestrator's own thread; no event loop here
+            before = pg_stats(url)
+            self._tell("go")
+            for i in range(self.shards):
+                self._expect(i, "driven")
+            time.sleep(PG_STATS_SETTLE)
+            after = pg_stats(url)
+            self._tell("report")
+            processes = []
+            for i, proc in enumerate(self.procs[1:]):
+                stdout, _ = proc.communicate()
+                if proc.returncode != 0 or not stdout.strip():
+                    tail = (self.logdir / f"{self.run.label}-{i}-stderr.log").read_text()[-4000:]
+                    raise RuntimeError(f"fleet process {i} failed:\n{tail}")
+                processes.append(json.loads(stdout.strip().splitlines()[-1])["metrics"])
+        finally:
+            watchdog.cancel()
+            self._stop()
+            server.stop()
+        return {
+            "metrics": fleet_metrics(processes, before, after, self.params),
+            "elapsed": time.monotonic() - started,
+        }
+
+
+def fleet_metrics(
+    processes: list[dict[str, Any]], before: dict[str, int], after: dict[str, int], params: dict[str, Any]
+) -> dict[str, Any]:
+    n = sum(int(p["jobs"]) for p in processes)
+    db = {k: after[k] - before[k] for k in PG_STATS}
+    return {
+        "jobs": n,
+        "guilds": int(params["guilds"]),
+        "shards": len(processes),
+        "rest_rate": int(params.get("rest_rate", 16)),
+        "delivered": sum(int(p["delivered"]) for p in processes),
+        "delivered_once": sum(int(p["delivered_once"]) for p in processes),
+        "duplicate_posts": sum(int(p["duplicate_posts"]) for p in processes),
+        "job_rows": sum(int(p["job_rows"]) for p in processes),
+        "drive_seconds": max(float(p["drive_seconds"]) for p in processes),
+        "processes": processes,
+        "db": db,
+        "db_per_job": {k: v / n for k, v in db.items()} if n else {},
+        "settings": processes[0]["settings"],
+        "bot": "bot",
+    }
+
+
 def run_all(runs: list[Run], profile: Profile, logdir: Path, out: Callable[[str], None]) -> dict[str, Any]:
     """The parallel runs side by side first (they mostly wait on job timers), then the rest one by one,
-    so CPU and memory figures are taken with nothing else of the bench running."""
+    so CPU and memory figures are taken with nothing else of the bench running; the fleet last."""
     results: dict[str, Any] = {}
+    fleets = [r for r in runs if r.scenario == "fleet"]
+    runs = [r for r in runs if r not in fleets]
     parallel = [r for r in runs if r.parallel or profile.all_parallel]
     if parallel:
         out("... " + ", ".join(r.label for r in parallel) + " (side by side)")
@@ -256,10 +455,13 @@ def run_all(runs: list[Run], profile: Profile, logdir: Path, out: Callable[[str]
         if r not in parallel:
             out(f"... {r.label}")
             results[r.label] = finished(Launched(r, profile, logdir, sys.executable), out)
+    for r in fleets:
+        out(f"... {r.label} ({profile.params[r.label]['shards']} bot processes, one PostgreSQL)")
+        results[r.label] = finished(Fleet(r, profile, logdir, sys.executable), out)
     return results
 
 
-def finished(item: Launched, out: Callable[[str], None]) -> dict[str, Any]:
+def finished(item: Launched | Fleet, out: Callable[[str], None]) -> dict[str, Any]:
     """The run's result; a run that failed is reported (and counted as a miss) without losing the rest."""
     try:
         return item.finish()
@@ -693,6 +895,73 @@ def issue_rows(results: dict[str, Any], judge_baseline: bool = False) -> list[Is
     return out
 
 
+def fleet_rows(r: dict[str, Any]) -> list[Row]:
+    """Issue #14's fleet: every job delivered exactly once, each process' cost, the database's load."""
+    m = r["metrics"]
+    n = m["jobs"]
+    out: list[Row] = [
+        (
+            f"{n} /animate over {m['guilds']} guilds on {m['shards']} shards, {m['shards']} processes, one "
+            "PostgreSQL: delivered exactly once",
+            f"{m['delivered_once']} / {n} (state delivered {m['delivered']}, duplicate posts "
+            f"{m['duplicate_posts']})",
+            f"{n} / {n}, 0 duplicates",
+            verdict(m["delivered_once"] == n == m["delivered"] and m["duplicate_posts"] == 0),
+        ),
+        (
+            f"  fake's rate limits off; REST share {m['rest_rate']}/s per process (it bounds the run); "
+            "last video after",
+            f"{m['drive_seconds']:.0f} s",
+            "report",
+            "",
+        ),
+    ]
+    d = m["processes"][0]["fleet_discord"]
+    kinds = ", ".join(f"{k} {v:.2f}" for k, v in d["by_kind_per_job"].items())
+    out.append(("  Discord REST calls per job, the whole fleet", num(d["per_job"]), "report", ""))
+    out.append(("    by kind, per job", kinds, "", ""))
+    for p in m["processes"]:
+        ack, lag = p["ack_latency"]["p99"], p["loop_lag"]["p99"]
+        out.append(
+            (
+                f"  process {p['shard']} ({p['guilds']} guilds, {p['jobs']} jobs): CPU total / per job",
+                f"{p['bot_cpu_seconds']:.1f} s / {p['cpu_per_job'] * 1000:.1f} ms "
+                f"(process life {p['process_cpu_seconds']:.1f} s)",
+                "report",
+                "",
+            )
+        )
+        out.append((f"    peak RSS (VmHWM), process {p['shard']}", mib(p["rss_hwm_mib"]), "report", ""))
+        out.append(
+            (
+                f"    ack p99, process {p['shard']}",
+                ms(ack),
+                "< 250 ms",
+                verdict(None if ack is None else ack < 0.25),
+            )
+        )
+        out.append(
+            (
+                f"    event-loop lag p99, process {p['shard']}",
+                ms(lag),
+                "< 50 ms",
+                verdict(None if lag is None else lag < 0.05),
+            )
+        )
+    db, per = m["db"], m["db_per_job"]
+    out.append(
+        (
+            "database (pg_stat_database, bench DB, while driving): transactions committed (per job)",
+            f"{db['xact_commit']} ({num(per.get('xact_commit'))}); rolled back {db['xact_rollback']}",
+            "report",
+            "",
+        )
+    )
+    for key in ("tup_inserted", "tup_updated", "tup_deleted", "tup_fetched", "tup_returned"):
+        out.append((f"  {key} (per job)", f"{db[key]} ({num(per.get(key))})", "report", ""))
+    return out
+
+
 def issue_table(rows: list[IssueRow]) -> str:
     header: IssueRow = ("figure", "bot", "naive bot", "bot/naive", "target", "result")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(6)]
@@ -732,7 +1001,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
-        "--quick", action="store_const", dest="profile", const="quick", help="~8 min run, time x0.2"
+        "--quick", action="store_const", dest="profile", const="quick", help="~11 min run, time x0.2"
     )
     mode.add_argument("--tiny", action="store_const", dest="profile", const="tiny", help="seconds; for tests")
     parser.add_argument(
@@ -768,6 +1037,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     old = [n for n in ("ack", "jobs", "load", "quota") if n in results]
     rows = [row for name in old for row in rows_for(name, results[name], profile.scale)]
     new = issue_rows(results, judge_baseline=profile.scale == 1)
+    fleet = fleet_rows(results["fleet"]) if "fleet" in results else []
     out("")
     real = {
         k: v for k, v in results.items() if v["metrics"].get("bot") != "naive" and "settings" in v["metrics"]
@@ -789,8 +1059,16 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         )
         out("")
         out(issue_table(new))
+    if fleet:
+        out("")
+        out(
+            "Issue #14, the fleet: one bot process per shard, one PostgreSQL"
+            + ("" if profile.scale == 1 else f"; job durations x{profile.scale:g}")
+        )
+        out("")
+        out(table(fleet))
     out("")
-    failed = [r for r in rows if r[3] == "FAIL"] + [r for r in new if r[5] == "FAIL"]
+    failed = [r for r in rows + fleet if r[3] == "FAIL"] + [r for r in new if r[5] == "FAIL"]
     if broken:
         out(f"runs that failed (their figures are missing): {', '.join(broken)}")
     out(f"{len(failed) + len(broken)} target(s) missed; total {time.monotonic() - started:.0f} s")
