@@ -110,6 +110,8 @@ _UPDATABLE = frozenset(
         "overdue_notified_at",
         "status_has_image",
         "status_channel_id",
+        "lease_owner",
+        "lease_expires_at",
     }
 )
 
@@ -256,6 +258,13 @@ class JobRepository:
             sql += f" AND id IN ({', '.join('?' for _ in job_ids)})"
             params.extend(job_ids)
         return await self.db.execute(sql, params)
+
+    async def forget_leases(self) -> int:
+        """Drop every lease: for a database only one process uses (SQLite), whose leases all belong
+        to an earlier start of it, so a restart resumes at once instead of after their expiry."""
+        return await self.db.execute(
+            "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner IS NOT NULL"
+        )
 
     async def expired_pending(self, now: float, limit: int = 100) -> list[Job]:
         """Pending jobs whose lease expired: their process died mid-submit. Never resubmitted; the

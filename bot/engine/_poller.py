@@ -76,6 +76,8 @@ class Poller:
         job = await self.ctx.jobs.get(job_id)
         if job is None or job.state.finished or job.state is JobState.PENDING:
             return
+        if job.lease_owner is not None and job.lease_owner != self.ctx.owner:
+            return  # another process holds it now (see _leases): its steps are that process's
         bind(guild_id=job.guild_id, request_id=job.request_id)
         if job.state is JobState.DELIVERING:
             if time.time() - (job.finished_at or job.created_at) > c.DELIVERY_TIMEOUT:
