@@ -67,6 +67,7 @@ class JobEngine:
         self.leases = Leases(ctx, self.scheduler, self.endings)
         self.launcher = Launcher(ctx, self.tasks, self.presenter, self.endings, self.scheduler, self.leases)
         self.canceller = Canceller(ctx, self.endings, self.poller, self.scheduler)
+        self._stopped = False
 
     # The dependencies, as the cogs and tests know them.
     @property
@@ -127,6 +128,9 @@ class JobEngine:
         Launches in progress get a short grace period first: a submit cut off mid-flight has an
         unknown outcome and would have to be refunded on restart.
         """
+        if self._stopped:
+            return  # the client may close twice (an error, then the caller); the database is gone
+        self._stopped = True
         self.launcher.accepting = False
         launches = [t for t in self.launcher.launches if not t.done()]
         if launches:
