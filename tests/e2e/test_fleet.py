@@ -39,10 +39,17 @@ async def spawn_fleet(
         for shard in range(SHARDS)
     ]
     fake = h.discord
-    await fake.wait_for(lambda: sorted(fake.connected_shards) == list(range(SHARDS)), timeout=30)
-    await fake.wait_for(lambda: fake.find_command("animate"), timeout=30)
+    # Generous: three interpreters start at once on a shared machine. Polled calmly, not every 5 ms.
+    await fake.wait_for(
+        lambda: sorted(fake.connected_shards) == list(range(SHARDS)), timeout=90, interval=0.1
+    )
+    await fake.wait_for(lambda: fake.find_command("animate"), timeout=60, interval=0.1)
     # Each process says when its shard is ready (after GUILD_CREATE of every guild on it).
-    await fake.wait_for(lambda: all("Shard" in log.read_text() for log in h.process_logs), timeout=30)
+    await fake.wait_for(
+        lambda: all(re.search(r"Shard \d+ ready", log.read_text()) for log in h.process_logs[-SHARDS:]),
+        timeout=60,
+        interval=0.1,
+    )
     return procs
 
 
