@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     shard_ids: Annotated[tuple[int, ...] | None, NoDecode] = None
     # This process's share of Discord's global 50 requests/s per token: 50 / number of processes.
     discord_rest_rate: int = Field(default=50, ge=1)
+    # Seconds a process holds the jobs it works on without renewing (every third of it); a killed
+    # process's jobs are taken over by another within this. Only matters with several processes.
+    lease_seconds: float = Field(default=30.0, ge=5)
 
     # Tuning knobs; defaults suit production, tests shrink them.
     poll_first_delay: float = Field(default=4.0, gt=0)

@@ -8,7 +8,7 @@ from typing import Any
 
 from storage import lifecycle
 from storage.db import Database, Row, Transaction
-from storage.lifecycle import UNFINISHED, JobState
+from storage.lifecycle import LEASED, UNFINISHED, JobState
 from storage.spec import GenerationSpec, Resolution
 
 __all__ = ["UNFINISHED", "Job", "JobRepository", "JobState", "NewJob"]
@@ -51,6 +51,9 @@ class Job:
     updated_at: float
     locale: str | None  # language of the job's public messages (the server's, at creation); None: English
     delivery_channel_id: int | None
+    # The process working on it and until when (migration 0008); None when nobody holds it.
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> Job:
@@ -108,6 +111,8 @@ _UPDATABLE = frozenset(
         "status_has_image",
         "status_channel_id",
         "poll_count",
+        "lease_owner",
+        "lease_expires_at",
     }
 )
 
@@ -212,6 +217,65 @@ class JobRepository:
             sql += f" AND state IN ({', '.join('?' for _ in only_in)})"
             params.extend(s.value for s in sorted(only_in))
         return await self.db.execute(sql, params) == 1
+
+    # ------------------------------------------------------------------ leases (migration 0008)
+
+    async def claim(self, owner: str, now: float, lease_seconds: float, limit: int = 100) -> list[Job]:
+        """Take up to `limit` leased-state jobs nobody holds (lease NULL or expired) for `owner`, until
+        `now + lease_seconds`; returns them. Atomic across processes: on PostgreSQL the rows are picked
+        `FOR UPDATE SKIP LOCKED`, so two claimers at once get disjoint sets; SQLite has one writer.
+        Pending jobs are not claimed here (see `expired_pending`)."""
+        marks = ", ".join("?" for _ in LEASED)
+        pick = (
+            f"SELECT id FROM jobs WHERE state IN ({marks})"
+            " AND (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at < ?)"
+            " ORDER BY id LIMIT ?"
+        )
+        if self.db.dialect == "postgres":
+            pick += " FOR UPDATE SKIP LOCKED"
+        states = [s.value for s in sorted(LEASED)]
+        async with self.db.transaction() as tx:
+            rows = await tx.fetchall(
+                f"UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE id IN ({pick})"
+                f" AND state IN ({marks}) RETURNING *",
+                [owner, now + lease_seconds, *states, now, limit, *states],
+            )
+        return sorted((Job.from_row(r) for r in rows), key=lambda job: job.id)
+
+    async def renew(self, owner: str, now: float, lease_seconds: float) -> int:
+        """Extend every lease `owner` holds, in one statement; returns how many."""
+        return await self.db.execute(
+            "UPDATE jobs SET lease_expires_at = ? WHERE lease_owner = ?", (now + lease_seconds, owner)
+        )
+
+    async def release(self, owner: str, job_ids: list[int] | None = None) -> int:
+        """Give up `owner`'s leases (all of them, or those of `job_ids`), so another process may claim
+        them at once (a rolling restart hands over without waiting for expiry)."""
+        sql = "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = ?"
+        params: list[Any] = [owner]
+        if job_ids is not None:
+            if not job_ids:
+                return 0
+            sql += f" AND id IN ({', '.join('?' for _ in job_ids)})"
+            params.extend(job_ids)
+        return await self.db.execute(sql, params)
+
+    async def forget_leases(self) -> int:
+        """Drop every lease: for a database only one process uses (SQLite), whose leases all belong
+        to an earlier start of it, so a restart resumes at once instead of after their expiry."""
+        return await self.db.execute(
+            "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner IS NOT NULL"
+        )
+
+    async def expired_pending(self, now: float, limit: int = 100) -> list[Job]:
+        """Pending jobs whose lease expired: their process died mid-submit. Never resubmitted; the
+        caller ends them with a refund (the compare-and-set decides between racing processes)."""
+        rows = await self.db.fetchall(
+            "SELECT * FROM jobs WHERE state = ? AND lease_owner IS NOT NULL AND lease_expires_at < ?"
+            " ORDER BY id LIMIT ?",
+            (JobState.PENDING.value, now, limit),
+        )
+        return [Job.from_row(r) for r in rows]
 
     async def count_polls(self, job_id: int, n: int = 1) -> None:
         """Add `n` polls to the job's count. The engine counts polls in memory and writes them with

@@ -69,6 +69,8 @@ FINISHED = frozenset(s for s, targets in TRANSITIONS.items() if not targets)
 UNFINISHED = frozenset({S.PENDING, S.QUEUED, S.RUNNING, S.DELIVERING})
 # Counts against a member's concurrency limit and holds its origin (a click) busy (migration 0007).
 OPEN = frozenset({S.AWAITING_APPROVAL, *UNFINISHED})
+# Held under a lease by one process while it works on them (migration 0008); a finished job drops it.
+LEASED = frozenset({S.QUEUED, S.RUNNING, S.DELIVERING})
 POLLED = frozenset({S.QUEUED, S.RUNNING})  # RunComfy has it and has not answered yet: polled
 # What the Cancel button (and RunComfy's own cancel) can end: RunComfy has it, nothing is posted yet.
 CANCELLABLE = POLLED
@@ -87,6 +89,8 @@ _MOVE_COLUMNS = frozenset(
         "started_at",
         "finished_at",
         "thread_id",
+        "lease_owner",
+        "lease_expires_at",
     }
 )
 
@@ -140,6 +144,10 @@ async def move(
     if to.finished and "finished_at" not in changes:
         sets.append("finished_at = COALESCE(finished_at, ?)")
         params.append(now)
+    if to.finished:
+        # Nobody works on a finished job: the lease goes in the same write (no separate release).
+        sets.append("lease_owner = NULL")
+        sets.append("lease_expires_at = NULL")
     for name, value in changes.items():
         sets.append(f"{name} = ?")
         params.append(value)

@@ -185,6 +185,11 @@ class QuotaRepository:
                 return None
             # guild and user never change; what else was read is re-checked under the lock below.
             await tx.lock(*_lock_keys(int(row["guild_id"]), int(row["user_id"]), check.serial_with_guild))
+            # Another process may have approved it while this one waited for the lock: that click
+            # hears it was decided, not that the member (now charged for it) cannot afford it.
+            state = await tx.fetchone("SELECT state FROM jobs WHERE id = ?", (job_id,))
+            if state is None or state["state"] != JobState.AWAITING_APPROVAL.value:
+                return None
             probe = NewJob(
                 guild_id=int(row["guild_id"]),
                 channel_id=0,

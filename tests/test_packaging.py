@@ -64,6 +64,38 @@ def test_the_image_health_check_is_on_in_compose() -> None:
     assert '"127.0.0.1:9100:9100"' in compose  # published on the host's loopback only
 
 
+def _compose_services() -> dict[str, str]:
+    """Each service's block of docker-compose.yml (no YAML parser here: it is no dependency)."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    services = text.split("services:\n", 1)[1].split("\nvolumes:\n", 1)[0]
+    blocks = re.split(r"^  ([a-z0-9-]+):.*$", services, flags=re.M)
+    return dict(zip(blocks[1::2], blocks[2::2], strict=True))
+
+
+def test_compose_fleet_profile_runs_postgres_and_one_process_per_shard() -> None:
+    services = _compose_services()
+    assert "profiles" not in services["animate-bot"]  # `docker compose up` is the single bot, as before
+    assert 'profiles: ["fleet"]' in services["postgres"] and "image: postgres:16" in services["postgres"]
+    assert "animate-postgres:/var/lib/postgresql/data" in services["postgres"]
+    assert "pg_isready" in services["postgres"]
+    fleet = [name for name in services if name.startswith("fleet-")]
+    assert fleet == ["fleet-0", "fleet-1", "fleet-2"]
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert 'SHARD_COUNT: "3"' in services["fleet-0"] and 'DISCORD_REST_RATE: "16"' in services["fleet-0"]
+    assert "DATABASE_URL: postgresql://" in services["fleet-0"]
+    assert "condition: service_healthy" in services["fleet-0"]
+    ports = []
+    for n, name in enumerate(fleet):
+        block = services[name]
+        assert f'SHARD_IDS: "{n}"' in block
+        assert "<<: *fleet-bot" in block or name == "fleet-0"
+        port = re.search(r'METRICS_PORT: "(\d+)"', block)
+        assert port is not None and f'"127.0.0.1:{port.group(1)}:{port.group(1)}"' in block
+        ports.append(port.group(1))
+    assert len(set(ports)) == 3 and "9100" not in ports
+    assert "animate-postgres:" in text.split("\nvolumes:\n", 1)[1]
+
+
 def _pins(lock: str) -> dict[str, str]:
     text = (ROOT / lock).read_text()
     return {m.group(1).lower(): m.group(2) for m in re.finditer(r"^([A-Za-z0-9_.-]+)==(\S+)", text, re.M)}

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+import secrets
+import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -69,6 +72,11 @@ class Unverifiable(Exception):
     """Discord could not be read (5xx, network), so whether a message of ours is there is unknown."""
 
 
+def owner_id() -> str:
+    """hostname-pid-random: names this process in job leases; never reused by a later start."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
 @dataclass(slots=True)
 class Context:
     """The engine's dependencies and the little state its parts share about jobs in flight here."""
@@ -87,6 +95,8 @@ class Context:
     # request id lives here until the write lands, so a paid job is never forgotten or refunded.
     unrecorded: dict[int, dict[str, Any]] = field(default_factory=dict)
     reconciled: set[int] = field(default_factory=set)  # jobs whose earlier delivery attempt was checked
+    # Who holds this process's job leases (storage migration 0008): unique per process and start.
+    owner: str = field(default_factory=lambda: owner_id())
 
     def emit(self, job: Job, event: JobEvent, actor_id: int | None = None) -> None:
         """Tell listening cogs (audit log, stats, notifications) about a job event: `on_job_event`."""

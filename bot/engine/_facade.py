@@ -20,6 +20,7 @@ from bot.engine._cancel import Canceller
 from bot.engine._delivery import Delivery
 from bot.engine._endings import Endings
 from bot.engine._launch import Launcher, LaunchResult
+from bot.engine._leases import Leases
 from bot.engine._poller import Poller
 from bot.engine._presenter import Presenter
 from bot.engine._scheduler import Clock, Scheduler, Tasks
@@ -65,8 +66,10 @@ class JobEngine:
         self.scheduler = Scheduler(self._step, self.tasks, clock)
         self.delivery = Delivery(ctx, self.presenter, self.endings, self.scheduler)
         self.poller = Poller(ctx, self.tasks, self.presenter, self.endings, self.delivery, self.scheduler)
-        self.launcher = Launcher(ctx, self.tasks, self.presenter, self.endings, self.scheduler)
+        self.leases = Leases(ctx, self.scheduler, self.endings)
+        self.launcher = Launcher(ctx, self.tasks, self.presenter, self.endings, self.scheduler, self.leases)
         self.canceller = Canceller(ctx, self.endings, self.poller, self.scheduler)
+        self._stopped = False
 
     # The dependencies, as the cogs and tests know them.
     @property
@@ -114,6 +117,12 @@ class JobEngine:
             log.info("Resumed %d unfinished job(s)", resumed)
         self.scheduler.start()
         self.tasks.spawn(self.launcher.sweep_loop(), "pending-sweep")
+        self.tasks.spawn(self.leases.loop(), "job-leases")
+
+    @property
+    def owner(self) -> str:
+        """This process's name in job leases."""
+        return self.ctx.owner
 
     async def stop(self) -> None:
         """Stop polling; unfinished jobs stay in the database and resume on the next start.
@@ -121,6 +130,9 @@ class JobEngine:
         Launches in progress get a short grace period first: a submit cut off mid-flight has an
         unknown outcome and would have to be refunded on restart.
         """
+        if self._stopped:
+            return  # the client may close twice (an error, then the caller); the database is gone
+        self._stopped = True
         self.launcher.accepting = False
         launches = [t for t in self.launcher.launches if not t.done()]
         if launches:
@@ -129,6 +141,7 @@ class JobEngine:
         self.ctx.closing = True
         await self.scheduler.stop()
         await self.launcher.flush_all()
+        await self.leases.release()  # another process takes them over at once
 
     def schedule(self, job_id: int, delay: float) -> None:
         self.scheduler.schedule(job_id, delay)

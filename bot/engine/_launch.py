@@ -18,6 +18,7 @@ import discord
 from bot import metrics, ui
 from bot.engine import _common as c
 from bot.engine._endings import Endings
+from bot.engine._leases import DIED_MID_SUBMIT, Leases
 from bot.engine._presenter import Presenter
 from bot.engine._scheduler import Scheduler, Tasks
 from bot.i18n import Msg, tr
@@ -48,9 +49,16 @@ class LaunchResult:
 
 class Launcher:
     def __init__(
-        self, ctx: c.Context, tasks: Tasks, presenter: Presenter, endings: Endings, scheduler: Scheduler
+        self,
+        ctx: c.Context,
+        tasks: Tasks,
+        presenter: Presenter,
+        endings: Endings,
+        scheduler: Scheduler,
+        leases: Leases,
     ) -> None:
         self.ctx = ctx
+        self.leases = leases
         self.tasks = tasks
         self.presenter = presenter
         self.endings = endings
@@ -60,26 +68,24 @@ class Launcher:
         self._flushing: set[int] = set()  # unrecorded submissions being written right now
 
     async def resume(self) -> int:
-        """After a restart: end jobs whose submit was never confirmed (refunded, never resubmitted);
-        schedule every other unfinished job. Returns how many were resumed."""
-        resumed = 0
-        for job in await self.ctx.jobs.unfinished():
-            if job.state is JobState.PENDING:
-                # The process stopped between reserving credits and RunComfy confirming the submit.
-                # Re-sending could create a second paid job, so the job ends here, refunded.
-                if job.status_message_id is None:
-                    await self.recover_status(job)  # it may have died right after posting it
-                await self.endings.fail(
-                    job,
-                    Msg(
-                        "The bot restarted before RunComfy confirmed this job, so it was not started. "
-                        "Please run /animate again."
-                    ),
-                )
-                continue
-            self.scheduler.schedule(job.id, 0.0)
-            resumed += 1
-        return resumed
+        """At start-up: end jobs whose submit was never confirmed (refunded, never resubmitted); claim
+        and schedule every other unfinished job nobody else holds. Returns how many were resumed."""
+        if self.ctx.jobs.db.dialect == "sqlite":
+            # One process per SQLite file: every lease and every pending job is from an earlier start
+            # of this bot, so everything resumes at once, as before leases existed.
+            await self.ctx.jobs.forget_leases()
+            dead = [job for job in await self.ctx.jobs.unfinished() if job.state is JobState.PENDING]
+        else:
+            # Shared database: a pending job may be mid-submit in a live process. Only those whose
+            # process is gone (lease expired) end now; unleased ones are left to the pending sweep.
+            dead = await self.ctx.jobs.expired_pending(time.time())
+        for job in dead:
+            # The process stopped between reserving credits and RunComfy confirming the submit.
+            # Re-sending could create a second paid job, so the job ends here, refunded.
+            if job.status_message_id is None:
+                await self.recover_status(job)  # it may have died right after posting it
+            await self.endings.fail(job, DIED_MID_SUBMIT)
+        return len(await self.leases.claim())
 
     async def flush_all(self) -> None:
         """At shutdown: a last attempt at every unrecorded submission."""
@@ -199,7 +205,11 @@ class Launcher:
                 return LaunchResult(False, _status_refusal(exc, channel, job.locale))
         assert message is not None
         img_url = message.attachments[0].url if message.attachments else None
-        await self.ctx.jobs.update(job.id, status_message_id=message.id, image_url=img_url)
+        # The same write makes this process the job's holder: if it dies mid-submit, another one
+        # refunds the job once the lease expires (see _leases).
+        await self.ctx.jobs.update(
+            job.id, status_message_id=message.id, image_url=img_url, **self.leases.lease_columns()
+        )
         job.status_message_id, job.image_url = message.id, img_url
         if img_url is None:
             return LaunchResult(False, Msg("Discord did not keep the image I uploaded. Please try again."))
@@ -293,6 +303,7 @@ class Launcher:
         changes: dict[str, Any] = {
             "request_id": request_id,
             "submitted_at": time.time(),
+            **self.leases.lease_columns(),  # polled by this process: held in the same write
         }
         try:
             moved = await self.ctx.jobs.transition(job.id, JobState.QUEUED, **changes)

@@ -152,6 +152,8 @@ class Poller:
         if job is None or job.state.finished or job.state is JobState.PENDING:
             self._polls.pop(job_id, None)  # ended elsewhere (a Cancel click): nothing left to write
             return
+        if job.lease_owner is not None and job.lease_owner != self.ctx.owner:
+            return  # another process holds it now (see _leases): its steps are that process's
         bind(guild_id=job.guild_id, request_id=job.request_id)
         if job.state is JobState.DELIVERING:
             if time.time() - (job.finished_at or job.created_at) > c.DELIVERY_TIMEOUT:
