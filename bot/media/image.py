@@ -12,13 +12,13 @@ import functools
 import io
 import logging
 import math
-import zlib
 from dataclasses import dataclass
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from bot.i18n import Msg
 from bot.media.errors import MediaError, fmt_mb
+from bot.media.passthrough import strip_jpeg, strip_png
 
 logger = logging.getLogger(__name__)
 
@@ -67,68 +67,6 @@ class NormalizedImage:
         return bool(self.changes)
 
 
-# JPEG segments kept when an upload is passed on as it is: JFIF (APP0) and Adobe (APP14, it says how the
-# colours are stored). Everything else before the scan is metadata (EXIF/XMP in APP1, IPTC, comments).
-_JPEG_KEEP_APPS = frozenset({0xE0, 0xEE})
-_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
-# PNG ancillary chunks kept likewise (colour interpretation and pixel size); text, EXIF, time... go.
-_PNG_KEEP = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND", b"sRGB", b"gAMA", b"cHRM", b"pHYs", b"sBIT"})
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _strip_jpeg(data: bytes) -> bytes | None:
-    """The JPEG without its metadata segments, the compressed scan untouched (no decode, no
-    re-encode); None if its structure is not plainly sound (the full decode then decides)."""
-    if not data.startswith(b"\xff\xd8") or not data.endswith(b"\xff\xd9"):
-        return None  # truncated, or trailing data: let the decoder judge it
-    out, pos = [b"\xff\xd8"], 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in _JPEG_STANDALONE:
-            out.append(data[pos : pos + 2])
-            pos += 2
-            continue
-        end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if end > len(data):
-            return None
-        if marker == 0xDA:  # start of scan: the rest is the image itself
-            out.append(data[pos:])
-            return b"".join(out)
-        if not (0xE1 <= marker <= 0xEF or marker == 0xFE) or marker in _JPEG_KEEP_APPS:
-            out.append(data[pos:end])
-        pos = end
-    return None
-
-
-def _strip_png(data: bytes) -> bytes | None:
-    """The PNG with only the chunks that describe its pixels (CRCs checked); None if it is not
-    plainly sound."""
-    if not data.startswith(_PNG_SIGNATURE):
-        return None
-    out, pos = [_PNG_SIGNATURE], len(_PNG_SIGNATURE)
-    while pos + 12 <= len(data):
-        length = int.from_bytes(data[pos : pos + 4], "big")
-        kind = data[pos + 4 : pos + 8]
-        end = pos + 12 + length
-        if end > len(data):
-            return None
-        if zlib.crc32(data[pos + 4 : end - 4]) != int.from_bytes(data[end - 4 : end], "big"):
-            return None
-        if kind == b"eXIf":
-            return None  # it may say to rotate: the full path reads it
-        if kind in _PNG_KEEP:
-            out.append(data[pos:end])
-        if kind == b"IEND":
-            return b"".join(out) if end == len(data) else None
-        pos = end
-    return None
-
-
 def _as_is(
     data: bytes, im: ImageFile.ImageFile, src_format: str, orientation: int, limits: tuple[int, int, int]
 ) -> NormalizedImage | None:
@@ -147,7 +85,7 @@ def _as_is(
         or len(data) >= max_bytes
     ):
         return None
-    kept = _strip_jpeg(data) if src_format == "JPEG" else _strip_png(data)
+    kept = strip_jpeg(data) if src_format == "JPEG" else strip_png(data)
     if kept is None:
         return None
     kind = "jpeg" if src_format == "JPEG" else "png"
@@ -433,6 +371,21 @@ def normalize_image(
             return as_is
         img = _decode(im, src_format, (orig_w, orig_h), target, max_pixels, notes)
 
+    return _finish(img, src_format, (orig_w, orig_h), target, orientation, max_bytes, min_side, notes)
+
+
+def _finish(
+    img: Image.Image,
+    src_format: str,
+    original: tuple[int, int],
+    target: tuple[int, int],
+    orientation: int,
+    max_bytes: int,
+    min_side: int,
+    notes: list[str],
+) -> NormalizedImage:
+    """Resize, rotate upright and encode a decoded image within the API's limits, noting each change."""
+    orig_w, orig_h = original
     if img.size != target:
         img = img.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
     if orientation != 1:
