@@ -871,7 +871,7 @@ def issue_rows(results: dict[str, Any], judge_baseline: bool = False) -> list[Is
         peak = _get(results, "flood", "peak_in_flight")
         out.append(
             (
-                f"jobs in flight in one process: {n} -> peak in flight / delivered",
+                f"jobs in flight in one process: {n} -> peak in flight / delivered (no REST pacing)",
                 f"{peak} / {delivered}",
                 "—",
                 "—",
