@@ -370,51 +370,45 @@ def _replace_by_link(outgoing: Outgoing, linked: Outgoing, *, plain: bool = Fals
     outgoing.content, outgoing.link = linked.content, linked.link
 
 
-def _too_large(job: Job) -> Outgoing:
+def _link_instead(job: Job, template: str, *, extras: bool = True) -> Outgoing:
+    """RunComfy's link in place of the file, worded by `template` (an N_ template with `{user}`,
+    `{link}` and `{marker}`); without `extras`, text only (the minimal form)."""
     assert job.result_url is not None
     return _linked(
         job.locale,
         job.result_url,
-        lambda link: tr(
-            job.locale,
+        lambda link: tr(job.locale, template, user=job.user_id, link=link, marker=_delivery_marker(job.id)),
+        extras=extras,
+    )
+
+
+def _too_large(job: Job) -> Outgoing:
+    return _link_instead(
+        job,
+        N_(
             "<@{user}> your video is ready but too large to upload here. "
-            "Download it from RunComfy (the link may expire soon): {link} · {marker}",
-            user=job.user_id,
-            link=link,
-            marker=_delivery_marker(job.id),
+            "Download it from RunComfy (the link may expire soon): {link} · {marker}"
         ),
     )
 
 
 def _no_attach(job: Job) -> Outgoing:
-    assert job.result_url is not None
-    return _linked(
-        job.locale,
-        job.result_url,
-        lambda link: tr(
-            job.locale,
+    return _link_instead(
+        job,
+        N_(
             "<@{user}> your video is ready, but I'm not allowed to attach files here. "
-            "Download it from RunComfy (the link may expire soon): {link} · {marker}",
-            user=job.user_id,
-            link=link,
-            marker=_delivery_marker(job.id),
+            "Download it from RunComfy (the link may expire soon): {link} · {marker}"
         ),
     )
 
 
 def _refused(job: Job) -> Outgoing:
     """The minimal form: text only, the link in it if it fits."""
-    assert job.result_url is not None
-    return _linked(
-        job.locale,
-        job.result_url,
-        lambda link: tr(
-            job.locale,
+    return _link_instead(
+        job,
+        N_(
             "<@{user}> your video is ready but Discord refused the upload. Download "
-            "it from RunComfy (the link may expire soon): {link} · {marker}",
-            user=job.user_id,
-            link=link,
-            marker=_delivery_marker(job.id),
+            "it from RunComfy (the link may expire soon): {link} · {marker}"
         ),
         extras=False,
     )
