@@ -669,7 +669,17 @@ def peak_rss(results: dict[str, Any], label: str) -> float | None:
 
 # Today's figures from the full run recorded in bench/RESULTS.md ("Baseline on real inputs"): cold runs
 # (no history) and the wide shape must do no worse than this. Judged only in the full profile.
-BASELINE: dict[str, float] = {}
+# Measured 2026-12-01 on commit c379878 (before the #13 bot-side changes), on the shared 2-core machine.
+BASELINE: dict[str, float] = {
+    "cold:tight:lag": 3.21,
+    "cold:tight:calls": 14.3,
+    "cold:5min:lag": 7.55,
+    "cold:5min:calls": 40.7,
+    "cold:wide:lag": 3.61,
+    "cold:wide:calls": 21.1,
+    "warm:wide:lag": 2.63,
+    "warm:wide:calls": 21.5,
+}
 # Noise allowance when comparing with the baseline: calls are nearly deterministic, lags are not.
 CALLS_SLACK, LAG_SLACK = 1.1, (1.25, 0.25)  # value <= base * 1.1; lag <= base * 1.25 + 0.25 s
 
