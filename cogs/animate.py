@@ -12,22 +12,15 @@ from discord.ext import commands
 
 from bot import policy, ui
 from bot.admission import (
-    DOWNLOADS_AT_ONCE,
-    MAX_SOURCE_BYTES,
-    MEMBER_WAIT,
-    MIN_SIDE,
     NEGATIVE_MAX,
     PROMPT_MAX,
     AdmissionRequest,
     ChannelFacts,
-    DownloadGate,
     ImageSource,
-    MemberSlot,
     Refused,
     changes_text,
     check_dimensions,
     check_request,
-    missing_permissions,
 )
 from bot.i18n import Msg, render, tr, trn
 from storage.jobs import JobState
@@ -41,23 +34,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Re-exported: the checks and limits live in bot/admission.py.
 __all__ = [
-    "DOWNLOADS_AT_ONCE",
-    "MAX_SOURCE_BYTES",
-    "MEMBER_WAIT",
-    "MIN_SIDE",
     "NEGATIVE_MAX",
     "POSTABLE",
     "PROMPT_MAX",
     "TEMPLATES",
     "Animate",
-    "DownloadGate",
     "ImageSource",
-    "MemberSlot",
     "PostableChannel",
     "changes_text",
-    "missing_permissions",
 ]
 
 TEMPLATES = ("squish", "flying", "carousel", "rotation", "poke", "inflate", "dissolve")

@@ -6,14 +6,8 @@ from typing import Any
 import discord
 import pytest
 
-from cogs.animate import (
-    NEGATIVE_MAX,
-    PROMPT_MAX,
-    Animate,
-    DownloadGate,
-    ImageSource,
-    missing_permissions,
-)
+from bot.admission import NEGATIVE_MAX, PROMPT_MAX, DownloadGate, ImageSource, missing_permissions
+from cogs.animate import Animate
 
 
 class FakeAttachment:
