@@ -9,6 +9,7 @@ from typing import Any
 from storage.jobs import Job
 from tests.e2e.adminkit import admin, audit_titles, fields
 from tests.e2e.conftest import Harness, jpeg_bytes
+from tests.e2e.test_approval import approval_on, click, request
 from tests.e2e.test_delivery import long_output_urls
 from tests.fakes.discord import ATTACHMENT_IS_SPOILER
 from tests.fakes.runcomfy import JobScript
@@ -231,3 +232,16 @@ async def test_the_message_command_follows_the_pictures_spoiler_flag(harness: Ha
     assert_video_spoilered(h, hidden)
     plain = await animate_message(h, "cat.jpg")
     assert not plain.spoiler
+
+
+async def test_a_request_awaiting_approval_hides_its_image_too(harness: Harness) -> None:
+    h = harness
+    h.runcomfy.video_bytes = VIDEO
+    await h.start_bot()
+    await approval_on(h)
+    job_id, message_id = await request(h, spoiler=True)
+    assert_image_hidden(h, await h.job(job_id))
+    assert "Approved" in await click(h, message_id, "approve", job_id, user="mod")
+    job = await h.wait_job(job_id, "delivered")
+    assert_image_hidden(h, job)  # the image RunComfy got came from the spoilered attachment
+    assert_video_spoilered(h, job)
