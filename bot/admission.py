@@ -138,6 +138,7 @@ class AdmissionRequest:
     upload_limit: int
     guild_locale: str | None = None  # the job's public messages and the audit log are in it
     origin: str | None = None  # the click or form it came from: one unfinished job per origin
+    spoiler: bool = False  # the member asked for spoilers (the server may force them anyway)
 
 
 @dataclass(frozen=True, slots=True)
@@ -488,6 +489,7 @@ class Admission:
             upload_limit=req.upload_limit,
             locale=req.guild_locale,
             origin=req.origin,
+            spoiler=req.spoiler or config.force_spoiler,
         )
 
     async def _unaffordable(self, new: NewJob, limits: Limits, approval: bool) -> str | None:

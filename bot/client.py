@@ -77,6 +77,7 @@ class RequestStarter(Protocol):
         channel: Any = None,
         *,
         origin: str | None = None,
+        spoiler: bool = False,
     ) -> None: ...
 
 

@@ -80,9 +80,26 @@ def message_link(guild_id: int, channel_id: int, message_id: int | None = None) 
     return base if message_id is None else f"{base}/{message_id}"
 
 
-def video_filename(job_id: int) -> str:
-    """The name a job's video is uploaded under."""
-    return f"animate-{job_id}.mp4"
+# Discord blurs an attachment whose filename starts with this, until the reader clicks it.
+SPOILER_PREFIX = "SPOILER_"
+
+
+def spoiler_name(filename: str, spoiler: bool) -> str:
+    """`filename` as uploaded: prefixed with SPOILER_ (once) when it is to be a spoiler."""
+    if spoiler and not filename.startswith(SPOILER_PREFIX):
+        return SPOILER_PREFIX + filename
+    return filename
+
+
+def spoiler_text(text: str, spoiler: bool) -> str:
+    """`text` hidden behind Discord's spoiler markup (`||…||`) when it is to be a spoiler."""
+    return f"||{text}||" if spoiler else text
+
+
+def video_filename(job_id: int, *, spoiler: bool = False) -> str:
+    """The name a job's video is uploaded under, on every delivery path (pass `spoiler=job.spoiler`):
+    SPOILER_-prefixed for a spoilered job, so Discord blurs it."""
+    return spoiler_name(f"animate-{job_id}.mp4", spoiler)
 
 
 _COLOURS = {
@@ -204,7 +221,8 @@ def status_embed(job: Job, now: float | None = None, eta: float | None = None) -
     if job.image_note:
         embed.add_field(name=tr(loc, "Image"), value=clip(job.image_note, 1000), inline=False)
     embed.add_field(name=tr(loc, "Status"), value=state_line(job, now, eta), inline=False)
-    filename = image_filename(job) if job.status_has_image else None
+    # An embed image cannot be a spoiler: a spoilered job's image stays a (blurred) attachment.
+    filename = image_filename(job) if job.status_has_image and not job.spoiler else None
     if filename:
         embed.set_thumbnail(url=f"attachment://{filename}")
     embed.set_footer(text=tr(loc, "Job #{id} · {backend}", id=job.id, backend=backend_label(loc)))
@@ -445,11 +463,11 @@ def thread_name(prompt: str, locale: LocaleLike = None) -> str:
     return clip(f"🎬 {flat}", 100)
 
 
-def link_embed(url: str, locale: LocaleLike = None) -> discord.Embed:
+def link_embed(url: str, locale: LocaleLike = None, *, spoiler: bool = False) -> discord.Embed:
     """A link too long for the message text (signed URLs can be 2,000 characters) in an embed's
-    description, which holds 4,096."""
+    description, which holds 4,096 (a spoilered job's behind `||…||`, which descriptions render)."""
     return discord.Embed(
         title=tr(locale, "RunComfy's link (it may expire soon)"),
-        description=url,
+        description=spoiler_text(url, spoiler),
         colour=discord.Colour.blurple(),
     )

@@ -92,6 +92,7 @@ class Animate(commands.Cog):
         template=_l("An effect template, e.g. squish, flying, carousel"),
         seed=_l("A fixed seed for reproducible results"),
         prompt_extend=_l("Let the model enrich your prompt (default: on)"),
+        spoiler=_l("Post the image and the video as spoilers (default: off)"),
     )
     async def animate(
         self,
@@ -103,6 +104,7 @@ class Animate(commands.Cog):
         template: app_commands.Range[str, 1, 100] | None = None,
         seed: app_commands.Range[int, 0, 2_147_483_647] | None = None,
         prompt_extend: bool = True,
+        spoiler: bool = False,
     ) -> None:
         # Acknowledge first: everything below may take longer than Discord's 3 seconds.
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -114,7 +116,9 @@ class Animate(commands.Cog):
             seed=seed,
             prompt_extend=prompt_extend,
         )
-        await self.start(interaction, spec, ImageSource.from_attachment(image))
+        # An image the member uploaded as a spoiler stays one, whatever the option says.
+        spoiler = spoiler or image.is_spoiler()
+        await self.start(interaction, spec, ImageSource.from_attachment(image), spoiler=spoiler)
 
     async def start(
         self,
@@ -124,10 +128,12 @@ class Animate(commands.Cog):
         channel: PostableChannel | None = None,
         *,
         origin: str | None = None,
+        spoiler: bool = False,
     ) -> None:
         """Admit (bot/admission.py), launch and answer one request; the interaction is already deferred
         (ephemeral) and gets the answer. `channel` defaults to the interaction's channel. `origin` names
-        the click or form this came from: at most one unfinished job per origin."""
+        the click or form this came from: at most one unfinished job per origin. `spoiler`: the member
+        asked for spoilers (the server's setting may force them anyway)."""
         # The requester reads the ephemeral answers in their own language; the job's public messages
         # are in the server's.
         loc = interaction.locale
@@ -138,7 +144,8 @@ class Animate(commands.Cog):
             )
 
         target = channel if channel is not None else interaction.channel
-        result = await self.bot.admission.admit(admission_request(interaction, spec, source, target, origin))
+        request = admission_request(interaction, spec, source, target, origin, spoiler=spoiler)
+        result = await self.bot.admission.admit(request)
         if isinstance(result, Refused):
             if result.blocked is not None:
                 b = result.blocked
@@ -228,6 +235,8 @@ def admission_request(
     source: ImageSource,
     channel: object,
     origin: str | None,
+    *,
+    spoiler: bool = False,
 ) -> AdmissionRequest:
     """The plain facts admission decides on, read off the interaction (and the target channel)."""
     assert interaction.guild_id is not None
@@ -250,6 +259,7 @@ def admission_request(
         upload_limit=interaction.filesize_limit,
         guild_locale=interaction.guild_locale.value if interaction.guild_locale else None,
         origin=origin,
+        spoiler=spoiler,
     )
 
 

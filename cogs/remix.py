@@ -52,8 +52,10 @@ class AnimateModal(ReportingModal):
         channel: PostableChannel | None,
         locale: LocaleLike = None,
         origin: str | None = None,
+        spoiler: bool = False,
     ) -> None:
         super().__init__(title=tr(locale, title), timeout=15 * 60)
+        self.spoiler = spoiler  # the new job's (a form has no switch for it: it follows the source)
         self.origin = f"{origin}:{self.custom_id}" if origin else None
         self.cog = cog
         self.defaults = defaults
@@ -129,7 +131,9 @@ class AnimateModal(ReportingModal):
         if source is None:
             await interaction.edit_original_response(content=tr(interaction.locale, SOURCE_GONE))
             return
-        await self.cog.animate.start(interaction, request, source, self.channel, origin=self.origin)
+        await self.cog.animate.start(
+            interaction, request, source, self.channel, origin=self.origin, spoiler=self.spoiler
+        )
 
 
 SOURCE_GONE = N_(
@@ -191,6 +195,7 @@ class Remix(commands.Cog):
                 channel=channel,
                 locale=loc,
                 origin=f"edit:{job.id}",
+                spoiler=job.spoiler,  # a remix of a spoilered video is one too
             )
             await interaction.response.send_modal(modal)
             return
@@ -204,7 +209,8 @@ class Remix(commands.Cog):
         # One job per click on this video, however often it arrives (a double click, two moderators):
         # the origin allows one unfinished job from this button at a time.
         message_id = interaction.message.id if interaction.message else 0
-        await self.animate.start(interaction, again, source, channel, origin=f"again:{job.id}:{message_id}")
+        origin = f"again:{job.id}:{message_id}"
+        await self.animate.start(interaction, again, source, channel, origin=origin, spoiler=job.spoiler)
 
     def job_channel(self, job: Job) -> PostableChannel | None:
         """New jobs go to the original job's channel (the click usually comes from its thread)."""
@@ -244,6 +250,8 @@ class Remix(commands.Cog):
             channel=None,
             locale=interaction.locale,
             origin=f"menu:{message.id}",
+            # A picture posted as a spoiler stays one when animated (the server may force it anyway).
+            spoiler=attachment.is_spoiler(),
         )
         await interaction.response.send_modal(modal)
 
@@ -277,6 +285,7 @@ def details_embed(job: Job, locale: LocaleLike = None) -> discord.Embed:
     )
     embed.add_field(name=tr(loc, "Magic prompt"), value=ui.on_off(loc, job.prompt_extend))
     embed.add_field(name=tr(loc, "Cost"), value=ui.credits(loc, job.cost))
+    embed.add_field(name=tr(loc, "Spoiler"), value=ui.on_off(loc, job.spoiler))
     embed.add_field(name=tr(loc, "Request id"), value=f"`{job.request_id or '—'}`", inline=False)
     if job.submitted_at:
         embed.add_field(name=tr(loc, "Submitted"), value=ui.ts(job.submitted_at, "f"))

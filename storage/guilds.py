@@ -51,6 +51,7 @@ class GuildConfig:
     approval_required: bool = False
     require_age_restricted: bool = False
     audit_channel_id: int | None = None
+    force_spoiler: bool = False  # every job's images and video are posted as spoilers
     role_allowances: dict[int, int] = field(default_factory=dict)
     channels: frozenset[int] = frozenset()
     blocklist: tuple[BlockEntry, ...] = ()
@@ -72,8 +73,16 @@ SETTING_COLUMNS: dict[str, type] = {
     "approval_required": bool,
     "require_age_restricted": bool,
     "audit_channel_id": int,
+    "force_spoiler": bool,
 }
-_NOT_NULL = {"period", "reset_hour", "cooldown_seconds", "approval_required", "require_age_restricted"}
+_NOT_NULL = {
+    "period",
+    "reset_hour",
+    "cooldown_seconds",
+    "approval_required",
+    "require_age_restricted",
+    "force_spoiler",
+}
 
 
 class GuildRepository:

@@ -54,6 +54,8 @@ class Job:
     # The process working on it and until when (migration 0008); None when nobody holds it.
     lease_owner: str | None = None
     lease_expires_at: float | None = None
+    # Its images and video are posted as spoilers (migration 0009): asked for, or forced by the server.
+    spoiler: bool = False
 
     @classmethod
     def from_row(cls, row: Row) -> Job:
@@ -62,6 +64,7 @@ class Job:
         values["prompt_extend"] = bool(values["prompt_extend"])
         values["resolution"] = Resolution(values["resolution"])
         values["status_has_image"] = bool(values["status_has_image"])
+        values["spoiler"] = bool(values["spoiler"])
         return cls(**values)
 
     @property
@@ -86,6 +89,7 @@ class NewJob:
     locale: str | None = None  # the server's Discord locale (interaction.guild_locale), e.g. "de"
     # What started it, when one click may arrive twice (see migration 0007): one unfinished job per origin.
     origin: str | None = None
+    spoiler: bool = False  # post its images and video as spoilers
 
     @classmethod
     def from_spec(cls, spec: GenerationSpec, **rest: Any) -> NewJob:
@@ -129,9 +133,10 @@ class JobRepository:
             raise lifecycle.IllegalTransition(f"a job cannot start as {state.value}")
         now = time.time() if now is None else now
         return await tx.insert(
-            "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, negative_prompt, resolution, template,"
-            " seed, prompt_extend, cost, upload_limit, state, created_at, updated_at, locale, origin)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, negative_prompt, resolution,"
+            " template, seed, prompt_extend, cost, upload_limit, state, created_at, updated_at, locale,"
+            " origin, spoiler)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 new.guild_id,
                 new.channel_id,
@@ -149,6 +154,7 @@ class JobRepository:
                 now,
                 new.locale,
                 new.origin,
+                int(new.spoiler),
             ),
         )
 

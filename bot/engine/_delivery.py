@@ -137,6 +137,7 @@ class Delivery:
                     link=link,
                     marker=marker,
                 ),
+                spoiler=job.spoiler,
             )
         if ui.is_preview():
             ready = tr(
@@ -168,6 +169,7 @@ class Delivery:
                     link=link,
                 )
             ),
+            spoiler=job.spoiler,
         )
         outgoing.video = fitted.data
         return outgoing
@@ -272,11 +274,13 @@ class Delivery:
             "allowed_mentions": c.requester_only(job),
         }
         if outgoing.video is not None:
-            fields["file"] = discord.File(io.BytesIO(outgoing.video), filename=ui.video_filename(job.id))
+            fields["file"] = discord.File(
+                io.BytesIO(outgoing.video), filename=ui.video_filename(job.id, spoiler=job.spoiler)
+            )
         if not outgoing.plain:
             fields["view"] = ui.result_view(job)
             if outgoing.link is not None:
-                fields["embed"] = ui.link_embed(outgoing.link, job.locale)
+                fields["embed"] = ui.link_embed(outgoing.link, job.locale, spoiler=job.spoiler)
         return fields
 
     async def _delivered(self, job: Job, channel_id: int, message_id: int) -> None:
@@ -313,13 +317,14 @@ class Delivery:
                 reason=render(reason, job.locale),
                 link=link,
             ),
+            spoiler=job.spoiler,
         )
         fields: dict[str, Any] = {
             "content": ui.clip(dm.content, c.MAX_CONTENT),
             "allowed_mentions": ui.NO_MENTIONS,
         }
         if dm.link is not None:
-            fields["embed"] = ui.link_embed(dm.link, job.locale)
+            fields["embed"] = ui.link_embed(dm.link, job.locale, spoiler=job.spoiler)
         try:
             user = self.ctx.client.get_user(job.user_id) or await self.ctx.client.fetch_user(job.user_id)
             await c.send(user, nonce=c.nonce("d", job), **fields)
@@ -331,7 +336,7 @@ class Delivery:
         """(channel id, message id) of a message of ours that already carries this job's video, if
         any, in the thread or the channel. Raises c.Unverifiable if Discord can't be read right now."""
         marker = re.compile(rf"\bjob #{job.id}\b")
-        filename = ui.video_filename(job.id)
+        filename = ui.video_filename(job.id, spoiler=job.spoiler)
 
         def ours(message: discord.Message) -> bool:
             return bool(marker.search(message.content)) or any(
@@ -346,12 +351,20 @@ class Delivery:
         return None
 
 
-def _linked(locale: str | None, url: str, make: Callable[[str], str], *, extras: bool = True) -> Outgoing:
+def _linked(
+    locale: str | None,
+    url: str,
+    make: Callable[[str], str],
+    *,
+    extras: bool = True,
+    spoiler: bool = False,
+) -> Outgoing:
     """A message showing `url`: inline while the message stays within Discord's 2,000 characters,
     else the text points below and the link goes into an embed (a link button would hold only 512
     characters; signed URLs run to 2,000). A link too long even for that -- or, without `extras`,
-    too long for the text -- is left out, saying so. `make` builds the text around the link."""
-    content = make(f"<{url}>")
+    too long for the text -- is left out, saying so. `make` builds the text around the link. With
+    `spoiler` the inline link is wrapped in `||…||` (the embed wraps its own: `ui.link_embed`)."""
+    content = make(ui.spoiler_text(f"<{url}>", spoiler))
     if len(content) <= c.MAX_CONTENT:
         return Outgoing(content)
     if extras and _showable(url):
@@ -379,6 +392,7 @@ def _link_instead(job: Job, template: str, *, extras: bool = True) -> Outgoing:
         job.result_url,
         lambda link: tr(job.locale, template, user=job.user_id, link=link, marker=_delivery_marker(job.id)),
         extras=extras,
+        spoiler=job.spoiler,
     )
 
 

@@ -179,7 +179,10 @@ class Launcher:
                     nonce=c.nonce("s", job),
                     size=len(image.data),
                     embed=ui.status_embed(job),
-                    file=discord.File(io.BytesIO(image.data), filename=image.filename),
+                    # A spoilered job's image is blurred (and not shown in the embed: ui.status_embed).
+                    file=discord.File(
+                        io.BytesIO(image.data), filename=ui.spoiler_name(image.filename, job.spoiler)
+                    ),
                     allowed_mentions=ui.NO_MENTIONS,
                     view=view,
                 )

@@ -101,6 +101,12 @@ async def _moderation_fields(
             who=_role(config.moderator_role_id, tr(loc, "admins only")),
         ),
     )
+    embed.add_field(
+        name=tr(loc, "Spoilers"),
+        value=tr(loc, "forced on every job")
+        if config.force_spoiler
+        else tr(loc, "members choose (the `spoiler` option)"),
+    )
 
 
 async def config_embed(

@@ -1,4 +1,4 @@
-"""`/animate-admin moderation …`: the prompt blocklist, bans and approval mode."""
+"""`/animate-admin moderation …`: the prompt blocklist, bans, approval mode and forced spoilers."""
 
 from __future__ import annotations
 
@@ -156,3 +156,17 @@ class ModerationGroup(
         else:
             summary = Msg("Approval mode off.")
         await self.changed(interaction, summary)
+
+    @app_commands.command(name="spoiler", description=_l("Post every job's image and video as spoilers"))
+    @app_commands.describe(
+        forced=_l("On: every image and video is blurred until clicked, whatever members choose")
+    )
+    async def spoiler(self, interaction: discord.Interaction[AnimateBot], forced: bool) -> None:
+        config = admin_config(interaction)
+        await self.guilds.update(config.guild_id, interaction.user.id, force_spoiler=forced)
+        await self.changed(
+            interaction,
+            Msg("Spoilers forced: every job's image and video are posted as spoilers.")
+            if forced
+            else Msg("Spoilers are no longer forced: members choose with /animate's `spoiler` option."),
+        )

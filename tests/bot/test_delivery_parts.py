@@ -64,3 +64,26 @@ def test_long_links_move_out_of_the_text() -> None:
     for odd in ("javascript:" + "x" * 2000, "https://cdn.example/" + "x" * 5000):
         out = _delivery._linked(None, odd, lambda link: f"ready: {link}")
         assert out.link is None and len(out.content) <= _common.MAX_CONTENT
+
+
+def test_spoilered_links_are_wrapped_and_still_fit() -> None:
+    out = _delivery._linked(
+        None, "https://cdn.example/v.mp4", lambda link: f"ready: {link} · job #1", spoiler=True
+    )
+    assert out.content == "ready: ||<https://cdn.example/v.mp4>|| · job #1" and out.link is None
+    # A link that fits only without the four extra characters moves into the embed (wrapped there).
+    template = "ready: {} · job #1"
+    url = "https://cdn.example/v.mp4?sig="
+    url += "s" * (_common.MAX_CONTENT - len(template.format(f"<{url}>")) - 2)
+    assert len(template.format(f"<{url}>")) <= _common.MAX_CONTENT
+    out = _delivery._linked(None, url, template.format, spoiler=True)
+    assert out.link == url and url not in out.content and len(out.content) <= _common.MAX_CONTENT
+
+
+def test_spoilered_job_status_embed_has_no_thumbnail() -> None:
+    from bot import ui
+
+    shown = ui.status_embed(make_job(image_url="https://cdn.example/a/1/source.jpg"))
+    assert shown.thumbnail.url == "attachment://source.jpg"
+    hidden = ui.status_embed(make_job(image_url="https://cdn.example/a/1/SPOILER_source.jpg", spoiler=True))
+    assert hidden.thumbnail.url is None

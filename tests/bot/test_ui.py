@@ -33,6 +33,27 @@ def test_video_filename() -> None:
     assert ui.video_filename(17) == "animate-17.mp4"
 
 
+def test_a_spoilered_video_is_named_so_discord_blurs_it() -> None:
+    assert ui.video_filename(17, spoiler=True) == "SPOILER_animate-17.mp4"
+    assert ui.video_filename(17, spoiler=False) == "animate-17.mp4"
+
+
+def test_spoiler_name_prefixes_once() -> None:
+    assert ui.spoiler_name("source.jpg", True) == "SPOILER_source.jpg"
+    assert ui.spoiler_name("SPOILER_source.jpg", True) == "SPOILER_source.jpg"
+    assert ui.spoiler_name("source.jpg", False) == "source.jpg"
+
+
+def test_spoiler_text_and_link_embed() -> None:
+    assert ui.spoiler_text("<https://cdn.example/v.mp4>", True) == "||<https://cdn.example/v.mp4>||"
+    assert ui.spoiler_text("plain", False) == "plain"
+    assert (
+        ui.link_embed("https://cdn.example/v.mp4", spoiler=True).description
+        == "||https://cdn.example/v.mp4||"
+    )
+    assert ui.link_embed("https://cdn.example/v.mp4").description == "https://cdn.example/v.mp4"
+
+
 def test_one_no_mentions_setting() -> None:
     assert ui.NO_MENTIONS is errors.NO_MENTIONS
     assert ui.NO_MENTIONS.to_dict() == discord.AllowedMentions.none().to_dict()

@@ -566,3 +566,25 @@ async def test_too_many_guilds_on_one_shard_is_closed_with_4011(fake: FakeDiscor
         assert len(ready0["d"]["guilds"]) == len(ready1["d"]["guilds"]) == 1
         await ws0.close()
         await ws1.close()
+
+
+async def test_spoiler_attachments_keep_their_name_and_carry_the_flag(
+    fake: FakeDiscord, bot: TinyBot
+) -> None:
+    from tests.fakes.discord import ATTACHMENT_IS_SPOILER
+
+    channel = bot.get_channel(fake.channel_id)
+    assert isinstance(channel, discord.TextChannel)
+    sent = await channel.send(
+        files=[
+            discord.File(io.BytesIO(b"hidden"), filename="cat.png", spoiler=True),
+            discord.File(io.BytesIO(b"shown"), filename="dog.png"),
+        ]
+    )
+    hidden, shown = sent.attachments  # as discord.py reads Discord's answer
+    assert hidden.filename == "SPOILER_cat.png" and hidden.is_spoiler() and hidden.flags.spoiler
+    assert shown.filename == "dog.png" and not shown.is_spoiler() and not shown.flags.spoiler
+    stored = fake.messages(fake.channel_id)[-1]["attachments"]
+    assert [a["flags"] & ATTACHMENT_IS_SPOILER for a in stored] == [ATTACHMENT_IS_SPOILER, 0]
+    upload = fake.add_attachment("SPOILER_user.png", b"x", "image/png")
+    assert upload["flags"] == ATTACHMENT_IS_SPOILER

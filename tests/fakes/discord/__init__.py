@@ -32,6 +32,7 @@ declares what one seam calls on another, for the type checker), ``_common`` cons
 
 from ._common import (
     API_VERSION,
+    ATTACHMENT_IS_SPOILER,
     DISCORD_EPOCH_MS,
     DISCORD_LOCALES,
     EPHEMERAL,
@@ -52,6 +53,7 @@ from ._interactions import FakeInteraction
 
 __all__ = [
     "API_VERSION",
+    "ATTACHMENT_IS_SPOILER",
     "DISCORD_EPOCH_MS",
     "DISCORD_LOCALES",
     "EPHEMERAL",

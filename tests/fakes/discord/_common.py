@@ -25,6 +25,13 @@ EPHEMERAL = 1 << 6
 LOADING = 1 << 7
 SUPPRESS_NOTIFICATIONS = 1 << 12
 IS_COMPONENTS_V2 = 1 << 15
+# Attachment flags: Discord marks an attachment uploaded as SPOILER_<name> (the name is kept as sent).
+ATTACHMENT_IS_SPOILER = 1 << 3
+
+
+def _attachment_flags(filename: str) -> int:
+    return ATTACHMENT_IS_SPOILER if filename.startswith("SPOILER_") else 0
+
 
 INTERACTIVE_COMPONENT_TYPES = {2, 3, 5, 6, 7, 8}
 # The locales Discord accepts in `*_localizations` (and sends as `locale` / `guild_locale`).

@@ -21,6 +21,7 @@ from ._common import (
     DiscordError,
     Intent,
     Perm,
+    _attachment_flags,
     _FormErrors,
     _guess_content_type,
     _image_size,
@@ -57,7 +58,7 @@ class MessagesMixin(FakeState):
             "proxy_url": self._cdn_url(path, proxy=True),
             "width": width,
             "height": height,
-            "flags": 0,
+            "flags": _attachment_flags(fname),
             "data": upload.data,
         }
         if ctype is not None:

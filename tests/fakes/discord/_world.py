@@ -10,6 +10,7 @@ from ._common import (
     EPHEMERAL,
     THREAD_TYPES,
     Perm,
+    _attachment_flags,
     _image_size,
     _now_iso,
     _sanitize_filename,
@@ -284,7 +285,7 @@ class WorldMixin(FakeState):
             "width": width,
             "height": height,
             "ephemeral": True,
-            "flags": 0,
+            "flags": _attachment_flags(fname),
         }
         self._uploaded_attachments[aid] = att
         return copy.deepcopy(att)
