@@ -49,7 +49,9 @@ def test_tiny_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     for label, n in (("photos", 3), ("photos-naive", 3), ("phones", 2), ("phones-naive", 2)):
         assert m[label]["delivered"] == n, label
         assert m[label]["bot_cpu_seconds"] > 0 and m[label]["rss_hwm_mib"] > 0
-    assert m["flood"]["delivered"] == m["flood"]["peak_in_flight"] == 30
+    # The peak is sampled every 0.5 s: on a loaded machine the first jobs can finish before the last are
+    # submitted, so only its bounds are a count; the figure itself belongs to the full-size bench.
+    assert m["flood"]["delivered"] == 30 and 0 < m["flood"]["peak_in_flight"] <= 30
     assert "| figure" in text and "naive bot" in text and "target(s) missed" in text
     for figure in ("RunComfy calls per 60 s job", "Discord REST calls per job", "database writes per job"):
         assert figure in text
