@@ -210,3 +210,10 @@ class PremiumRepository:
             (guild_id, time.time() if now is None else now),
         )
         return row is not None
+
+    async def home_guild(self, user_id: int) -> int | None:
+        """The server a member last asked for a job in: where a refund without a server is audited."""
+        row = await self.db.fetchone(
+            "SELECT guild_id FROM jobs WHERE user_id = ? ORDER BY created_at DESC LIMIT 1", (user_id,)
+        )
+        return None if row is None else int(row["guild_id"])
