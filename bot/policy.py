@@ -158,6 +158,8 @@ def describe_limit(
                     **values,
                 )
             ]
+        if s.purchased:  # some purchased credits, not enough for this job
+            parts.append(Msg.plural(s.purchased, " (+{n} purchased credit.)", " (+{n} purchased credits.)"))
         if exc.held:
             held = Msg.plural(
                 exc.held,

@@ -19,7 +19,7 @@ import aiohttp
 import discord
 from discord.ext import commands
 
-from bot.i18n import tr
+from bot.i18n import tr, trn
 from bot.premium import from_discord
 from storage.premium import Entitlement
 
@@ -208,13 +208,15 @@ class Premium(commands.Cog):
             return
         guild = self.bot.get_guild(guild_id)
         loc = guild.preferred_locale if guild is not None else None
-        details = tr(
+        details = trn(
             loc,
-            "<@{user}>'s credit pack ({credits} credits) was refunded: {taken} unspent credits were taken "
-            "back ({spent} had been spent).",
+            taken,
+            "<@{user}>'s credit pack ({credits} credits) was refunded: {n} unspent credit was taken back "
+            "({spent} had been spent).",
+            "<@{user}>'s credit pack ({credits} credits) was refunded: {n} unspent credits were taken back "
+            "({spent} had been spent).",
             user=ent.user_id,
             credits=record.credits,
-            taken=taken,
             spent=record.credits - taken,
         )
         self.bot.dispatch("animate_audit", guild_id, None, tr(loc, "💸 Credit pack refunded"), details, loc)

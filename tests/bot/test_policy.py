@@ -128,3 +128,11 @@ def test_a_server_subscription_raises_the_default_but_not_personal_or_role_allow
     assert policy.resolve_allowance(config(), set(), 2, 5, boost=20).credits == 2  # personal wins
     assert policy.resolve_allowance(config(role_allowances={7: 1}), {7}, None, 5, boost=20).credits == 1
     assert policy.limits_for(config(), boosted).purchased is True
+
+
+def test_out_of_credits_mentions_purchased_credits_that_fall_short() -> None:
+    period = daily_period()
+    short = QuotaExceeded(Standing(limit=1, used=1, period=period, purchased=1), cost=2)
+    assert "(+1 purchased credit.)" in str(policy.describe_limit(short))
+    none = QuotaExceeded(Standing(limit=1, used=1, period=period), cost=2)
+    assert "purchased" not in str(policy.describe_limit(none))
