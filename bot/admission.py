@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 from bot import policy
 from bot.i18n import N_, LocaleLike, Msg, render, tr
 from bot.media import MediaError, NormalizedImage, decode_cost, normalize_image
-from bot.quota_rules import AlreadyStarted, LimitCheck, LimitExceeded, Limits, Standing
+from bot.quota_rules import AlreadyStarted, LimitCheck, LimitExceeded, Limits, QuotaExceeded, Standing
 from bot.ui import clip
 from storage.guilds import GuildConfig, GuildRepository
 from storage.jobs import Job, JobRepository, NewJob
@@ -42,8 +42,7 @@ PROMPT_MAX = 800
 NEGATIVE_MAX = 500
 # Larger uploads are refused before download; the API itself recommends images of at most 50 MB.
 MAX_SOURCE_BYTES = 50 * 1024 * 1024
-# Images smaller than this on a side are refused (bot.media.normalize_image's `min_side`); Discord
-# declares an image's size with the attachment, so this is checked before downloading too.
+# Smaller sides are refused (normalize_image's `min_side`), before download too (Discord declares it).
 MIN_SIDE = 360
 # Source images downloaded at once, bot-wide (each may be up to MAX_SOURCE_BYTES in memory).
 DOWNLOADS_AT_ONCE = 3
@@ -156,6 +155,7 @@ class BlockedPrompt:
 class Refused:
     reason: str  # a bot.i18n.Msg: render it in the reader's language
     blocked: BlockedPrompt | None = None
+    out_of_credits: bool = False  # the allowance is spent: the answer offers credit packs
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,13 +232,9 @@ def check_dimensions(image: ImageSource) -> str | None:
     return None
 
 
-def describe_refusal(exc: LimitExceeded | AlreadyStarted, resolution: str) -> str:
-    """Why reserving was refused (a bot.i18n.Msg)."""
-    if isinstance(exc, AlreadyStarted):
-        if exc.job_id is None:
-            return Msg("This was already started — nothing more was charged.")
-        return Msg("This was already started as job #{id} — nothing more was charged.", id=exc.job_id)
-    return policy.describe_limit(exc, resolution)
+def refused(exc: LimitExceeded | AlreadyStarted, resolution: str) -> Refused:
+    """Why reserving was refused; out of credits offers the credit packs (bot.premium)."""
+    return Refused(policy.describe_limit(exc, resolution), out_of_credits=isinstance(exc, QuotaExceeded))
 
 
 def changes_text(image: NormalizedImage, locale: LocaleLike) -> str:
@@ -312,6 +308,7 @@ class Admission:
         cost: Callable[[bytes], int] = decode_cost,
         gate: DownloadGate | None = None,
         member_wait: float = MEMBER_WAIT,
+        boost: Callable[[int], Awaitable[int | None]] | None = None,
     ) -> None:
         self.settings = settings
         self.guilds = guilds
@@ -325,7 +322,7 @@ class Admission:
         self.decoders = asyncio.Semaphore(DECODES_AT_ONCE)
         self.cost = cost
         self.pixels = PixelBudget(DECODE_PIXEL_BUDGET)
-        self.member_wait = member_wait
+        self.member_wait, self.boost = member_wait, boost  # boost: a server subscription's allowance
 
     # ------------------------------------------------------------------ rules shared with /quota, approval
 
@@ -333,7 +330,8 @@ class Admission:
         self, config: GuildConfig, user_id: int, role_ids: set[int] | frozenset[int]
     ) -> policy.Allowance:
         override = await self.guilds.user_override(config.guild_id, user_id)
-        return policy.resolve_allowance(config, set(role_ids), override, self.settings.daily_quota)
+        boost = await self.boost(config.guild_id) if self.boost else None
+        return policy.resolve_allowance(config, set(role_ids), override, self.settings.daily_quota, boost)
 
     async def limits(self, config: GuildConfig, user_id: int, role_ids: set[int] | frozenset[int]) -> Limits:
         return policy.limits_for(config, await self.allowance(config, user_id, role_ids))
@@ -359,7 +357,7 @@ class Admission:
         # charges nothing and decides nothing -- reserve_job re-checks in its transaction.
         reason = await self._unaffordable(new, policy.limits_for(config, allowance), config.approval_required)
         if reason is not None:
-            return Refused(reason)
+            return reason
         reserved = await self._download_and_reserve(req, new, config, allowance)
         if isinstance(reserved, Refused):
             return reserved
@@ -387,7 +385,7 @@ class Admission:
                 # Their request that went first may have spent the credits or started this very job.
                 reason = await self._unaffordable(new, policy.limits_for(config, allowance), approval)
                 if reason is not None:
-                    return Refused(reason)
+                    return reason
             try:
                 async with self.gate.downloads:
                     raw = await self.download(req.source.url)
@@ -402,7 +400,7 @@ class Admission:
                 rule = LimitCheck(policy.limits_for(config, allowance), for_approval=approval)
                 job_id, standing = await self.quota.reserve(new, rule, await_approval=approval)
             except (LimitExceeded, AlreadyStarted) as exc:
-                return Refused(describe_refusal(exc, new.resolution))
+                return refused(exc, new.resolution)
         return job_id, standing, image
 
     async def _prepared(self, job_id: int, image: NormalizedImage) -> Job:
@@ -492,10 +490,10 @@ class Admission:
             spoiler=req.spoiler or config.force_spoiler,
         )
 
-    async def _unaffordable(self, new: NewJob, limits: Limits, approval: bool) -> str | None:
+    async def _unaffordable(self, new: NewJob, limits: Limits, approval: bool) -> Refused | None:
         """Why the job would be refused right now (read-only, nothing charged), or None."""
         try:
             await self.quota.check(new, LimitCheck(limits, for_approval=approval))
         except (LimitExceeded, AlreadyStarted) as exc:
-            return describe_refusal(exc, new.resolution)
+            return refused(exc, new.resolution)
         return None

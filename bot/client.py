@@ -20,6 +20,7 @@ from bot.admission import MAX_SOURCE_BYTES, Admission
 from bot.engine import JobEngine, VideoBackend
 from bot.fetch import OutputFetcher
 from bot.media import download_capped
+from bot.premium import EntitlementSink, subscription_boost
 from bot.preview import PreviewBackend
 from bot.ratelimit import IdentifyPacer, RestRateLimiter
 from bot.runcomfy import RunComfyClient
@@ -46,6 +47,7 @@ EXTENSIONS = (
     "cogs.history",
     "cogs.notify",
     "cogs.ops",
+    "cogs.premium",
 )
 
 
@@ -96,6 +98,7 @@ class AnimateBot(commands.AutoShardedBot):
     animate: RequestStarter | None = None
     remix: ButtonHandler | None = None
     approval: ButtonHandler | None = None
+    premium: EntitlementSink | None = None  # set only while credits are sold (PREMIUM_SKUS)
 
     def __init__(self, settings: Settings, **options: Any) -> None:
         # The bot never joins voice; skip discord.py's warnings about voice libraries.
@@ -221,6 +224,7 @@ class AnimateBot(commands.AutoShardedBot):
             download=self.download_source,
             accepting=lambda: self.engine.accepting,
             abandon=self.engine.abandon,
+            boost=subscription_boost(self.settings, self.store.premium),
         )
         # Every job button is registered for the bot's life; a click finds its handling cog through a
         # typed attribute (bot.remix, bot.approval) and says so if that cog is not loaded.

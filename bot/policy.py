@@ -16,6 +16,7 @@ import regex
 
 from bot.i18n import Msg
 from bot.quota_rules import (
+    AlreadyStarted,
     BudgetExhausted,
     CoolingDown,
     LimitExceeded,
@@ -72,9 +73,10 @@ class Allowance:
 
 
 def resolve_allowance(
-    config: GuildConfig, roles: Iterable[int], override: int | None, default: int
+    config: GuildConfig, roles: Iterable[int], override: int | None, default: int, boost: int | None = None
 ) -> Allowance:
-    """Per-user override > unlimited role > highest role allowance > server default > bot default."""
+    """Per-user override > unlimited role > highest role allowance > server default > bot default;
+    a server subscription (`boost`, README "Selling credits") raises the last two to at least `boost`."""
     roles = set(roles)
     if override is not None:
         return Allowance(override, Msg("a personal allowance set by an admin"))
@@ -84,6 +86,9 @@ def resolve_allowance(
     if matching:
         credits, rid = max(matching)
         return Allowance(credits, Msg("the role <@&{role}>", role=rid))
+    base = default if config.allowance is None else config.allowance
+    if boost is not None and boost > base:
+        return Allowance(boost, Msg("this server's premium subscription"))
     if config.allowance is not None:
         return Allowance(config.allowance, Msg("the server default"))
     return Allowance(default, Msg("the bot default"))
@@ -109,6 +114,7 @@ def limits_for(config: GuildConfig, allowance: Allowance, now: float | None = No
         cooldown=0.0 if allowance.unlimited else float(config.cooldown_seconds),
         daily_budget=config.daily_budget,
         budget_window=period_for("day", config.reset_hour, now),
+        purchased=True,
     )
 
 
@@ -116,9 +122,15 @@ def period_word(period: Period) -> str:
     return Msg("this week") if period.kind == "week" else Msg("today")
 
 
-def describe_limit(exc: LimitExceeded, resolution: str = "480P", *, requester: int | None = None) -> str:
+def describe_limit(
+    exc: LimitExceeded | AlreadyStarted, resolution: str = "480P", *, requester: int | None = None
+) -> str:
     """A friendly sentence saying which limit refused the job and when it frees up; addressed to the
     requester, or about them (`requester`) when a moderator is approving."""
+    if isinstance(exc, AlreadyStarted):
+        if exc.job_id is None:
+            return Msg("This was already started — nothing more was charged.")
+        return Msg("This was already started as job #{id} — nothing more was charged.", id=exc.job_id)
     if isinstance(exc, QuotaExceeded):
         s = exc.standing
         remaining = s.remaining or 0
@@ -146,6 +158,8 @@ def describe_limit(exc: LimitExceeded, resolution: str = "480P", *, requester: i
                     **values,
                 )
             ]
+        if s.purchased:  # some purchased credits, not enough for this job
+            parts.append(Msg.plural(s.purchased, " (+{n} purchased credit.)", " (+{n} purchased credits.)"))
         if exc.held:
             held = Msg.plural(
                 exc.held,

@@ -5,7 +5,7 @@ refusals. Plain values with no project imports, so storage (which stores the fig
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
@@ -45,13 +45,20 @@ class Standing:
     used: int  # charges minus refunds in the period
     period: Period
     granted: int = 0  # one-off extra credits for this period
+    purchased: int = 0  # credits bought through Discord, user-wide, never expiring (0 = none or unread)
 
     @property
     def remaining(self) -> int | None:
-        """Credits left (None = unlimited)."""
+        """Credits left of the period's allowance (None = unlimited); purchased credits are apart."""
         if self.limit is None:
             return None
         return max(0, self.limit + self.granted - self.used)
+
+    def from_purchased(self, cost: int) -> int:
+        """How many of a job's `cost` credits are paid from purchased credits: what the allowance
+        (spent first) does not cover."""
+        left = self.remaining
+        return 0 if left is None else max(0, cost - left)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +71,7 @@ class Limits:
     cooldown: float = 0.0  # seconds between two requests of one member
     daily_budget: int | None = None  # credits the whole guild may spend per budget day
     budget_window: Period | None = None  # that day; a UTC day when not given
+    purchased: bool = False  # the member may spend purchased credits once the allowance is spent
 
 
 class LimitExceeded(Exception):
@@ -143,6 +151,10 @@ class Figures(Protocol):
         """Credits of the member's other jobs still awaiting approval."""
         ...
 
+    async def purchased(self) -> int:
+        """The member's purchased credits (user-wide: every server and context)."""
+        ...
+
     async def guild_spent(self, since: float, until: float) -> int:
         """Credits the guild spent on jobs started in [since, until), refunds excluded."""
         ...
@@ -191,7 +203,11 @@ class LimitCheck:
         if limits.allowance is not None:
             # Credits this member already asked for but nobody approved yet: they could not afford both.
             held = await figures.held() if self.for_approval else 0
-            if used + held + cost > limits.allowance + granted:
+            short = used + held + cost - (limits.allowance + granted)
+            if short > 0 and limits.purchased:
+                # Read only when the allowance falls short: purchased credits are spent after it.
+                standing = replace(standing, purchased=await figures.purchased())
+            if short > standing.purchased:
                 raise QuotaExceeded(standing, cost, held)
         if limits.daily_budget is not None:
             window = limits.budget_window or period_for("day", 0, now)

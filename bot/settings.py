@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     # Seconds a process holds the jobs it works on without renewing (every third of it); a killed
     # process's jobs are taken over by another within this. Only matters with several processes.
     lease_seconds: float = Field(default=30.0, ge=5)
+    # Credit packs sold through Discord (README "Selling credits"): "sku_id:credits,..." (consumable
+    # one-time purchases), and optionally "sku_id:daily_allowance" for a server subscription.
+    premium_skus: Annotated[tuple[tuple[int, int], ...], NoDecode] = ()
+    premium_guild_sku: Annotated[tuple[int, int] | None, NoDecode] = None
+    # How often granted packs whose consume failed are consumed again (and missed ones looked up).
+    premium_sweep_interval: float = Field(default=300.0, gt=0)
 
     # Tuning knobs; defaults suit production, tests shrink them.
     poll_first_delay: float = Field(default=4.0, gt=0)
@@ -146,6 +152,39 @@ class Settings(BaseSettings):
             raise ValueError(f"each shard must be below SHARD_COUNT={count}")
         return tuple(sorted(value))
 
+    @field_validator("premium_skus", mode="before")
+    @classmethod
+    def _parse_premium_skus(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        pairs = tuple(_sku_pair(part, "credits") for part in value.split(",") if part.strip())
+        if len({sku for sku, _ in pairs}) != len(pairs):
+            raise ValueError("names a SKU twice")
+        if len(pairs) > 5:
+            raise ValueError("at most 5 packs (one row of buttons)")
+        return pairs
+
+    @field_validator("premium_guild_sku", mode="before")
+    @classmethod
+    def _parse_premium_guild_sku(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return _sku_pair(value, "daily_allowance") if value.strip() else None
+
+    @field_validator("premium_guild_sku")
+    @classmethod
+    def _check_guild_sku_apart(
+        cls, value: tuple[int, int] | None, info: ValidationInfo
+    ) -> tuple[int, int] | None:
+        if value is not None and value[0] in dict(info.data.get("premium_skus") or ()):
+            raise ValueError("is also listed in PREMIUM_SKUS")
+        return value
+
+    @property
+    def premium_packs(self) -> dict[int, int]:
+        """SKU id -> credits of each configured pack, in the configured order (empty: selling is off)."""
+        return dict(self.premium_skus)
+
     @field_validator("discord_token")
     @classmethod
     def _check_token(cls, value: SecretStr) -> SecretStr:
@@ -175,6 +214,22 @@ class Settings(BaseSettings):
 
 
 _NOT_SET = "is not set"
+
+
+# Discord ids: 64-bit snowflakes, in practice 17 to 20 digits.
+_SNOWFLAKE_MIN = 10**15
+
+
+def _sku_pair(text: str, what: str) -> tuple[int, int]:
+    """ "sku_id:number" -> (sku_id, number); the error names the expected form, never more."""
+    sku, sep, number = (p.strip() for p in text.strip().partition(":"))
+    if not sep or not sku.isdigit() or not number.isdigit():
+        raise ValueError(f"must be sku_id:{what} (e.g. 1234567890123456789:50)")
+    if not _SNOWFLAKE_MIN <= int(sku) < 2**64:
+        raise ValueError("a SKU id must be a Discord id (a snowflake, 17-20 digits)")
+    if not 1 <= int(number) <= 1_000_000:
+        raise ValueError(f"{what} must be between 1 and 1000000")
+    return int(sku), int(number)
 
 
 def _is_loopback(host: str) -> bool:

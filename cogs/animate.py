@@ -10,7 +10,7 @@ from discord import app_commands
 from discord.app_commands import locale_str as _l
 from discord.ext import commands
 
-from bot import policy, ui
+from bot import policy, premium, ui
 from bot.admission import (
     NEGATIVE_MAX,
     PROMPT_MAX,
@@ -150,7 +150,15 @@ class Animate(commands.Cog):
             if result.blocked is not None:
                 b = result.blocked
                 self.bot.dispatch("animate_audit", b.guild_id, b.user_id, b.title, b.details, b.locale)
-            await reply(result.reason)
+            store = premium.store_view(self.bot.settings.premium_packs) if result.out_of_credits else None
+            if store is None:
+                await reply(result.reason)
+            else:  # out of credits and packs are for sale: Discord's buy buttons under the refusal
+                await interaction.edit_original_response(
+                    content=render(result.reason, loc) + "\n" + tr(loc, premium.OFFER),
+                    view=store,
+                    allowed_mentions=ui.NO_MENTIONS,
+                )
             return
         assert isinstance(target, POSTABLE)
         job, normalised, standing = result.job, result.image, result.standing

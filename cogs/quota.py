@@ -9,7 +9,7 @@ from discord import app_commands
 from discord.app_commands import locale_str as _l
 from discord.ext import commands
 
-from bot import policy, ui
+from bot import policy, premium, ui
 from bot.i18n import render, tr
 
 if TYPE_CHECKING:
@@ -94,7 +94,23 @@ class Quota(commands.Cog):
             )
         embed.add_field(name=tr(loc, "Allowance from"), value=render(allowance.source, loc), inline=False)
         embed.set_footer(text=tr(loc, "Failed and cancelled jobs are refunded automatically."))
-        await interaction.response.send_message(embed=embed, ephemeral=True, allowed_mentions=ui.NO_MENTIONS)
+        store = premium.store_view(self.bot.settings.premium_packs)
+        if store is None:
+            await interaction.response.send_message(
+                embed=embed, ephemeral=True, allowed_mentions=ui.NO_MENTIONS
+            )
+            return
+        if self.bot.premium is not None:  # a pack this interaction carries counts right away
+            await self.bot.premium.absorb(interaction)
+        purchased = await self.bot.store.premium.balance(target.id)
+        embed.insert_field_at(
+            1,
+            name=tr(loc, "Purchased credits"),
+            value=tr(loc, "**{n}** (never expire, used after the allowance)", n=purchased),
+        )
+        await interaction.response.send_message(
+            embed=embed, view=store, ephemeral=True, allowed_mentions=ui.NO_MENTIONS
+        )
 
 
 async def setup(bot: AnimateBot) -> None:

@@ -164,13 +164,14 @@ async def move(
 
 
 async def refund_charge(tx: Transaction, job_id: int, reason: str | None, now: float) -> bool:
-    """Refund a job's charge into the charge's period; a job never charged has nothing to refund.
+    """Refund a job's charge into the charge's period, purchased credits back to the purchased balance
+    (the charge's `purchased`); a job never charged has nothing to refund.
     Only `move` calls it (a refund belongs to the transition that earns it); the ledger's unique
     index turns a second refund for the same job into a no-op. Returns True (it ran)."""
     await tx.execute(
         "INSERT INTO quota_ledger"
-        " (guild_id, user_id, job_id, period, credits, kind, reason, created_at)"
-        " SELECT guild_id, user_id, job_id, period, -credits, 'refund', ?, ?"
+        " (guild_id, user_id, job_id, period, credits, kind, reason, created_at, purchased)"
+        " SELECT guild_id, user_id, job_id, period, -credits, 'refund', ?, ?, -purchased"
         " FROM quota_ledger WHERE job_id = ? AND kind = 'charge' ON CONFLICT DO NOTHING",
         (reason, now, job_id),
     )

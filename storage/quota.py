@@ -9,6 +9,10 @@ Ledger semantics (table quota_ledger, one row per event, `period` = the quota pe
 
 So ``used = charges + refunds`` and ``granted = -grants`` per period, and a member may spend
 ``allowance + granted - used`` more. Jobs awaiting approval have no ledger row at all.
+
+Purchased credits (storage/premium.py) are user-wide and never expire: a charge's ``purchased`` column
+says how many of its credits came from them (spent after the allowance; its refund carries the same,
+negated), so ``used`` counts only the rest and a refund returns each credit to its bucket.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from bot.quota_rules import AlreadyStarted, LimitCheck, Limits, Period, Standing
 from storage import lifecycle
 from storage.db import Database, Transaction, lock_key
 from storage.jobs import JobRepository, JobState, NewJob
+from storage.premium import purchased_balance, user_lock
 
 if TYPE_CHECKING:
     from bot.quota_rules import Figures
@@ -31,16 +36,17 @@ _OPEN_STATES = tuple(sorted(s.value for s in lifecycle.OPEN))
 def _lock_keys(guild_id: int, user_id: int, serial_with_guild: bool) -> tuple[int, ...]:
     """What a charge decision must be serial with: the member, and the guild when it has a budget.
     (Several bot processes may share one PostgreSQL database; see Transaction.lock.)"""
+    # The user's own key too: purchased credits are one balance over every server (storage.premium).
     member = lock_key("quota-member", guild_id, user_id)
     if serial_with_guild:
-        return member, lock_key("quota-guild", guild_id)
-    return (member,)
+        return member, user_lock(user_id), lock_key("quota-guild", guild_id)
+    return member, user_lock(user_id)
 
 
 async def _usage(tx: Transaction | Database, guild_id: int, user_id: int, period: Period) -> tuple[int, int]:
     """(used, granted) of a member in a period."""
     row = await tx.fetchone(
-        "SELECT COALESCE(SUM(CASE WHEN kind = 'grant' THEN 0 ELSE credits END), 0) AS used,"
+        "SELECT COALESCE(SUM(CASE WHEN kind = 'grant' THEN 0 ELSE credits - purchased END), 0) AS used,"
         " COALESCE(-SUM(CASE WHEN kind = 'grant' THEN credits ELSE 0 END), 0) AS granted"
         " FROM quota_ledger WHERE guild_id = ? AND user_id = ? AND period = ?",
         (guild_id, user_id, period.key),
@@ -57,6 +63,17 @@ async def guild_spent(tx: Transaction | Database, guild_id: int, since: float, u
         (guild_id, since, until),
     )
     return int(row["spent"]) if row else 0
+
+
+def _after(before: Standing, cost: int, purchased: int) -> Standing:
+    """The standing once a job of `cost` is charged, `purchased` of it from purchased credits."""
+    return Standing(
+        before.limit,
+        before.used + cost - purchased,
+        before.period,
+        before.granted,
+        before.purchased - purchased,
+    )
 
 
 class Check(Protocol):
@@ -124,6 +141,9 @@ class _Figures:
     async def guild_spent(self, since: float, until: float) -> int:
         return await guild_spent(self.tx, self.new.guild_id, since, until)
 
+    async def purchased(self) -> int:
+        return await purchased_balance(self.tx, self.new.user_id)
+
 
 class QuotaRepository:
     def __init__(self, db: Database) -> None:
@@ -168,8 +188,9 @@ class QuotaRepository:
                 raise AlreadyStarted(None) from exc
             if await_approval:
                 return job_id, before
-            await self._charge(tx, new.guild_id, new.user_id, job_id, check.period, new.cost, now)
-        return job_id, Standing(before.limit, before.used + new.cost, before.period, before.granted)
+            paid = before.from_purchased(new.cost)
+            await self._charge(tx, new.guild_id, new.user_id, job_id, check.period, new.cost, now, paid)
+        return job_id, _after(before, new.cost, paid)
 
     async def approve(self, job_id: int, check: Check) -> Standing | None:
         """Charge an awaiting job and move it to pending, atomically, if `check` passes in that
@@ -209,8 +230,9 @@ class QuotaRepository:
             )
             if not moved:  # decided by another process while this one waited for the lock
                 return None
-            await self._charge(tx, probe.guild_id, probe.user_id, job_id, check.period, probe.cost, now)
-        return Standing(before.limit, before.used + probe.cost, before.period, before.granted)
+            paid = before.from_purchased(probe.cost)
+            await self._charge(tx, probe.guild_id, probe.user_id, job_id, check.period, probe.cost, now, paid)
+        return _after(before, probe.cost, paid)
 
     # The limits rule bound in (bot.quota_rules.LimitCheck): shorthands for callers that have Limits.
     async def check_job(self, new: NewJob, limits: Limits, *, await_approval: bool = False) -> Standing:
@@ -240,12 +262,20 @@ class QuotaRepository:
 
     @staticmethod
     async def _charge(
-        tx: Transaction, guild_id: int, user_id: int, job_id: int, period: Period, cost: int, now: float
+        tx: Transaction,
+        guild_id: int,
+        user_id: int,
+        job_id: int,
+        period: Period,
+        cost: int,
+        now: float,
+        purchased: int = 0,
     ) -> None:
         await tx.execute(
-            "INSERT INTO quota_ledger (guild_id, user_id, job_id, period, credits, kind, created_at)"
-            " VALUES (?, ?, ?, ?, ?, 'charge', ?)",
-            (guild_id, user_id, job_id, period.key, cost, now),
+            "INSERT INTO quota_ledger"
+            " (guild_id, user_id, job_id, period, credits, kind, created_at, purchased)"
+            " VALUES (?, ?, ?, ?, ?, 'charge', ?, ?)",
+            (guild_id, user_id, job_id, period.key, cost, now, purchased),
         )
 
     async def grant(

@@ -13,6 +13,7 @@ from storage.db import Database, open_database
 from storage.guilds import GuildRepository
 from storage.jobs import JobRepository
 from storage.prefs import PrefsRepository
+from storage.premium import PremiumRepository
 from storage.quota import QuotaRepository
 from storage.stats import StatsRepository
 
@@ -26,6 +27,7 @@ class Store:
         self.quota = QuotaRepository(db)
         self.guilds = GuildRepository(db)
         self.prefs = PrefsRepository(db)
+        self.premium = PremiumRepository(db)
         self.stats = StatsRepository(db, self.quota)
 
     @classmethod

@@ -118,3 +118,21 @@ def test_limit_messages_name_the_limit_and_when_it_frees() -> None:
     assert "the limit is 2" in policy.describe_limit(TooManyJobs(2, 2))
     assert "<t:1000:R>" in policy.describe_limit(CoolingDown(1000.0))
     assert "budget (5 of 5" in policy.describe_limit(BudgetExhausted(5, 5, 1, period))
+
+
+def test_a_server_subscription_raises_the_default_but_not_personal_or_role_allowances() -> None:
+    boosted = policy.resolve_allowance(config(), set(), None, 5, boost=20)
+    assert boosted.credits == 20 and "premium subscription" in boosted.source
+    assert policy.resolve_allowance(config(allowance=30), set(), None, 5, boost=20).credits == 30
+    assert policy.resolve_allowance(config(allowance=3), set(), None, 5, boost=20).credits == 20
+    assert policy.resolve_allowance(config(), set(), 2, 5, boost=20).credits == 2  # personal wins
+    assert policy.resolve_allowance(config(role_allowances={7: 1}), {7}, None, 5, boost=20).credits == 1
+    assert policy.limits_for(config(), boosted).purchased is True
+
+
+def test_out_of_credits_mentions_purchased_credits_that_fall_short() -> None:
+    period = daily_period()
+    short = QuotaExceeded(Standing(limit=1, used=1, period=period, purchased=1), cost=2)
+    assert "(+1 purchased credit.)" in str(policy.describe_limit(short))
+    none = QuotaExceeded(Standing(limit=1, used=1, period=period), cost=2)
+    assert "purchased" not in str(policy.describe_limit(none))

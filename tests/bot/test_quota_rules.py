@@ -99,3 +99,29 @@ async def test_approval_skips_the_cooldown_and_counts_waiting_requests() -> None
     assert refused.value.held == 2
     # A grant adds to the allowance for the period.
     await LimitCheck(limits, for_approval=True)(Figures(used=1, held_credits=2, granted=1))
+
+
+@dataclass
+class WithPurchased(Figures):
+    bought: int = 2
+
+    async def purchased(self) -> int:
+        self.read.append("purchased")
+        return self.bought
+
+
+async def test_purchased_credits_cover_what_the_allowance_does_not() -> None:
+    rule = LimitCheck(Limits(5, DAY, purchased=True))
+    figures = WithPurchased(used=4)
+    standing = await rule(figures)
+    assert "purchased" not in figures.read and standing.from_purchased(1) == 0  # covered: not read
+    figures = WithPurchased(used=5, cost=2)
+    standing = await rule(figures)
+    assert standing.purchased == 2 and standing.from_purchased(2) == 2
+    with pytest.raises(QuotaExceeded) as info:
+        await rule(WithPurchased(used=5, cost=3))
+    assert info.value.standing.purchased == 2
+    figures = WithPurchased(used=5)
+    with pytest.raises(QuotaExceeded):  # a rule without `purchased` never reads them
+        await LimitCheck(Limits(5, DAY))(figures)
+    assert "purchased" not in figures.read

@@ -220,3 +220,25 @@ def test_shard_settings_from_the_environment(tmp_path: Path) -> None:
         "Configuration error: SHARD_IDS is invalid (each shard must be below SHARD_COUNT=2)"
         " -- see .env.example"
     ]
+
+
+def test_premium_skus_are_parsed_and_validated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    sku, other = 1234567890123456789, 1234567890123456790
+    base = {"discord_token": "x", "runcomfy_api_token": "y"}
+    assert load_settings(**base).premium_packs == {}
+    settings = load_settings(**base, premium_skus=f" {sku}:50 , {other}:10", premium_guild_sku="")
+    assert settings.premium_packs == {sku: 50, other: 10} and settings.premium_guild_sku is None
+    assert load_settings(**base, premium_guild_sku=f"{other}:20").premium_guild_sku == (other, 20)
+    for value, words in [
+        ("12:5", "a SKU id must be a Discord id"),
+        (f"{sku}:0", "credits must be between 1 and 1000000"),
+        (f"{sku}", "must be sku_id:credits"),
+        (f"{sku}:5,{sku}:6", "names a SKU twice"),
+        (",".join(f"{sku + i}:1" for i in range(6)), "at most 5 packs"),
+    ]:
+        with pytest.raises(SettingsError) as info:
+            load_settings(**base, premium_skus=value)
+        assert f"PREMIUM_SKUS is invalid ({words}" in str(info.value), value
+    with pytest.raises(SettingsError, match="PREMIUM_GUILD_SKU is invalid"):
+        load_settings(**base, premium_skus=f"{sku}:5", premium_guild_sku=f"{sku}:20")

@@ -17,6 +17,7 @@ from ._common import (
     MIB,
     Perm,
 )
+from ._entitlements import EntitlementsMixin
 from ._gateway import GatewayMixin
 from ._interactions import InteractionsMixin
 from ._messages import MessagesMixin
@@ -36,6 +37,7 @@ class FakeDiscord(
     MessagesMixin,
     RestMixin,
     WebhooksMixin,
+    EntitlementsMixin,
 ):
     """In-process fake Discord.  See the module docstring and tests/fakes/README.md."""
 
@@ -113,6 +115,9 @@ class FakeDiscord(
             patch=self._h_patch_command,
             delete=self._h_delete_command,
         )
+        r(r"/applications/(\d+)/skus", get=self._h_list_skus)
+        r(r"/applications/(\d+)/entitlements", get=self._h_list_entitlements)
+        r(r"/applications/(\d+)/entitlements/(\d+)/consume", post=self._h_consume_entitlement)
         r(r"/channels/(\d+)", get=self._h_get_channel)
         r(r"/channels/(\d+)/typing", post=self._h_typing)
         r(r"/channels/(\d+)/messages", get=self._h_list_messages, post=self._h_create_message)

@@ -158,7 +158,9 @@ class InteractionsMixin(FakeState):
             "data": data,
             "channel_id": str(channel_id),
             "locale": locale,
-            "entitlements": [],
+            "entitlements": self._interaction_entitlements(
+                user_id, None if channel.get("guild_id") is None else int(channel["guild_id"])
+            ),
             "entitlement_sku_ids": [],
             "attachment_size_limit": self.upload_limit,
         }

@@ -99,6 +99,12 @@ class FakeState:
         # (channel id, author id, nonce) -> (message id, monotonic time it was created)
         self._nonces: dict[tuple[int, int, str], tuple[int, float]] = {}
         self._stalls: list[tuple[str, re.Pattern[str], asyncio.Event]] = []
+        # Premium Apps (_entitlements.py): SKUs and entitlements by id; what a second consume of a
+        # consumed entitlement answers ((status, code, message); None = 204 again).
+        self.skus: dict[int, dict[str, Any]] = {}
+        self.entitlements: dict[int, dict[str, Any]] = {}
+        self.reconsume_error: tuple[int, int, str] | None = None
+        self.entitlements_in_interactions: bool = True  # False: like Discord's bug, none carried
 
         # Gateway
         self._sessions: dict[str, _Session] = {}
@@ -200,6 +206,8 @@ class FakeState:
         def permissions_for(self, user: str | int, channel_id: int) -> int: ...
         @property
         def threads(self) -> dict[int, dict[str, Any]]: ...
+        # _entitlements
+        def _interaction_entitlements(self, user_id: int, guild_id: int | None) -> list[dict[str, Any]]: ...
         # _fake
         async def wait_for(
             self, predicate: Callable[[], Any], timeout: float = 10, interval: float = 0.005

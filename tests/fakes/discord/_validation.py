@@ -78,6 +78,21 @@ class ValidationMixin(FakeState):
             style = comp.get("style")
             if style not in (1, 2, 3, 4, 5, 6):
                 errors.add((*path, "style"), "BASE_TYPE_CHOICES", "Value must be one of {1, 2, 3, 4, 5, 6}.")
+            if style == 6:
+                # Premium buttons: Discord draws the SKU's name and price; nothing else may be set.
+                if not comp.get("sku_id"):
+                    errors.add((*path, "sku_id"), "BASE_TYPE_REQUIRED", "This field is required")
+                for name in ("label", "emoji", "custom_id", "url"):
+                    if comp.get(name) is not None:
+                        errors.add(
+                            (*path, name),
+                            "BUTTON_COMPONENT_PREMIUM_INVALID",
+                            "Premium buttons cannot have " + name,
+                        )
+            elif comp.get("sku_id") is not None:
+                errors.add(
+                    (*path, "sku_id"), "BUTTON_COMPONENT_SKU_ID_INVALID", "Only premium buttons take a sku_id"
+                )
             if style == 5:
                 url = comp.get("url")
                 if not url:

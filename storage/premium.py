@@ -1,0 +1,219 @@
+"""Credits sold through Discord (Premium Apps): entitlements, granted once, consumed, revoked.
+
+Table premium_entitlements (migration 0009) holds one row per entitlement the bot has seen, keyed by
+Discord's entitlement id: the unique key makes a grant idempotent, so the ENTITLEMENT_CREATE event,
+an interaction carrying the same entitlement and the start-up reconciliation grant it exactly once,
+in any order, from any process. A member's purchased balance is user-wide:
+
+    balance = SUM(credits - taken_back) of their 'credits' rows - SUM(quota_ledger.purchased)
+
+(charges add what they took from purchased credits, refunds subtract it again). Every change to it
+(grant, revoke, and the charge in storage.quota) runs under the user's lock, `user_lock`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from storage.db import Database, Row, Transaction, lock_key
+
+Kind = Literal["credits", "guild"]
+
+
+def user_lock(user_id: int) -> int:
+    """The lock every change to a user's purchased balance takes (see Transaction.lock)."""
+    return lock_key("quota-user", user_id)
+
+
+async def purchased_balance(tx: Transaction | Database, user_id: int) -> int:
+    """A user's purchased credits left (never below 0)."""
+    row = await tx.fetchone(
+        "SELECT (SELECT COALESCE(SUM(credits - taken_back), 0) FROM premium_entitlements"
+        "  WHERE user_id = ? AND kind = 'credits')"
+        " - (SELECT COALESCE(SUM(purchased), 0) FROM quota_ledger WHERE user_id = ? AND purchased != 0)"
+        " AS balance",
+        (user_id, user_id),
+    )
+    return max(0, int(row["balance"])) if row else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Entitlement:
+    """What the bot needs of a Discord entitlement (built from discord.py's or a REST payload)."""
+
+    id: int
+    sku_id: int
+    user_id: int | None
+    guild_id: int | None
+    deleted: bool = False
+    consumed: bool = False
+    ends_at: float | None = None  # epoch seconds; None = does not end
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A stored entitlement."""
+
+    id: int
+    sku_id: int
+    kind: Kind
+    user_id: int | None
+    guild_id: int | None
+    seen_guild_id: int | None
+    credits: int
+    consumable: bool
+    consumed: bool
+    revoked: bool
+    taken_back: int
+
+    @classmethod
+    def from_row(cls, row: Row) -> Record:
+        def opt(name: str) -> int | None:
+            return None if row[name] is None else int(row[name])
+
+        return cls(
+            id=int(row["id"]),
+            sku_id=int(row["sku_id"]),
+            kind="guild" if row["kind"] == "guild" else "credits",
+            user_id=opt("user_id"),
+            guild_id=opt("guild_id"),
+            seen_guild_id=opt("seen_guild_id"),
+            credits=int(row["credits"]),
+            consumable=bool(row["consumable"]),
+            consumed=row["consumed_at"] is not None,
+            revoked=row["revoked_at"] is not None,
+            taken_back=int(row["taken_back"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """A refunded pack: what it granted and what was taken back of it (the rest was already spent)."""
+
+    record: Record
+    taken_back: int
+
+
+_COLUMNS = (
+    "id, sku_id, kind, user_id, guild_id, seen_guild_id, credits, consumable, consumed_at, revoked_at,"
+    " taken_back"
+)
+
+
+class PremiumRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get(self, entitlement_id: int) -> Record | None:
+        row = await self.db.fetchone(
+            f"SELECT {_COLUMNS} FROM premium_entitlements WHERE id = ?", (entitlement_id,)
+        )
+        return None if row is None else Record.from_row(row)
+
+    async def balance(self, user_id: int) -> int:
+        return await purchased_balance(self.db, user_id)
+
+    async def grant(
+        self, ent: Entitlement, credits: int, *, consumable: bool, seen_guild_id: int | None = None
+    ) -> bool:
+        """Grant a pack's `credits` to its user, once per entitlement id: True if this call granted it,
+        False if it was already seen (by this or another process). An entitlement first seen deleted
+        is recorded as revoked with nothing granted, so it never grants later."""
+        if ent.user_id is None:
+            raise ValueError("a credit pack belongs to a user")
+        now = time.time()
+        async with self.db.transaction() as tx:
+            await tx.lock(user_lock(ent.user_id))
+            changed = await tx.execute(
+                "INSERT INTO premium_entitlements (id, sku_id, kind, user_id, guild_id, seen_guild_id,"
+                " credits, consumable, ends_at, consumed_at, revoked_at, created_at)"
+                " VALUES (?, ?, 'credits', ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (
+                    ent.id,
+                    ent.sku_id,
+                    ent.user_id,
+                    ent.guild_id,
+                    seen_guild_id,
+                    0 if ent.deleted else credits,
+                    int(consumable),
+                    ent.ends_at,
+                    now if ent.consumed else None,
+                    now if ent.deleted else None,
+                    now,
+                ),
+            )
+        return changed == 1 and not ent.deleted
+
+    async def revoke(self, ent: Entitlement) -> Revocation | None:
+        """Take back what is still unspent of a refunded pack -- min(granted, balance) -- once. None if
+        it was revoked before; an entitlement never seen is recorded revoked (nothing to take back)."""
+        if ent.user_id is None:
+            return None
+        now = time.time()
+        async with self.db.transaction() as tx:
+            await tx.lock(user_lock(ent.user_id))
+            row = await tx.fetchone(f"SELECT {_COLUMNS} FROM premium_entitlements WHERE id = ?", (ent.id,))
+            if row is None:
+                await tx.execute(
+                    "INSERT INTO premium_entitlements (id, sku_id, kind, user_id, guild_id, credits,"
+                    " consumable, revoked_at, created_at) VALUES (?, ?, 'credits', ?, ?, 0, 0, ?, ?)"
+                    " ON CONFLICT (id) DO NOTHING",
+                    (ent.id, ent.sku_id, ent.user_id, ent.guild_id, now, now),
+                )
+                return None
+            record = Record.from_row(row)
+            if record.revoked or record.kind != "credits":
+                return None
+            take = min(record.credits, await purchased_balance(tx, ent.user_id))
+            await tx.execute(
+                "UPDATE premium_entitlements SET revoked_at = ?, taken_back = ?"
+                " WHERE id = ? AND revoked_at IS NULL",
+                (now, take, ent.id),
+            )
+        return Revocation(record, take)
+
+    async def mark_consumed(self, entitlement_id: int) -> None:
+        await self.db.execute(
+            "UPDATE premium_entitlements SET consumed_at = ? WHERE id = ? AND consumed_at IS NULL",
+            (time.time(), entitlement_id),
+        )
+
+    async def unconsumed(self, limit: int = 100) -> list[Record]:
+        """Granted consumables Discord has not been told about yet (oldest first): the consume sweep's."""
+        rows = await self.db.fetchall(
+            f"SELECT {_COLUMNS} FROM premium_entitlements WHERE consumable = 1 AND consumed_at IS NULL"
+            " AND revoked_at IS NULL ORDER BY created_at LIMIT ?",
+            (limit,),
+        )
+        return [Record.from_row(r) for r in rows]
+
+    async def record_subscription(self, ent: Entitlement) -> None:
+        """A server subscription: stored, or its end and deletion updated (ENTITLEMENT_UPDATE/DELETE)."""
+        if ent.guild_id is None:
+            raise ValueError("a server subscription belongs to a guild")
+        now = time.time()
+        await self.db.execute(
+            "INSERT INTO premium_entitlements (id, sku_id, kind, user_id, guild_id, credits, consumable,"
+            " ends_at, revoked_at, created_at) VALUES (?, ?, 'guild', ?, ?, 0, 0, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET ends_at = excluded.ends_at,"
+            " revoked_at = COALESCE(premium_entitlements.revoked_at, excluded.revoked_at)",
+            (ent.id, ent.sku_id, ent.user_id, ent.guild_id, ent.ends_at, now if ent.deleted else None, now),
+        )
+
+    async def guild_subscribed(self, guild_id: int, now: float | None = None) -> bool:
+        """Whether the server has a subscription that is not deleted and has not ended."""
+        row = await self.db.fetchone(
+            "SELECT 1 AS yes FROM premium_entitlements WHERE kind = 'guild' AND guild_id = ?"
+            " AND revoked_at IS NULL AND (ends_at IS NULL OR ends_at > ?) LIMIT 1",
+            (guild_id, time.time() if now is None else now),
+        )
+        return row is not None
+
+    async def home_guild(self, user_id: int) -> int | None:
+        """The server a member last asked for a job in: where a refund without a server is audited."""
+        row = await self.db.fetchone(
+            "SELECT guild_id FROM jobs WHERE user_id = ? ORDER BY created_at DESC LIMIT 1", (user_id,)
+        )
+        return None if row is None else int(row["guild_id"])

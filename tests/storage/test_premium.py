@@ -1,0 +1,123 @@
+"""Purchased credits (storage/premium.py) on both backends: granted once, spent once, taken back once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bot.quota_rules import Limits, QuotaExceeded
+from storage import lifecycle
+from storage.db import Database, open_database
+from storage.jobs import JobState
+from storage.premium import Entitlement, PremiumRepository
+from storage.quota import QuotaRepository
+from tests.ledger import daily_period, job_ledger
+from tests.storage.conftest import DbTarget
+from tests.storage.test_quota import new_job
+
+USER = 7
+PACK = Entitlement(
+    id=1_300_000_000_000_000_001, sku_id=1_200_000_000_000_000_001, user_id=USER, guild_id=None
+)
+
+
+def spend(allowance: int = 0) -> Limits:
+    return Limits(allowance, daily_period(), purchased=True)
+
+
+async def test_an_entitlement_seen_by_two_processes_at_once_is_granted_once(db_target: DbTarget) -> None:
+    one, two = await open_database(*db_target), await open_database(*db_target)
+    try:
+        repos = [PremiumRepository(one), PremiumRepository(two)]
+        granted = await asyncio.gather(
+            *(repos[i % 2].grant(PACK, 10, consumable=True, seen_guild_id=i or None) for i in range(10))
+        )
+        assert sum(granted) == 1
+        assert await repos[0].balance(USER) == 10 and await repos[1].balance(USER) == 10
+        record = await repos[1].get(PACK.id)
+        assert record is not None and record.credits == 10 and not record.consumed
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_purchased_credits_are_spent_once_across_processes_and_servers(db_target: DbTarget) -> None:
+    one, two = await open_database(*db_target), await open_database(*db_target)
+    try:
+        await PremiumRepository(one).grant(PACK, 3, consumable=True)
+        quotas = [QuotaRepository(one), QuotaRepository(two)]
+        # No allowance at all: only the 3 purchased credits pay, whichever server asks.
+        results = await asyncio.gather(
+            *(quotas[i % 2].reserve_job(new_job(guild_id=1 + i % 4), spend()) for i in range(20)),
+            return_exceptions=True,
+        )
+        made = [r for r in results if not isinstance(r, BaseException)]
+        assert len(made) == 3
+        assert all(isinstance(r, QuotaExceeded) for r in results if isinstance(r, BaseException))
+        assert await PremiumRepository(two).balance(USER) == 0
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_the_allowance_is_spent_first_and_a_refund_returns_each_credit_to_its_bucket(
+    db: Database,
+) -> None:
+    quota, premium = QuotaRepository(db), PremiumRepository(db)
+    await premium.grant(PACK, 10, consumable=True)
+    first, standing = await quota.reserve_job(new_job(cost=2), spend(3))
+    assert (standing.used, standing.remaining) == (2, 1) and await premium.balance(USER) == 10
+    second, standing = await quota.reserve_job(new_job(cost=2), spend(3))
+    assert (standing.used, standing.remaining, standing.purchased) == (3, 0, 9)
+    assert await premium.balance(USER) == 9
+    async with db.transaction() as tx:
+        assert await lifecycle.move(tx, second, JobState.FAILED, refund=True, reason="failed")
+    assert await job_ledger(quota, second) == [("charge", 2), ("refund", -2)]
+    assert await premium.balance(USER) == 10
+    assert (await quota.standing(1, USER, 3, daily_period())).used == 2
+    assert first != second
+
+
+async def test_a_refund_takes_back_only_the_unspent_credits_once(db: Database) -> None:
+    quota, premium = QuotaRepository(db), PremiumRepository(db)
+    await premium.grant(PACK, 10, consumable=True)
+    for _ in range(4):
+        await quota.reserve_job(new_job(), spend())
+    deleted = Entitlement(PACK.id, PACK.sku_id, USER, None, deleted=True)
+    revocation = await premium.revoke(deleted)
+    assert revocation is not None and (revocation.record.credits, revocation.taken_back) == (10, 6)
+    assert await premium.revoke(deleted) is None
+    assert await premium.balance(USER) == 0
+    # Granting it again (an interaction still carrying it) changes nothing.
+    assert await premium.grant(PACK, 10, consumable=True) is False
+    assert await premium.balance(USER) == 0
+
+
+async def test_an_entitlement_first_seen_deleted_never_grants(db: Database) -> None:
+    premium = PremiumRepository(db)
+    assert await premium.revoke(Entitlement(PACK.id, PACK.sku_id, USER, None, deleted=True)) is None
+    assert await premium.grant(PACK, 10, consumable=True) is False
+    assert await premium.balance(USER) == 0
+    assert await premium.unconsumed() == []
+
+
+async def test_consumes_pending_until_marked(db: Database) -> None:
+    premium = PremiumRepository(db)
+    await premium.grant(PACK, 10, consumable=True)
+    assert [r.id for r in await premium.unconsumed()] == [PACK.id]
+    await premium.mark_consumed(PACK.id)
+    assert await premium.unconsumed() == []
+
+
+async def test_a_server_subscription_counts_while_live(db: Database) -> None:
+    premium = PremiumRepository(db)
+    sub = Entitlement(1_300_000_000_000_000_009, 1_200_000_000_000_000_009, USER, 55)
+    assert await premium.guild_subscribed(55) is False
+    await premium.record_subscription(sub)
+    assert await premium.guild_subscribed(55) and not await premium.guild_subscribed(56)
+    await premium.record_subscription(Entitlement(sub.id, sub.sku_id, USER, 55, ends_at=time.time() - 1))
+    assert await premium.guild_subscribed(55) is False
+    await premium.record_subscription(Entitlement(sub.id, sub.sku_id, USER, 55, ends_at=time.time() + 99))
+    assert await premium.guild_subscribed(55) is True
+    await premium.record_subscription(Entitlement(sub.id, sub.sku_id, USER, 55, deleted=True))
+    assert await premium.guild_subscribed(55) is False
