@@ -1,6 +1,6 @@
 """Credits sold through Discord (Premium Apps): entitlements, granted once, consumed, revoked.
 
-Table premium_entitlements (migration 0009) holds one row per entitlement the bot has seen, keyed by
+Table premium_entitlements (migration 0010) holds one row per entitlement the bot has seen, keyed by
 Discord's entitlement id: the unique key makes a grant idempotent, so the ENTITLEMENT_CREATE event,
 an interaction carrying the same entitlement and the start-up reconciliation grant it exactly once,
 in any order, from any process. A member's purchased balance is user-wide:
