@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Protocol
 from bot import policy
 from bot.i18n import N_, LocaleLike, Msg, render, tr
 from bot.media import MediaError, NormalizedImage, decode_cost, normalize_image
-from bot.quota_rules import AlreadyStarted, LimitCheck, LimitExceeded, Limits, Standing
+from bot.quota_rules import AlreadyStarted, LimitCheck, LimitExceeded, Limits, Standing, default_allowance
 from bot.ui import clip
 from storage.guilds import GuildConfig, GuildRepository
-from storage.jobs import Job, JobRepository, NewJob
+from storage.jobs import InteractionSurface, Job, JobRepository, NewJob
 from storage.quota import QuotaRepository
 from storage.spec import GenerationSpec
 
@@ -138,6 +138,9 @@ class AdmissionRequest:
     upload_limit: int
     guild_locale: str | None = None  # the job's public messages and the audit log are in it
     origin: str | None = None  # the click or form it came from: one unfinished job per origin
+    # Set when the job will live in the interaction (not a channel the bot posts in): the bot's
+    # channel permissions do not matter there.
+    interaction: InteractionSurface | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,7 +335,10 @@ class Admission:
         self, config: GuildConfig, user_id: int, role_ids: set[int] | frozenset[int]
     ) -> policy.Allowance:
         override = await self.guilds.user_override(config.guild_id, user_id)
-        return policy.resolve_allowance(config, set(role_ids), override, self.settings.daily_quota)
+        default = default_allowance(
+            config.guild_id, self.settings.daily_quota, self.settings.user_install_quota
+        )
+        return policy.resolve_allowance(config, set(role_ids), override, default)
 
     async def limits(self, config: GuildConfig, user_id: int, role_ids: set[int] | frozenset[int]) -> Limits:
         return policy.limits_for(config, await self.allowance(config, user_id, role_ids))
@@ -445,7 +451,7 @@ class Admission:
         )
         if problem:
             return Refused(problem)
-        missing = missing_permissions(req.permissions, in_thread=channel.in_thread)
+        missing = [] if req.interaction else missing_permissions(req.permissions, in_thread=channel.in_thread)
         if missing:
             return Refused(
                 Msg(
@@ -488,6 +494,7 @@ class Admission:
             upload_limit=req.upload_limit,
             locale=req.guild_locale,
             origin=req.origin,
+            interaction=req.interaction,
         )
 
     async def _unaffordable(self, new: NewJob, limits: Limits, approval: bool) -> str | None:

@@ -400,7 +400,14 @@ async def job_for_button(
     bot: ButtonHost = interaction.client
     job = await bot.jobs.get(job_id)
     message_id = interaction.message.id if interaction.message else None
-    if job is not None and job.guild_id == interaction.guild_id:
+    # A job living in its interaction (a DM, a group DM, a server without the bot) is in the
+    # user-install scope rather than a server: it belongs to the channel it was started in.
+    here = job is not None and (
+        job.channel_id == interaction.channel_id
+        if job.in_interaction
+        else job.guild_id == interaction.guild_id
+    )
+    if job is not None and here:
         anchor = job.delivery_message_id if delivery else job.status_message_id
         if message_id == anchor:
             return job
