@@ -127,6 +127,15 @@ def state_line(job: Job, now: float | None = None, eta: float | None = None) -> 
             return tr(loc, "🎞️ Generating… started {when}", when=ts(started)) + eta_line(eta, now, loc)
         case JobState.DELIVERING:
             return tr(loc, "📦 Done — uploading the video…")
+        case JobState.DELIVERED if job.in_interaction:
+            # The video is this interaction's follow-up, just below the status.
+            if job.submitted_at and job.finished_at:
+                return tr(
+                    loc,
+                    "✅ Done in {took} — the video is below.",
+                    took=duration(job.finished_at - job.submitted_at),
+                )
+            return tr(loc, "✅ Done — the video is below.")
         case JobState.DELIVERED if job.thread_id is not None and job.delivery_channel_id == job.channel_id:
             # The thread was closed or deleted, so the video went to the channel.
             if job.submitted_at and job.finished_at:
