@@ -431,7 +431,10 @@ async def job_for_button(
 
 def result_view(job: Job) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    for action in ("again", "edit", "details"):
+    # A job that lived in its interaction keeps no readable copy of its image once its token is gone
+    # (cleared when the job ends), so only Details is offered there.
+    actions = ("details",) if job.in_interaction else ("again", "edit", "details")
+    for action in actions:
         view.add_item(ResultButton(action, job.id, locale=job.locale))
     return view
 

@@ -15,15 +15,14 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import discord
 
+from bot import ui
+from bot.i18n import tr
 from bot.quota_rules import USER_INSTALL_SCOPE
-from storage.jobs import InteractionSurface, Job
-
-if TYPE_CHECKING:
-    from bot.engine._common import Context
+from storage.jobs import InteractionSurface, Job, JobRepository, JobState
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +34,14 @@ TOKEN_LIFETIME = 15 * 60.0
 TOKEN_MARGIN = 30.0
 # What Discord answers for a token that is no longer valid: 401 Invalid Webhook Token, 404 Unknown Webhook.
 TOKEN_GONE_CODES = frozenset({50027, 10015})
+
+
+class Context(Protocol):
+    """What this module needs of the engine's context (bot/engine/_common.py), which builds on it."""
+
+    client: discord.Client
+    jobs: JobRepository
+    tokens: Tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,13 +197,31 @@ class InteractionStatus(discord.PartialMessage):
         try:
             return await tokens.webhook(job).edit_message(self.id, **fields)
         except discord.HTTPException as exc:
-            if token_gone(exc):
+            if not token_gone(exc):
+                raise
+            if not isinstance(exc, TokenGone):
                 await tokens.gone(job, exc)
-                raise TokenGone() from exc
-            raise
+            if job.state in (JobState.FAILED, JobState.CANCELLED):
+                # The status can't show how it ended any more: the requester hears it by DM.
+                return await self._dm_ending()
+            raise TokenGone() from exc
         finally:
             if job.state.finished:
                 tokens.forget(job.id)  # the last edit a job gets
+
+    async def _dm_ending(self) -> discord.Message:
+        job = self._job
+        text = tr(job.locale, "Your /animate job #{id}: {state}", id=job.id, state=ui.state_line(job))
+        try:
+            channel = self._ctx.client.get_partial_messageable(await dm_channel_id(self._ctx, job))
+            return await channel.send(
+                content=ui.clip(text, 2000),
+                nonce=f"e{job.id}.{int(job.created_at)}"[:25],  # one DM per ending, also if repeated
+                allowed_mentions=ui.NO_MENTIONS,
+            )
+        except discord.HTTPException as exc:
+            log.info("Job %s: could not DM the requester how it ended: %s", job.id, exc)
+            raise TokenGone() from exc
 
     async def fetch(self) -> discord.Message:
         try:

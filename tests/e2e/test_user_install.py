@@ -235,3 +235,63 @@ async def test_a_restart_mid_job_keeps_answering_through_the_stored_token(harnes
     [video] = inter.created_messages
     assert video["attachments"][0]["filename"] == ui.video_filename(job.id)
     assert len(h.runcomfy.requests_to("submit")) == 1 and channel_posts(h) == []
+
+
+async def test_a_video_delivered_in_the_interaction_offers_details_only(harness: Harness) -> None:
+    h = harness
+    await h.start_bot()
+    group = h.discord.add_group_dm(["alice", "bob"])
+    inter = await h.animate(channel_id=group)
+    await h.reply(inter)
+    job = await h.wait_job(await h.last_job_id(), "delivered")
+    [video] = inter.created_messages
+    ids = [c["custom_id"] for row in video["components"] for c in row["components"]]
+    assert ids == [f"animate:details:{job.id}"]
+    click = await h.discord.click(int(video["id"]), f"animate:details:{job.id}", user="alice")
+    answer = await click.wait_response()
+    assert click.ephemeral and answer["embeds"][0]["title"] == f"Job #{job.id}"
+    other = await h.discord.click(int(video["id"]), f"animate:details:{job.id}", user="bob")
+    assert "Only the person" in (await other.wait_response())["content"]
+
+
+async def test_a_failure_after_the_token_expired_is_told_by_dm_and_refunded(harness: Harness) -> None:
+    h = harness
+    await h.start_bot()
+    group = h.discord.add_group_dm(["alice", "bob"])
+    h.runcomfy.scripts.append(JobScript(queue_seconds=0.05, run_seconds=None, outcome="failed", error="boom"))
+    inter = await h.animate(channel_id=group)
+    await h.reply(inter)
+    job = await h.wait_job(await h.last_job_id(), "running")
+    h.discord.interaction_token_lifetime = 0.0
+    h.runcomfy.advance(job.request_id or "")
+    job = await h.wait_job(job.id, "failed")
+
+    dm = h.discord.dm_channel_id("alice")
+    assert dm is not None
+    [told] = h.discord.messages(dm)
+    assert (
+        f"job #{job.id}" in told["content"] and "Failed" in told["content"] and "refunded" in told["content"]
+    )
+    assert await spent(h, USER_INSTALL_SCOPE, "alice") == 0
+
+
+async def test_closed_dms_after_the_token_expired_end_the_job_honestly(harness: Harness) -> None:
+    h = harness
+    await h.start_bot()
+    group = h.discord.add_group_dm(["alice", "bob"])
+    h.discord.close_dms("alice")
+    h.runcomfy.scripts.append(JobScript(queue_seconds=0.05, run_seconds=None))
+    inter = await h.animate(channel_id=group)
+    await h.reply(inter)
+    job = await h.wait_job(await h.last_job_id(), "running")
+    h.discord.interaction_token_lifetime = 0.0
+    h.runcomfy.advance(job.request_id or "")
+    job = await h.wait_job(job.id, "failed")
+
+    assert job.error is not None and "DMs are closed" in job.error
+    assert await spent(h, USER_INSTALL_SCOPE, "alice") == 0  # never delivered: refunded, once
+    refunds = await h.running.db.fetchall(
+        "SELECT id FROM quota_ledger WHERE job_id = ? AND kind = 'refund'", (job.id,)
+    )
+    assert len(refunds) == 1
+    assert inter.created_messages == [] and h.discord.messages(group) == []
