@@ -158,6 +158,15 @@ class Animate(commands.Cog):
         job, normalised, standing = result.job, result.image, result.standing
         # The credits are reserved: any failure before RunComfy has the job refunds them.
         try:
+            if result.awaiting_approval and place.in_interaction:
+                # Moderators could not see a request that lives in this (private) interaction.
+                refusal = Msg(
+                    "This server's moderators approve every request, which needs the bot in the server. "
+                    "Ask an admin to add it. Nothing was charged."
+                )
+                await self._end_unapproved(job, refusal)
+                await reply(refusal)
+                return
             if result.awaiting_approval:
                 await reply(await self.request_approval(job, normalised, target))
                 return

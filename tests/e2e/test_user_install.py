@@ -295,3 +295,24 @@ async def test_closed_dms_after_the_token_expired_end_the_job_honestly(harness: 
     )
     assert len(refunds) == 1
     assert inter.created_messages == [] and h.discord.messages(group) == []
+
+
+async def test_a_user_install_in_the_bots_server_is_charged_to_the_server_and_approval_is_refused(
+    harness: Harness,
+) -> None:
+    h = harness
+    await h.start_bot()
+    options = {"image": h.image(), "prompt": "a cat"}
+    inter = await h.discord.slash("animate", options, user="alice", installed_by="user")
+    assert "this message shows how it goes" in await h.reply(inter)
+    job = await h.wait_job(await h.last_job_id(), "delivered")
+    assert job.in_interaction and job.guild_id == h.discord.guild_id  # the server's quota and rules
+    assert (
+        await spent(h, h.discord.guild_id, "alice") == 1 and await spent(h, USER_INSTALL_SCOPE, "alice") == 0
+    )
+
+    await h.running.store.guilds.update(h.discord.guild_id, None, approval_required=True)
+    waiting = await h.discord.slash("animate", {"image": h.image(), "prompt": "a dog"}, installed_by="user")
+    assert "moderators approve every request" in await h.reply(waiting)
+    last = await h.job(await h.last_job_id())
+    assert last.state.value == "failed" and await spent(h, h.discord.guild_id, "alice") == 1
