@@ -114,9 +114,9 @@ class Settings(BaseSettings):
             raise ValueError("must start with postgresql://")
         return text.strip()
 
-    @field_validator("shard_count", mode="before")
+    @field_validator("shard_count", "user_install_daily_quota", mode="before")
     @classmethod
-    def _blank_shard_count(cls, value: Any) -> Any:
+    def _blank_shard_count(cls, value: Any) -> Any:  # an empty line in .env means unset
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("shard_ids", mode="before")

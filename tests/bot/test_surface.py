@@ -173,3 +173,12 @@ async def test_posting_the_status_edits_the_original_response_with_the_image() -
     target = OriginalResponse(_Interaction())  # type: ignore[arg-type]
     assert await target.send(nonce="s1", embed="E", file=file, view=None) == "message"
     assert calls == [{"embed": "E", "attachments": [file], "view": None}]
+
+
+def test_the_user_install_quota_defaults_to_daily_quota() -> None:
+    from bot.settings import Settings
+
+    base = {"discord_token": "t", "runcomfy_api_token": "r", "daily_quota": 7}
+    assert Settings(_env_file=None, **base).user_install_quota == 7  # type: ignore[call-arg]
+    assert Settings(_env_file=None, **base, user_install_daily_quota="").user_install_quota == 7  # type: ignore[call-arg]
+    assert Settings(_env_file=None, **base, user_install_daily_quota=3).user_install_quota == 3  # type: ignore[call-arg]
