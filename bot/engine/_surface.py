@@ -128,9 +128,12 @@ class Tokens:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._live: dict[int, InteractionSurface] = {}
+        self._dead: set[int] = set()  # rejected: a row read before that must not bring it back
 
     def of(self, job: Job) -> InteractionSurface | None:
         """The job's usable token, or None once it expired or Discord rejected it."""
+        if job.id in self._dead:
+            return None
         if job.interaction_token and job.interaction_app_id and job.interaction_expires_at:
             self._live[job.id] = InteractionSurface(
                 job.interaction_app_id,
@@ -145,6 +148,7 @@ class Tokens:
 
     def forget(self, job_id: int) -> None:
         self._live.pop(job_id, None)
+        self._dead.discard(job_id)
 
     async def gone(self, job: Job, exc: BaseException) -> None:
         """Discord rejected the token: never use it again (here, or in any process)."""
@@ -152,6 +156,7 @@ class Tokens:
             log.info(
                 "Job %s: the interaction token is no longer valid (%s); the rest goes by DM", job.id, exc
             )
+        self._dead.add(job.id)
         job.interaction_token = None
         await self.ctx.jobs.update(job.id, interaction_token=None)
 

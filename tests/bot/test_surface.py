@@ -147,6 +147,7 @@ async def test_a_rejected_token_is_cleared_in_storage_and_never_used_again() -> 
     await ctx.tokens.gone(job, TokenGone())
     assert ctx.jobs.updates == [(job.id, {"interaction_token": None})]
     assert job.interaction_token is None and ctx.tokens.of(job) is None
+    assert ctx.tokens.of(make_job()) is None  # a row read before the rejection does not revive it
     assert "secret-token" not in repr(job)  # a credential never shows in a log line
 
 

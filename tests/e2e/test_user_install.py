@@ -237,6 +237,24 @@ async def test_a_restart_mid_job_keeps_answering_through_the_stored_token(harnes
     assert len(h.runcomfy.requests_to("submit")) == 1 and channel_posts(h) == []
 
 
+async def test_after_a_restart_cancel_still_edits_the_original_response(harness: Harness) -> None:
+    h = harness
+    await h.start_bot()
+    dm = h.discord.open_dm("alice")
+    h.runcomfy.scripts.append(JobScript(queue_seconds=None, run_seconds=None))
+    inter = await h.animate(channel_id=dm)
+    await h.reply(inter)
+    job = await h.wait_job(await h.last_job_id(), "queued")
+    await h.stop_bot()
+    await h.start_bot()
+
+    click = await h.discord.click(job.status_message_id or 0, f"animate:cancel:{job.id}", user="alice")
+    assert "Cancelled" in (await click.wait_response())["content"]
+    await h.wait_job(job.id, "cancelled")
+    assert status_lines(inter)[-1].startswith("🚫 Cancelled")  # through the stored token, not a DM
+    assert h.discord.dm_channel_id("alice") == dm and h.discord.messages(dm) == []
+
+
 async def test_a_video_delivered_in_the_interaction_offers_details_only(harness: Harness) -> None:
     h = harness
     await h.start_bot()
