@@ -116,6 +116,15 @@ class TokenGone(discord.HTTPException):
         self.text = "Invalid Webhook Token"
 
 
+class ResponseGone(discord.HTTPException):
+    """The original response was deleted (or dismissed): unlike a channel's status message it is not
+    re-posted -- the bot may not post where it lives -- so it is reported as a plain refusal."""
+
+    def __init__(self, cause: discord.HTTPException) -> None:
+        Exception.__init__(self, str(cause))
+        self.status, self.code, self.text = cause.status, cause.code, cause.text
+
+
 def token_gone(exc: discord.HTTPException) -> bool:
     return isinstance(exc, TokenGone) or (exc.status in (401, 404) and exc.code in TOKEN_GONE_CODES)
 
@@ -202,6 +211,8 @@ class InteractionStatus(discord.PartialMessage):
         try:
             return await tokens.webhook(job).edit_message(self.id, **fields)
         except discord.HTTPException as exc:
+            if isinstance(exc, discord.NotFound) and exc.code == 10008:
+                raise ResponseGone(exc) from exc
             if not token_gone(exc):
                 raise
             if not isinstance(exc, TokenGone):

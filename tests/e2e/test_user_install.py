@@ -334,3 +334,18 @@ async def test_a_user_install_in_the_bots_server_is_charged_to_the_server_and_ap
     assert "moderators approve every request" in await h.reply(waiting)
     last = await h.job(await h.last_job_id())
     assert last.state.value == "failed" and await spent(h, h.discord.guild_id, "alice") == 1
+
+
+async def test_a_deleted_original_response_is_not_reposted_in_the_channel(harness: Harness) -> None:
+    h = harness
+    await h.start_bot()
+    dm = h.discord.open_dm("alice")
+    h.runcomfy.scripts.append(JobScript(queue_seconds=0.05, run_seconds=None))
+    inter = await h.animate(channel_id=dm)
+    await h.reply(inter)
+    job = await h.wait_job(await h.last_job_id(), "running")
+    await h.discord.user_deletes_message(job.status_message_id or 0)
+    h.runcomfy.advance(job.request_id or "")
+    job = await h.wait_job(job.id, "delivered")
+    assert channel_posts(h) == []  # neither a re-posted status nor anything else outside the webhook
+    assert len(inter.created_messages) == 1
