@@ -11,12 +11,14 @@ PartialMessage to edit and fetch it, a list of delivery targets), so the channel
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import aiohttp
 import discord
 
 from bot import ui
@@ -34,6 +36,7 @@ TOKEN_LIFETIME = 15 * 60.0
 TOKEN_MARGIN = 30.0
 # What Discord answers for a token that is no longer valid: 401 Invalid Webhook Token, 404 Unknown Webhook.
 TOKEN_GONE_CODES = frozenset({50027, 10015})
+DM_TIMEOUT = 60.0  # opening the DM and posting one message
 
 
 class Context(Protocol):
@@ -229,14 +232,15 @@ class InteractionStatus(discord.PartialMessage):
         job = self._job
         text = tr(job.locale, "Your /animate job #{id}: {state}", id=job.id, state=ui.state_line(job))
         try:
-            channel = self._ctx.client.get_partial_messageable(await dm_channel_id(self._ctx, job))
-            return await channel.send(
-                content=ui.clip(text, 2000),
-                nonce=f"e{job.id}.{int(job.created_at)}"[:25],  # one DM per ending, also if repeated
-                allowed_mentions=ui.NO_MENTIONS,
-            )
-        except discord.HTTPException as exc:
-            log.info("Job %s: could not DM the requester how it ended: %s", job.id, exc)
+            async with asyncio.timeout(DM_TIMEOUT):
+                channel = self._ctx.client.get_partial_messageable(await dm_channel_id(self._ctx, job))
+                return await channel.send(
+                    content=ui.clip(text, 2000),
+                    nonce=f"e{job.id}.{int(job.created_at)}"[:25],  # one DM per ending, also if repeated
+                    allowed_mentions=ui.NO_MENTIONS,
+                )
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
+            log.info("Job %s: could not DM the requester how it ended: %r", job.id, exc)
             raise TokenGone() from exc
 
     async def fetch(self) -> discord.Message:
