@@ -24,10 +24,18 @@ from typing import TYPE_CHECKING, Protocol
 from bot import policy
 from bot.i18n import N_, LocaleLike, Msg, render, tr
 from bot.media import MediaError, NormalizedImage, decode_cost, normalize_image
-from bot.quota_rules import AlreadyStarted, LimitCheck, LimitExceeded, Limits, QuotaExceeded, Standing
+from bot.quota_rules import (
+    AlreadyStarted,
+    LimitCheck,
+    LimitExceeded,
+    Limits,
+    QuotaExceeded,
+    Standing,
+    default_allowance,
+)
 from bot.ui import clip
 from storage.guilds import GuildConfig, GuildRepository
-from storage.jobs import Job, JobRepository, NewJob
+from storage.jobs import InteractionSurface, Job, JobRepository, NewJob
 from storage.quota import QuotaRepository
 from storage.spec import GenerationSpec
 
@@ -138,6 +146,9 @@ class AdmissionRequest:
     guild_locale: str | None = None  # the job's public messages and the audit log are in it
     origin: str | None = None  # the click or form it came from: one unfinished job per origin
     spoiler: bool = False  # the member asked for spoilers (the server may force them anyway)
+    # Set when the job will live in the interaction (not a channel the bot posts in): the bot's
+    # channel permissions do not matter there.
+    interaction: InteractionSurface | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,8 +341,11 @@ class Admission:
         self, config: GuildConfig, user_id: int, role_ids: set[int] | frozenset[int]
     ) -> policy.Allowance:
         override = await self.guilds.user_override(config.guild_id, user_id)
+        default = default_allowance(
+            config.guild_id, self.settings.daily_quota, self.settings.user_install_quota
+        )
         boost = await self.boost(config.guild_id) if self.boost else None
-        return policy.resolve_allowance(config, set(role_ids), override, self.settings.daily_quota, boost)
+        return policy.resolve_allowance(config, set(role_ids), override, default, boost)
 
     async def limits(self, config: GuildConfig, user_id: int, role_ids: set[int] | frozenset[int]) -> Limits:
         return policy.limits_for(config, await self.allowance(config, user_id, role_ids))
@@ -444,7 +458,7 @@ class Admission:
         )
         if problem:
             return Refused(problem)
-        missing = missing_permissions(req.permissions, in_thread=channel.in_thread)
+        missing = [] if req.interaction else missing_permissions(req.permissions, in_thread=channel.in_thread)
         if missing:
             return Refused(
                 Msg(
@@ -488,6 +502,7 @@ class Admission:
             locale=req.guild_locale,
             origin=req.origin,
             spoiler=req.spoiler or config.force_spoiler,
+            interaction=req.interaction,
         )
 
     async def _unaffordable(self, new: NewJob, limits: Limits, approval: bool) -> Refused | None:

@@ -11,6 +11,17 @@ from typing import Literal, Protocol
 
 PeriodKind = Literal["day", "week"]
 
+# The quota scope (the ledger's guild key) of user-installed /animate jobs outside servers that added
+# the bot -- DMs, group DMs, other servers: one allowance per user shared by all of them, separate
+# from every server's. No Discord snowflake is 0.
+USER_INSTALL_SCOPE = 0
+
+
+def default_allowance(scope: int, daily_quota: int, user_install_quota: int) -> int:
+    """The allowance before any admin rule: USER_INSTALL_DAILY_QUOTA in the user-install scope,
+    else DAILY_QUOTA."""
+    return user_install_quota if scope == USER_INSTALL_SCOPE else daily_quota
+
 
 @dataclass(frozen=True, slots=True)
 class Period:

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     # postgresql://user:pass@host:5432/db selects PostgreSQL instead of SQLite at database_path.
     database_url: SecretStr | None = None
     daily_quota: int = Field(default=5, ge=0, le=10_000)
+    # Credits per user per UTC day for the user-installed /animate (DMs, group DMs, servers that did not
+    # add the bot), shared by all those places; unset: the same as daily_quota.
+    user_install_daily_quota: int | None = Field(default=None, ge=0, le=10_000)
     cost_480p: int = Field(default=1, ge=0, le=1000)
     cost_1080p: int = Field(default=2, ge=0, le=1000)
     dev_guild_id: int | None = None
@@ -117,9 +120,9 @@ class Settings(BaseSettings):
             raise ValueError("must start with postgresql://")
         return text.strip()
 
-    @field_validator("shard_count", mode="before")
+    @field_validator("shard_count", "user_install_daily_quota", mode="before")
     @classmethod
-    def _blank_shard_count(cls, value: Any) -> Any:
+    def _blank_shard_count(cls, value: Any) -> Any:  # an empty line in .env means unset
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("shard_ids", mode="before")
@@ -203,6 +206,13 @@ class Settings(BaseSettings):
         if not value.get_secret_value().strip():
             raise ValueError("must not be empty")
         return value
+
+    @property
+    def user_install_quota(self) -> int:
+        """The user-install allowance per user and day (USER_INSTALL_DAILY_QUOTA, else DAILY_QUOTA)."""
+        if self.user_install_daily_quota is None:
+            return self.daily_quota
+        return self.user_install_daily_quota
 
     @property
     def database_dsn(self) -> str | None:

@@ -144,6 +144,15 @@ def state_line(job: Job, now: float | None = None, eta: float | None = None) -> 
             return tr(loc, "🎞️ Generating… started {when}", when=ts(started)) + eta_line(eta, now, loc)
         case JobState.DELIVERING:
             return tr(loc, "📦 Done — uploading the video…")
+        case JobState.DELIVERED if job.in_interaction:
+            # The video is this interaction's follow-up, just below the status.
+            if job.submitted_at and job.finished_at:
+                return tr(
+                    loc,
+                    "✅ Done in {took} — the video is below.",
+                    took=duration(job.finished_at - job.submitted_at),
+                )
+            return tr(loc, "✅ Done — the video is below.")
         case JobState.DELIVERED if job.thread_id is not None and job.delivery_channel_id == job.channel_id:
             # The thread was closed or deleted, so the video went to the channel.
             if job.submitted_at and job.finished_at:
@@ -418,7 +427,14 @@ async def job_for_button(
     bot: ButtonHost = interaction.client
     job = await bot.jobs.get(job_id)
     message_id = interaction.message.id if interaction.message else None
-    if job is not None and job.guild_id == interaction.guild_id:
+    # A job living in its interaction (a DM, a group DM, a server without the bot) is in the
+    # user-install scope rather than a server: it belongs to the channel it was started in.
+    here = job is not None and (
+        job.channel_id == interaction.channel_id
+        if job.in_interaction
+        else job.guild_id == interaction.guild_id
+    )
+    if job is not None and here:
         anchor = job.delivery_message_id if delivery else job.status_message_id
         if message_id == anchor:
             return job
@@ -433,7 +449,10 @@ async def job_for_button(
 
 def result_view(job: Job) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    for action in ("again", "edit", "details"):
+    # A job that lived in its interaction keeps no readable copy of its image once its token is gone
+    # (cleared when the job ends), so only Details is offered there.
+    actions = ("details",) if job.in_interaction else ("again", "edit", "details")
+    for action in actions:
         view.add_item(ResultButton(action, job.id, locale=job.locale))
     return view
 

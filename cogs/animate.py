@@ -22,6 +22,7 @@ from bot.admission import (
     check_dimensions,
     check_request,
 )
+from bot.engine import OriginalResponse, Place, place_of_interaction, surface_of
 from bot.i18n import Msg, render, tr, trn
 from storage.jobs import JobState
 from storage.lifecycle import JobEvent
@@ -48,7 +49,8 @@ __all__ = [
 TEMPLATES = ("squish", "flying", "carousel", "rotation", "poke", "inflate", "dissolve")
 
 
-# Channels a job can live in (a forum post is a Thread; DMs are excluded by guild_only).
+# Channels a job can live in on the channel path (a forum post is a Thread; elsewhere -- DMs, group
+# DMs, servers without the bot -- the job lives in the interaction).
 PostableChannel = (
     discord.TextChannel
     | discord.Thread
@@ -83,7 +85,10 @@ class Animate(commands.Cog):
             self.bot.animate = None
 
     @app_commands.command(name="animate", description=_l("Turn an image into a 5-second video with Wan 2.2"))
-    @app_commands.guild_only()
+    # Installable by a server and by a user; runs in servers, the DM with the bot and private channels
+    # (where the bot is not a member, the job lives in the interaction: bot/engine/_surface.py).
+    @app_commands.allowed_installs(guilds=True, users=True)
+    @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
     @app_commands.describe(
         image=_l("The still image to animate (JPEG, PNG, WebP or BMP)"),
         prompt=_l("What should happen in the video"),
@@ -143,8 +148,11 @@ class Animate(commands.Cog):
                 content=render(text, loc), allowed_mentions=ui.NO_MENTIONS
             )
 
-        target = channel if channel is not None else interaction.channel
-        request = admission_request(interaction, spec, source, target, origin, spoiler=spoiler)
+        place = place_of_interaction(interaction)  # decided once: the channel or the interaction
+        target: object = channel if channel is not None else interaction.channel
+        if place.in_interaction:
+            target = OriginalResponse(interaction)  # the status is this interaction's original response
+        request = admission_request(interaction, spec, source, target, origin, place, spoiler=spoiler)
         result = await self.bot.admission.admit(request)
         if isinstance(result, Refused):
             if result.blocked is not None:
@@ -160,20 +168,35 @@ class Animate(commands.Cog):
                     allowed_mentions=ui.NO_MENTIONS,
                 )
             return
-        assert isinstance(target, POSTABLE)
+        assert isinstance(target, (*POSTABLE, OriginalResponse))
         job, normalised, standing = result.job, result.image, result.standing
         # The credits are reserved: any failure before RunComfy has the job refunds them.
         try:
+            if result.awaiting_approval and place.in_interaction:
+                # Moderators could not see a request that lives in this (private) interaction.
+                refusal = Msg(
+                    "This server's moderators approve every request, which needs the bot in the server. "
+                    "Ask an admin to add it. Nothing was charged."
+                )
+                await self._end_unapproved(job, refusal)
+                await reply(refusal)
+                return
             if result.awaiting_approval:
                 await reply(await self.request_approval(job, normalised, target))
                 return
-            launched = await self.bot.engine.launch(job, normalised, target, make_thread=not result.in_thread)
+            # No thread where the job lives in the interaction: the bot may not post there.
+            make_thread = not (result.in_thread or place.in_interaction)
+            launched = await self.bot.engine.launch(job, normalised, target, make_thread=make_thread)
         except BaseException:
             await self.bot.engine.abandon(
                 job.id, Msg("An internal error stopped this job before it started.")
             )
             raise
         text = render(launched.message, loc)
+        if launched.ok and place.in_interaction:
+            text = tr(
+                loc, "Your video is on its way — this message shows how it goes, and the video follows here."
+            )
         if launched.ok:
             left = standing.remaining
             if left is None:
@@ -243,31 +266,45 @@ def admission_request(
     source: ImageSource,
     channel: object,
     origin: str | None,
+    place: Place | None = None,
     *,
     spoiler: bool = False,
 ) -> AdmissionRequest:
-    """The plain facts admission decides on, read off the interaction (and the target channel)."""
-    assert interaction.guild_id is not None
+    """The plain facts admission decides on, read off the interaction (and the target channel).
+    Where the job lives in the interaction (`place`), a server's rules apply only if that server
+    installed the bot; elsewhere the requester's user-install allowance does."""
+    place = place or place_of_interaction(interaction)
     facts: ChannelFacts | None = None
-    if isinstance(channel, POSTABLE):
+    if place.in_interaction and interaction.channel_id is not None:
+        thread = interaction.channel if isinstance(interaction.channel, discord.Thread) else None
+        facts = ChannelFacts(
+            id=interaction.channel_id,
+            parent_id=thread.parent_id if thread is not None else None,
+            nsfw=bool(getattr(interaction.channel, "nsfw", False)),
+            in_thread=thread is not None,
+        )
+    elif isinstance(channel, POSTABLE):
         facts = ChannelFacts(
             id=channel.id,
             parent_id=channel.parent_id if isinstance(channel, discord.Thread) else None,
             nsfw=bool(getattr(channel, "is_nsfw", lambda: False)()),
             in_thread=isinstance(channel, discord.Thread) or channel.type in THREAD_TYPES,
         )
+    # Public messages speak the server's language; in a DM or group DM, the requester's.
+    locale = interaction.guild_locale or (interaction.locale if place.in_interaction else None)
     return AdmissionRequest(
-        guild_id=interaction.guild_id,
+        guild_id=place.scope,
         user_id=interaction.user.id,
-        role_ids=frozenset(policy.role_ids(interaction.user)),
+        role_ids=frozenset(policy.role_ids(interaction.user)) if place.server_rules else frozenset(),
         channel=facts,
         permissions=interaction.app_permissions,
         spec=spec,
         source=source,
         upload_limit=interaction.filesize_limit,
-        guild_locale=interaction.guild_locale.value if interaction.guild_locale else None,
+        guild_locale=locale.value if locale else None,
         origin=origin,
         spoiler=spoiler,
+        interaction=surface_of(interaction, place) if place.in_interaction else None,
     )
 
 

@@ -147,8 +147,15 @@ class Remix(commands.Cog):
         self.bot = bot
         # The menu's name is what users read in the message menu: it is localised (slash command names
         # are not).
-        self.menu = app_commands.ContextMenu(name=_l("Animate this image"), callback=self.animate_message)
-        self.menu.guild_only = True
+        self.menu = app_commands.ContextMenu(
+            name=_l("Animate this image"),
+            callback=self.animate_message,
+            # Like /animate: installable by users too, and usable in DMs and private channels.
+            allowed_installs=app_commands.AppInstallationType(guild=True, user=True),
+            allowed_contexts=app_commands.AppCommandContext(
+                guild=True, dm_channel=True, private_channel=True
+            ),
+        )
 
     @property
     def animate(self) -> RequestStarter:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from storage import lifecycle
@@ -11,7 +11,7 @@ from storage.db import Database, Row, Transaction
 from storage.lifecycle import LEASED, UNFINISHED, JobState
 from storage.spec import GenerationSpec, Resolution
 
-__all__ = ["UNFINISHED", "Job", "JobRepository", "JobState", "NewJob"]
+__all__ = ["UNFINISHED", "InteractionSurface", "Job", "JobRepository", "JobState", "NewJob"]
 
 
 @dataclass(slots=True)
@@ -56,6 +56,14 @@ class Job:
     lease_expires_at: float | None = None
     # Its images and video are posted as spoilers (migration 0009): asked for, or forced by the server.
     spoiler: bool = False
+    # Where it lives (migration 0011): None = a channel message; "interaction" = the interaction's
+    # original response and follow-ups, with the application id, token (None once ended or rejected),
+    # its expiry (epoch seconds) and Discord's interaction context (0 server, 1 bot DM, 2 private).
+    surface: str | None = None
+    interaction_app_id: int | None = None
+    interaction_token: str | None = field(default=None, repr=False)
+    interaction_expires_at: float | None = None
+    interaction_context: int | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> Job:
@@ -71,6 +79,11 @@ class Job:
     def spec(self) -> GenerationSpec:
         """What this job generates."""
         return GenerationSpec.from_columns(self)
+
+    @property
+    def in_interaction(self) -> bool:
+        """The job lives in its interaction (status = original response, video = follow-up)."""
+        return self.surface == "interaction"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +103,8 @@ class NewJob:
     # What started it, when one click may arrive twice (see migration 0007): one unfinished job per origin.
     origin: str | None = None
     spoiler: bool = False  # post its images and video as spoilers
+    # A job living in the interaction (migration 0011); None for a channel message.
+    interaction: InteractionSurface | None = None
 
     @classmethod
     def from_spec(cls, spec: GenerationSpec, **rest: Any) -> NewJob:
@@ -99,6 +114,17 @@ class NewJob:
     @property
     def spec(self) -> GenerationSpec:
         return GenerationSpec.from_columns(self)
+
+
+@dataclass(frozen=True, slots=True)
+class InteractionSurface:
+    """What a job needs to live in its interaction: the webhook's application id and token, when the
+    token expires (epoch seconds) and Discord's interaction context."""
+
+    app_id: int
+    token: str = field(repr=False)  # a credential: never in a repr or a log line
+    expires_at: float
+    context: int | None
 
 
 # Columns callers may change through `update`; anything else is a programming error. The state is
@@ -117,6 +143,7 @@ _UPDATABLE = frozenset(
         "poll_count",
         "lease_owner",
         "lease_expires_at",
+        "interaction_token",
     }
 )
 
@@ -132,11 +159,12 @@ class JobRepository:
         if state not in lifecycle.INITIAL:
             raise lifecycle.IllegalTransition(f"a job cannot start as {state.value}")
         now = time.time() if now is None else now
+        surface = new.interaction
         return await tx.insert(
-            "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, negative_prompt, resolution,"
-            " template, seed, prompt_extend, cost, upload_limit, state, created_at, updated_at, locale,"
-            " origin, spoiler)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, negative_prompt, resolution, template,"
+            " seed, prompt_extend, cost, upload_limit, state, created_at, updated_at, locale, origin, spoiler,"
+            " surface, interaction_app_id, interaction_token, interaction_expires_at, interaction_context)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 new.guild_id,
                 new.channel_id,
@@ -155,6 +183,11 @@ class JobRepository:
                 new.locale,
                 new.origin,
                 int(new.spoiler),
+                "interaction" if surface is not None else None,
+                surface.app_id if surface is not None else None,
+                surface.token if surface is not None else None,
+                surface.expires_at if surface is not None else None,
+                surface.context if surface is not None else None,
             ),
         )
 

@@ -148,6 +148,8 @@ async def move(
         # Nobody works on a finished job: the lease goes in the same write (no separate release).
         sets.append("lease_owner = NULL")
         sets.append("lease_expires_at = NULL")
+        # The interaction token (migration 0011) is a credential: it goes when the job ends.
+        sets.append("interaction_token = NULL")
     for name, value in changes.items():
         sets.append(f"{name} = ?")
         params.append(value)

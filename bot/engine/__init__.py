@@ -3,5 +3,15 @@
 from bot.engine._common import VideoBackend
 from bot.engine._facade import JobEngine
 from bot.engine._launch import LaunchResult
+from bot.engine._surface import OriginalResponse, Place, place_of, place_of_interaction, surface_of
 
-__all__ = ["JobEngine", "LaunchResult", "VideoBackend"]
+__all__ = [
+    "JobEngine",
+    "LaunchResult",
+    "OriginalResponse",
+    "Place",
+    "VideoBackend",
+    "place_of",
+    "place_of_interaction",
+    "surface_of",
+]

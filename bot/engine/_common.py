@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import aiohttp
 import discord
 
+from bot.engine._surface import InteractionStatus, Tokens
 from bot.fetch import OutputFetcher
 from bot.i18n import N_, tr
 from bot.runcomfy import CancelResult, GenerationParams, JobResult, JobStatus, Submission
@@ -97,6 +98,11 @@ class Context:
     reconciled: set[int] = field(default_factory=set)  # jobs whose earlier delivery attempt was checked
     # Who holds this process's job leases (storage migration 0008): unique per process and start.
     owner: str = field(default_factory=lambda: owner_id())
+    # The interaction tokens of jobs that live in their interaction (bot/engine/_surface.py).
+    tokens: Tokens = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens = Tokens(self)
 
     def emit(self, job: Job, event: JobEvent, actor_id: int | None = None) -> None:
         """Tell listening cogs (audit log, stats, notifications) about a job event: `on_job_event`."""
@@ -104,6 +110,8 @@ class Context:
 
     def status_message(self, job: Job) -> discord.PartialMessage:
         assert job.status_message_id is not None
+        if job.in_interaction:  # the interaction's original response, through its webhook
+            return InteractionStatus(self, job)
         channel_id = job.status_channel_id or job.channel_id
         channel = self.client.get_partial_messageable(channel_id, guild_id=job.guild_id)
         return channel.get_partial_message(job.status_message_id)

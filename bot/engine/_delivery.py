@@ -21,6 +21,7 @@ from bot.engine import _common as c
 from bot.engine._endings import Endings
 from bot.engine._presenter import Presenter
 from bot.engine._scheduler import Scheduler
+from bot.engine._surface import delivery_targets, dm_channel_id, token_gone
 from bot.fetch import check_video
 from bot.i18n import N_, Msg, render, tr
 from bot.media import MediaError, fit_video
@@ -177,8 +178,8 @@ class Delivery:
     async def _post(self, job: Job, outgoing: Outgoing) -> None:
         """Post in the thread, else in the channel; if neither takes it, DM the link and refund."""
         problem: Msg | None = None
-        for target_id in dict.fromkeys(t for t in (job.thread_id, job.channel_id) if t is not None):
-            posted = await self._post_in(job, target_id, outgoing)
+        for target_id, target in await self._targets(job):
+            posted = await self._post_in(job, target_id, target, outgoing)
             if posted is None:  # Discord trouble: the whole delivery is retried, up to DELIVERY_TIMEOUT
                 self.scheduler.schedule(job.id, self.ctx.settings.poll_max_interval)
                 return
@@ -189,11 +190,20 @@ class Delivery:
             problem = posted
         await self.undeliverable(job, problem)
 
-    async def _post_in(self, job: Job, target_id: int, outgoing: Outgoing) -> int | Msg | None:
+    async def _targets(self, job: Job) -> list[tuple[int, discord.abc.Messageable]]:
+        """Where the video may go, in order: the thread, else the channel; for a job that lives in
+        its interaction, the follow-up, else a DM (bot/engine/_surface.py)."""
+        if job.in_interaction:
+            return await delivery_targets(self.ctx, job)
+        ids = dict.fromkeys(t for t in (job.thread_id, job.channel_id) if t is not None)
+        return [(t, self.ctx.client.get_partial_messageable(t, guild_id=job.guild_id)) for t in ids]
+
+    async def _post_in(
+        self, job: Job, target_id: int, target: discord.abc.Messageable, outgoing: Outgoing
+    ) -> int | Msg | None:
         """Post the video in one channel or thread, falling back to plainer forms of the message as
         Discord's error codes say. The message id; or why this channel refuses it (the caller tries
         the next); or None when Discord's answer was lost or it is overloaded (retry later)."""
-        target = self.ctx.client.get_partial_messageable(target_id, guild_id=job.guild_id)
         while True:
             try:
                 message = await c.send(
@@ -222,6 +232,10 @@ class Delivery:
         """What Discord's refusal of a video post means: why this channel refuses it (a Msg), None to
         retry later, or _RETRY_FORM after `outgoing` was changed into a plainer form to try at once."""
         code = exc.code
+        if token_gone(exc):  # the interaction's token expired: the DM is next
+            return Msg("The interaction expired.")
+        if code == 50007:
+            return Msg("Your DMs are closed to me.")
         if exc.status == 429:
             log.warning("Job %s: rate limited posting the video; will retry", job.id)
             return None
@@ -344,7 +358,15 @@ class Delivery:
             )
 
         since = job.delivery_started_at or job.finished_at or job.created_at
-        for target_id in dict.fromkeys(t for t in (job.thread_id, job.channel_id) if t is not None):
+        where: list[int] = [t for t in (job.thread_id, job.channel_id) if t is not None]
+        if job.in_interaction:
+            # A follow-up can be read back only in the DM with the bot, which is also where the DM
+            # fallback went (elsewhere an answer lost after a crash is posted again).
+            try:
+                where = [await dm_channel_id(self.ctx, job)]
+            except (discord.HTTPException, *c.AMBIGUOUS) as exc:
+                raise c.Unverifiable(str(exc)) from exc
+        for target_id in dict.fromkeys(where):
             message = await self.ctx.find_own(job, target_id, since, ours)
             if message is not None:
                 return target_id, message.id

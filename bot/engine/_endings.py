@@ -44,6 +44,8 @@ class Endings:
         publicly in the job's language), refunding its charge if `refund` -- all in one transaction --
         then emit `event`, refresh the status message and post `notice` in the job's thread.
         Returns False, doing nothing else, if the job had already moved on."""
+        # The same write clears an interaction token; the status edit after it still needs it.
+        self.ctx.tokens.of(job)
         ended = await self.ctx.jobs.transition(
             job.id,
             to,

@@ -234,7 +234,12 @@ class GatewayMixin(FakeState):
             await conn.ws.close(code=4010, message=b"Invalid shard.")
             return None
         session = _Session(secrets.token_hex(16), intents, shard)
-        guild_ids = [gid for gid in self.guilds if shard_of(gid, session.shard_count) == session.shard_id]
+        guild_ids = [
+            gid
+            for gid in self.guilds
+            if shard_of(gid, session.shard_count) == session.shard_id
+            and self.application_id in self.guilds[gid]["members"]  # not a server that did not add it
+        ]
         if len(guild_ids) > self.max_guilds_per_shard:
             await conn.ws.close(code=4011, message=b"Sharding required.")
             return None

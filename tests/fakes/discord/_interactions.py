@@ -18,6 +18,9 @@ from ._common import (
 )
 from ._state import FakeState
 
+# What a user-installed app may do where the bot is no member (Discord's app_permissions there).
+USER_APP_PERMISSIONS = Perm.ATTACH_FILES | Perm.EMBED_LINKS | Perm.MENTION_EVERYONE | Perm.USE_EXTERNAL_EMOJIS
+
 
 class FakeInteraction:
     """An interaction the fake dispatched, and everything the bot answered to it."""
@@ -46,6 +49,8 @@ class FakeInteraction:
         self.source_message_id: int | None = int(payload["message"]["id"]) if payload.get("message") else None
         self._loading = False
         self._webhook_message_ids: set[int] = set()
+        #: Webhook calls refused because the token had expired (see `interaction_token_lifetime`).
+        self.expired_calls = 0
 
     def __repr__(self) -> str:
         return (
@@ -76,6 +81,17 @@ class FakeInteraction:
             msg = self._fake.get_message(self.source_message_id)
             return bool(msg and int(msg.get("flags", 0)) & EPHEMERAL)
         return False
+
+    @property
+    def created_messages(self) -> list[dict[str, Any]]:
+        """The follow-ups the bot posted (webhook POSTs other than the one replacing a deferral), as
+        they are stored now."""
+        out = []
+        for mid in sorted(self._webhook_message_ids):
+            msg = self._fake.get_message(mid)
+            if msg is not None and mid != self.original_message_id:
+                out.append(msg)
+        return out
 
     @property
     def original_message(self) -> dict[str, Any] | None:
@@ -146,8 +162,11 @@ class InteractionsMixin(FakeState):
         *,
         locale: str = "en-US",
         message: dict[str, Any] | None = None,
+        installed_by: str | None = None,
     ) -> dict[str, Any]:
         channel = self.channels[channel_id]
+        context = self._context_of(channel_id)
+        installer = installed_by or self._installer_of(channel_id)
         token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(48)
         payload: dict[str, Any] = {
             "id": str(self._snowflake()),
@@ -165,6 +184,13 @@ class InteractionsMixin(FakeState):
             "attachment_size_limit": self.upload_limit,
         }
         gid = channel.get("guild_id")
+        # Who installed the command this interaction runs (Discord: "0" the server -- "0" in the bot's
+        # DM --, "1" the user), and what the bot may do there: where it is no member, only what a
+        # user-installed app may (its channel requests still answer 403/50001).
+        owners = {"1": str(user_id)} if installer == "user" else {"0": str(gid or 0)}
+        app_permissions = self.permissions_for(self.application_id, channel_id)
+        if not self.bot_is_member(channel_id):
+            app_permissions = USER_APP_PERMISSIONS
         if gid is not None:
             gid_int = int(gid)
             ch = self.channel_payload(channel_id)
@@ -177,24 +203,48 @@ class InteractionsMixin(FakeState):
                     "guild_locale": guild_locale,
                     "channel": ch,
                     "member": self.member_payload(user_id, guild_id=gid_int, channel_id=channel_id),
-                    "app_permissions": str(self.permissions_for(self.application_id, channel_id)),
-                    "authorizing_integration_owners": {"0": str(gid_int)},
-                    "context": 0,
+                    "app_permissions": str(app_permissions),
+                    "authorizing_integration_owners": owners,
+                    "context": context,
                 }
             )
         else:
             payload.update(
                 {
-                    "channel": self.channel_payload(channel_id),
+                    "channel": self._partial_channel(channel_id),
                     "user": self.user_payload(user_id),
-                    "app_permissions": str(self.permissions_for(self.application_id, channel_id)),
-                    "authorizing_integration_owners": {"0": "0"},
-                    "context": 1,
+                    "app_permissions": str(app_permissions),
+                    "authorizing_integration_owners": owners,
+                    "context": context,
                 }
             )
         if message is not None:
             payload["message"] = message
         return payload
+
+    def _context_of(self, channel_id: int) -> int:
+        """Discord's interaction context: 0 a server, 1 the DM with the bot, 2 any other private channel."""
+        channel = self.channels[channel_id]
+        if channel.get("guild_id") is not None:
+            return 0
+        return 1 if int(channel["type"]) == 1 else 2
+
+    def _installer_of(self, channel_id: int) -> str:
+        """The default installer: the server where the bot is a member, else the user."""
+        channel = self.channels[channel_id]
+        return "guild" if channel.get("guild_id") is not None and self.bot_is_member(channel_id) else "user"
+
+    def _partial_channel(self, channel_id: int) -> dict[str, Any]:
+        """The interaction's partial `channel` outside servers: id, type and, for a group DM, its
+        name and recipients (the DM with the bot: the user)."""
+        channel = self.channels[channel_id]
+        out: dict[str, Any] = {"id": str(channel_id), "type": channel["type"], "flags": 0}
+        if "recipients" in channel:
+            out["recipients"] = copy.deepcopy(channel["recipients"])
+        if int(channel["type"]) == 3:
+            out["name"] = channel.get("name")
+            out["owner_id"] = channel.get("owner_id")
+        return out
 
     async def _dispatch_interaction(self, payload: dict[str, Any], user_id: int) -> FakeInteraction:
         inter = FakeInteraction(self, payload, user_id)
@@ -300,6 +350,7 @@ class InteractionsMixin(FakeState):
         subcommand: str | None,
         attachments: Iterable[dict[str, Any]],
         focused: str | None = None,
+        installed_by: str | None = None,
     ) -> dict[str, Any]:
         channel = self.channels[channel_id]
         guild_id = int(channel["guild_id"]) if channel.get("guild_id") else None
@@ -312,7 +363,7 @@ class InteractionsMixin(FakeState):
                 data["guild_id"] = cmd["guild_id"]
             specs = cmd.get("options") or []
             if self.enforce_command_permissions:
-                self._check_command_visible(cmd, user_id, channel_id)
+                self._check_command_visible(cmd, user_id, channel_id, installed_by)
         else:
             data["id"] = str(self._snowflake())
         chain: list[tuple[str, int]] = []
@@ -369,12 +420,26 @@ class InteractionsMixin(FakeState):
             data["resolved"] = resolved
         return data
 
-    def _check_command_visible(self, cmd: dict[str, Any], user_id: int, channel_id: int) -> None:
+    def _check_command_visible(
+        self, cmd: dict[str, Any], user_id: int, channel_id: int, installed_by: str | None = None
+    ) -> None:
         channel = self.channels[channel_id]
         in_guild = channel.get("guild_id") is not None
+        context = self._context_of(channel_id)
+        installer = installed_by or self._installer_of(channel_id)
+        types = cmd.get("integration_types") or [0]
+        if (1 if installer == "user" else 0) not in types:
+            raise PermissionError(
+                f"/{cmd['name']} cannot be installed by a {installer} (integration_types={types})"
+            )
+        # Unset contexts: a server install runs in servers and the bot DM; a user install everywhere.
         contexts = cmd.get("contexts")
-        if contexts is not None and (0 if in_guild else 1) not in contexts:
-            raise PermissionError(f"/{cmd['name']} is not available in this context (contexts={contexts})")
+        if contexts is None:
+            contexts = [0, 1, 2] if installer == "user" else [0, 1]
+        if context not in contexts:
+            raise PermissionError(
+                f"/{cmd['name']} is not available in context {context} (contexts={contexts})"
+            )
         if not in_guild and cmd.get("dm_permission") is False:
             raise PermissionError(f"/{cmd['name']} is not available in DMs")
         required = cmd.get("default_member_permissions")
@@ -396,18 +461,34 @@ class InteractionsMixin(FakeState):
         attachments: Sequence[dict[str, Any]] = (),
         subcommand: str | None = None,
         locale: str = "en-US",
+        installed_by: str | None = None,
     ) -> FakeInteraction:
-        """Dispatch an APPLICATION_COMMAND (type 2) interaction, as if ``user`` ran ``/name``."""
+        """Dispatch an APPLICATION_COMMAND (type 2) interaction, as if ``user`` ran ``/name``.
+        ``installed_by`` ("guild" or "user"; default: the server where the bot is a member, else the
+        user) is who installed the command: it sets `authorizing_integration_owners` and must be one of
+        the command's `integration_types`. The context follows the channel (server, bot DM, group DM)."""
         uid = self._resolve_user(user)
         cid = channel_id or self.channel_id
         data = self._command_data(
-            name, options or {}, user_id=uid, channel_id=cid, subcommand=subcommand, attachments=attachments
+            name,
+            options or {},
+            user_id=uid,
+            channel_id=cid,
+            subcommand=subcommand,
+            attachments=attachments,
+            installed_by=installed_by,
         )
-        payload = self._base_interaction(2, data, uid, cid, locale=locale)
+        payload = self._base_interaction(2, data, uid, cid, locale=locale, installed_by=installed_by)
         return await self._dispatch_interaction(payload, uid)
 
     async def message_command(
-        self, name: str, message_id: int, *, user: str | int = "alice", locale: str = "en-US"
+        self,
+        name: str,
+        message_id: int,
+        *,
+        user: str | int = "alice",
+        locale: str = "en-US",
+        installed_by: str | None = None,
     ) -> FakeInteraction:
         """Dispatch a MESSAGE context-menu command (application command type 3) on a stored message."""
         uid = self._resolve_user(user)
@@ -428,7 +509,7 @@ class InteractionsMixin(FakeState):
         if cmd is None:
             raise ValueError(f"no message command {name!r} was synced")
         if self.enforce_command_permissions:
-            self._check_command_visible(cmd, uid, cid)
+            self._check_command_visible(cmd, uid, cid, installed_by)
         data = {
             "id": cmd["id"],
             "name": name,
@@ -438,7 +519,7 @@ class InteractionsMixin(FakeState):
         }
         if cmd.get("guild_id"):
             data["guild_id"] = cmd["guild_id"]
-        payload = self._base_interaction(2, data, uid, cid, locale=locale)
+        payload = self._base_interaction(2, data, uid, cid, locale=locale, installed_by=installed_by)
         return await self._dispatch_interaction(payload, uid)
 
     async def autocomplete(

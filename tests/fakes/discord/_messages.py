@@ -339,9 +339,8 @@ class MessagesMixin(FakeState):
         channel = self.channels.get(int(channel_id))
         if channel is None:
             raise DiscordError(404, 10003, "Unknown Channel")
-        if channel.get("guild_id") is not None and not self.permissions_for(
-            self.application_id, int(channel_id)
-        ):
+        if not self.permissions_for(self.application_id, int(channel_id)):
+            # A channel of a server the bot is not in, or a group DM it is not part of.
             raise DiscordError(403, 50001, "Missing Access")
         return channel
 

@@ -251,6 +251,22 @@ class ValidationMixin(FakeState):
         elif ctype == 1 and (not re.fullmatch(r"[-_\w]{1,32}", name) or name != name.lower()):
             errors.add((*path, "name"), "APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid")
         self._validate_localizations(cmd, errors, path, slash=ctype == 1)
+        # Where a command may be installed (0 server, 1 user) and run (0 server, 1 bot DM, 2 private
+        # channel): null or a non-empty list of distinct known values, as Discord checks them.
+        for key, known in (("integration_types", (0, 1)), ("contexts", (0, 1, 2))):
+            values = cmd.get(key)
+            if values is None:
+                continue
+            if not isinstance(values, list) or not values or len(set(map(str, values))) != len(values):
+                errors.add(
+                    (*path, key), "BASE_TYPE_BAD_LENGTH", "Must be a non-empty list of distinct values."
+                )
+                continue
+            for i, value in enumerate(values):
+                if type(value) is not int or value not in known:
+                    errors.add(
+                        (*path, key, i), "ENUM_TYPE_COERCE", f'Value "{value}" is not a valid enum value.'
+                    )
         if ctype == 1:
             desc = cmd.get("description")
             if not isinstance(desc, str) or not 1 <= len(desc) <= 100:

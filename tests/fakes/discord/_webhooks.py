@@ -26,6 +26,10 @@ from ._state import FakeState
 class WebhooksMixin(FakeState):
     """Route handlers for interaction responses and follow-ups."""
 
+    # Seconds an interaction token may be used for follow-ups and @original (Discord: 15 minutes);
+    # after that every webhook call answers 401 / 50027 Invalid Webhook Token.
+    interaction_token_lifetime: float = 900.0
+
     # ---------------------------------------------------------------------------------------------------
     # Route handlers: interaction callback and webhooks
     # ---------------------------------------------------------------------------------------------------
@@ -233,6 +237,9 @@ class WebhooksMixin(FakeState):
                 if inter.token == token:
                     if not inter.callbacks:
                         break  # no initial response yet -> the webhook does not exist yet
+                    if time.monotonic() - (inter.dispatched_at or 0.0) > self.interaction_token_lifetime:
+                        inter.expired_calls += 1
+                        raise DiscordError(401, 50027, "Invalid Webhook Token")
                     return inter
         raise DiscordError(404, 10015, "Unknown Webhook")
 

@@ -89,8 +89,11 @@ class WorldMixin(FakeState):
         owner: str | int = "owner",
         preferred_locale: str = "en-US",
         shard: tuple[int, int] | None = None,
+        with_bot: bool = True,
     ) -> int:
-        """A guild (only the fake's state); ``shard=(id, count)`` picks an id that lands on that shard."""
+        """A guild (only the fake's state); ``shard=(id, count)`` picks an id that lands on that shard.
+        ``with_bot=False``: a server that did not add the bot -- the bot is no member (no GUILD_CREATE,
+        its channel requests answer 403/50001), only a user-installed command runs there."""
         gid = self._snowflake() if shard is None else self._snowflake_on_shard(*shard)
         owner_id = self._resolve_user(owner) if not isinstance(owner, str) else self.add_user(owner)
         self.guilds[gid] = {
@@ -107,9 +110,51 @@ class WorldMixin(FakeState):
         self._add_role_raw(gid, gid, "@everyone", Perm.EVERYONE_DEFAULT)
         bot_role = self._add_role_raw(gid, self._snowflake(), "AnimateBot", Perm.BOT_DEFAULT, managed=True)
         self.guilds[gid]["bot_role_id"] = bot_role
-        self.add_member(self.application_id, roles=[bot_role], guild_id=gid)
+        if with_bot:
+            self.add_member(self.application_id, roles=[bot_role], guild_id=gid)
         self.add_member(owner_id, guild_id=gid)
         return gid
+
+    def open_dm(self, user: str | int) -> int:
+        """The DM channel between ``user`` and the bot (created like ``POST /users/@me/channels``)."""
+        uid = self._resolve_user(user)
+        cid = self._dm_channels.get(uid)
+        if cid is None:
+            cid = self._snowflake()
+            self.channels[cid] = {
+                "id": str(cid),
+                "type": 1,
+                "last_message_id": None,
+                "flags": 0,
+                "recipients": [self.user_payload(uid)],
+            }
+            self._messages[cid] = []
+            self._dm_channels[uid] = cid
+        return cid
+
+    def add_group_dm(self, users: Sequence[str | int], *, name: str | None = None) -> int:
+        """A group DM between users (type 3). The bot is not in it: it can neither post nor read there
+        (403/50001); only a user-installed command answers, through its interaction."""
+        uids = [self._resolve_user(u) for u in users]
+        cid = self._snowflake()
+        self.channels[cid] = {
+            "id": str(cid),
+            "type": 3,
+            "name": name,
+            "last_message_id": None,
+            "flags": 0,
+            "owner_id": str(uids[0]),
+            "recipients": [self.user_payload(u) for u in uids],
+        }
+        self._messages[cid] = []
+        return cid
+
+    def bot_is_member(self, channel_id: int) -> bool:
+        """Whether the bot is in the channel's server, or is the DM's other side."""
+        channel = self.channels[channel_id]
+        if channel.get("guild_id") is not None:
+            return self.application_id in self.guilds[int(channel["guild_id"])]["members"]
+        return int(channel["type"]) == 1
 
     def set_guild_locale(self, locale: str, guild_id: int | None = None) -> None:
         """The guild's preferred locale (Server Settings > Community > Server Primary Language): sent as
@@ -348,6 +393,9 @@ class WorldMixin(FakeState):
         uid = self._resolve_user(user)
         channel = self.channels[channel_id]
         if channel.get("guild_id") is None:
+            members = {int(r["id"]) for r in channel.get("recipients", [])}
+            if int(channel["type"]) == 3 and uid not in members:
+                return 0  # a group DM the bot (or this user) is not in
             return Perm.VIEW_CHANNEL | Perm.SEND_MESSAGES | Perm.READ_MESSAGE_HISTORY | Perm.ATTACH_FILES
         gid = int(channel["guild_id"])
         guild = self.guilds[gid]
