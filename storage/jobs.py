@@ -162,8 +162,9 @@ class JobRepository:
         surface = new.interaction
         return await tx.insert(
             "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, negative_prompt, resolution, template,"
-            " seed, prompt_extend, cost, upload_limit, state, created_at, updated_at, locale, origin, spoiler,"
-            " surface, interaction_app_id, interaction_token, interaction_expires_at, interaction_context)"
+            " seed, prompt_extend, cost, upload_limit, state, created_at, updated_at, locale, origin,"
+            " spoiler, surface, interaction_app_id, interaction_token, interaction_expires_at,"
+            " interaction_context)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 new.guild_id,
