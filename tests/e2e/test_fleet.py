@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from storage.db import Database, open_database
 from tests.e2e.conftest import Harness
 from tests.fakes.runcomfy import JobScript
@@ -93,6 +95,8 @@ async def stop_all(procs: list[asyncio.subprocess.Process]) -> None:
             await proc.wait()
 
 
+# Three bot processes start, connect and sync: on a loaded 2-core machine that alone can take a minute.
+@pytest.mark.timeout(180)
 async def test_sigkilled_process_jobs_are_taken_over_and_delivered_exactly_once(
     harness: Harness, tmp_path: Path, pg_url: str
 ) -> None:
@@ -163,6 +167,8 @@ async def test_sigkilled_process_jobs_are_taken_over_and_delivered_exactly_once(
         assert "Traceback" not in h.process_logs[n].read_text()
 
 
+# Three bot processes start, connect and sync: on a loaded 2-core machine that alone can take a minute.
+@pytest.mark.timeout(180)
 async def test_200_concurrent_commands_of_a_member_make_exactly_the_allowance_on_every_process(
     harness: Harness, tmp_path: Path, pg_url: str
 ) -> None:
