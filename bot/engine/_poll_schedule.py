@@ -31,6 +31,7 @@ DENSE_CALLS = 48
 QUIET_CAP = 60.0  # before p10 a running job is looked at again after this, its age, or p10/4 (the most)
 TAIL_MASS = 0.02  # past the age that only this share of comparable jobs outlived, history ends
 PAST_TAIL_RAMP = 0.5  # past that end each poll waits longer by half the time since the end
+EXTRA_CALLS = 1  # a job is never polled more than this many times more than without history
 MIN_BANDWIDTH = 0.5  # seconds: identical samples still describe a spread, not an instant
 NEIGHBOUR = 2  # each sample's kernel reaches its NEIGHBOUR-th nearest other sample
 _SQRT2 = math.sqrt(2.0)
@@ -112,13 +113,35 @@ class PollSchedule:
         """Without history: often while a job is young, backing off towards the cap."""
         return min(self.max_interval, max(self.first_delay, age * self.backoff_ratio))
 
-    def delay(self, age: float, history: History | None, *, queued: bool) -> float:
+    def baseline_calls(self, age: float) -> float:
+        """About how many polls the baseline has made by `age` (from the first, at `first_delay`)."""
+        age = max(0.0, age)
+        if self.first_delay >= self.max_interval:
+            return age / self.max_interval
+        steady = self.first_delay / self.backoff_ratio  # from here each interval is age * ratio ...
+        capped = max(steady, self.max_interval / self.backoff_ratio)  # ... and from here the cap
+        calls = min(age, steady) / self.first_delay
+        if age > steady:
+            calls += math.log(min(age, capped) / steady) / math.log1p(self.backoff_ratio)
+        if age > capped:
+            calls += (age - capped) / self.max_interval
+        return calls
+
+    def delay(self, age: float, history: History | None, *, queued: bool, polls: int | None = None) -> float:
         """Quiet until the p10 of history, then spaced by sqrt(S/f) (see the module), then back to
         the baseline past the end of history, so a job that runs far longer than its peers is polled
-        as without history. Never less often than without history."""
+        as without history. Never less often than without history; and with `polls` (the job's polls
+        so far), never more than EXTRA_CALLS polls more than without history by its age, whatever
+        the history (a server's first jobs may be planned on the bot-wide history of other work)."""
         baseline = self.baseline(age)
         if history is None:
             return baseline
+        planned = self._planned(age, history, baseline, queued=queued)
+        if polls is not None and polls >= self.baseline_calls(age) + EXTRA_CALLS:
+            return max(planned, baseline)
+        return planned
+
+    def _planned(self, age: float, history: History, baseline: float, *, queued: bool) -> float:
         if age < history.p10:
             # A queued job keeps showing its position at a bounded rate; a running one stays quiet,
             # but is still looked at now and then: a failure is seen at the latest when the job is

@@ -83,7 +83,8 @@ class Poller:
         if job.overdue_notified_at is not None:
             return self.ctx.settings.overdue_poll_interval
         age = time.time() - (job.submitted_at or job.created_at)
-        return self.schedule.delay(age, history, queued=job.state is JobState.QUEUED)
+        polls = job.poll_count + self._polls.get(job.id, 0)
+        return self.schedule.delay(age, history, queued=job.state is JobState.QUEUED, polls=polls)
 
     async def step_guarded(self, job_id: int) -> None:
         bind(job_id=job_id)  # each step runs in its own task

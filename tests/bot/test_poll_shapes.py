@@ -14,6 +14,7 @@ import pytest
 from bot.engine._poll_schedule import (
     DENSE_CALLS,
     DENSE_MIN_INTERVAL,
+    EXTRA_CALLS,
     LAG_SCALE,
     MIN_BANDWIDTH,
     TAIL_MASS,
@@ -47,7 +48,7 @@ def poll(finish: float, history: History | None, *, queued_for: float | None = N
             return Outcome(calls + extra, t - finish, tuple(polls))
         if queued and t >= queued_for:
             queued = False  # the poll saw it running
-        t += SCHEDULE.delay(t, history, queued=queued)
+        t += SCHEDULE.delay(t, history, queued=queued, polls=len(polls))
 
 
 def evenly(low: float, high: float, count: int) -> list[float]:
@@ -184,3 +185,29 @@ def test_finish_time_prefers_runcomfys_own_clock_within_what_the_polls_saw() -> 
     for remote in (None, "", "yesterday", "9999-99-99T00:00:00Z"):
         assert finish_time(remote, seen, submitted, now) == 1_700_000_295.0
     assert finish_time(None, None, submitted, now) == now  # nothing seen (a restart): the poll's time
+
+
+def test_baseline_calls_counts_the_schedule_without_history() -> None:
+    for age in (0.0, 3.9, 4.0, 30.0, 60.0, 100.0, 225.0, 300.0, 1800.0):
+        t, polls = SCHEDULE.first_delay, 0
+        while t <= age:
+            polls += 1
+            t += SCHEDULE.baseline(t)
+        assert abs(SCHEDULE.baseline_calls(age) - polls) <= 1.0
+    flat = PollSchedule(first_delay=20.0, max_interval=15.0, backoff_ratio=1 / 15, status_interval=10.0)
+    assert flat.baseline_calls(150.0) == pytest.approx(10.0)
+
+
+def test_a_job_planned_on_other_work_costs_no_more_than_without_history() -> None:
+    # A server's first five-minute jobs see the bot-wide history of other servers' one- and
+    # two-minute jobs: dense where those finish, but never more than EXTRA_CALLS polls beyond today.
+    other_work = history_of(evenly(55, 65, 20) + evenly(30, 180, 20))
+    for finish in evenly(285, 315, 10):
+        job, today = poll(finish, other_work), poll(finish, None)
+        assert job.calls <= today.calls + EXTRA_CALLS and job.lag <= SCHEDULE.baseline(finish)
+    # Without the count (as before it was known) the same job would pay for the dense window.
+    t, polls = SCHEDULE.first_delay, 0
+    while t < 300.0:
+        polls += 1
+        t += SCHEDULE.delay(t, other_work, queued=False)
+    assert polls > poll(300.0, None).calls + EXTRA_CALLS
