@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import statistics
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot import metrics
 from bot.engine import _common as c
 from bot.engine._delivery import Delivery
 from bot.engine._endings import EXPIRED, Endings
+from bot.engine._poll_schedule import DENSE_MIN_INTERVAL, History, PollSchedule, finish_time
 from bot.engine._presenter import Presenter
 from bot.engine._scheduler import Scheduler, Tasks
 from bot.i18n import Msg, tr
@@ -34,57 +32,7 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 UPLOADING_SHOWN_AFTER = 3.0  # seconds an upload may take before the status says "uploading"
-POLL_MIN_SAMPLES = 5  # finished jobs needed before their spread decides the poll schedule
-DENSE_MIN_INTERVAL = 0.5  # the densest polling, around the likely finish
-DENSE_CALLS = 9  # about this many polls between p10 and p90 of recent durations
-PAST_P90_RAMP = 0.5  # past p90 each poll waits longer by half the time since p90
-QUIET_CAP = 60.0  # before p10 a running job is still looked at this often (or every p10/4 seconds)
-
-
-@dataclass(frozen=True, slots=True)
-class History:
-    """The spread of recent durations (submit -> finished) of comparable jobs."""
-
-    p10: float
-    p90: float
-
-    @classmethod
-    def of(cls, durations: Sequence[float]) -> History | None:
-        """None while there are too few samples to say where a job is likely to finish."""
-        if len(durations) < POLL_MIN_SAMPLES:
-            return None
-        deciles = statistics.quantiles(durations, n=10, method="inclusive")
-        return cls(p10=deciles[0], p90=deciles[-1])
-
-
-@dataclass(frozen=True, slots=True)
-class PollSchedule:
-    """When to look at a job next: a pure function of its age, its state and recent history."""
-
-    first_delay: float
-    max_interval: float
-    backoff_ratio: float
-    status_interval: float  # queue-position edits are shown no faster than this
-
-    def baseline(self, age: float) -> float:
-        """Without history: often while a job is young, backing off towards the cap."""
-        return min(self.max_interval, max(self.first_delay, age * self.backoff_ratio))
-
-    def delay(self, age: float, history: History | None, *, queued: bool) -> float:
-        """Quiet until the p10 of history, dense between p10 and p90, then quickly back to the
-        baseline, so a job that runs far longer than its peers is polled as without history (and is
-        never polled less often than without history)."""
-        baseline = self.baseline(age)
-        if history is None:
-            return baseline
-        if age < history.p10:
-            # A queued job keeps showing its position at a bounded rate; a running one stays quiet,
-            # but is still looked at now and then (a failure should not wait for p10).
-            cap = max(baseline, self.status_interval) if queued else max(QUIET_CAP, history.p10 / 4)
-            return min(history.p10 - age, cap)
-        dense = max(DENSE_MIN_INTERVAL, (history.p90 - history.p10) / DENSE_CALLS)
-        # Past p90, back off quickly from dense to the baseline (a few calls), never beyond it.
-        return min(baseline, dense + max(0.0, age - history.p90) * PAST_P90_RAMP)
+__all__ = ["DENSE_MIN_INTERVAL", "History", "PollSchedule", "Poller"]  # the schedule's home: _poll_schedule
 
 
 class Poller:
@@ -107,6 +55,7 @@ class Poller:
         self._unknown_word: dict[int, str] = {}  # job id -> the unknown status word its last poll saw
         self._unknown_warned: set[int] = set()  # jobs whose unknown word was logged (once per job)
         self._polls: dict[int, int] = {}  # job id -> polls not yet written to its row
+        self._unfinished_at: dict[int, float] = {}  # job id -> when a poll last saw it unfinished
 
     @property
     def schedule(self) -> PollSchedule:
@@ -134,7 +83,8 @@ class Poller:
         if job.overdue_notified_at is not None:
             return self.ctx.settings.overdue_poll_interval
         age = time.time() - (job.submitted_at or job.created_at)
-        return self.schedule.delay(age, history, queued=job.state is JobState.QUEUED)
+        polls = job.poll_count + self._polls.get(job.id, 0)
+        return self.schedule.delay(age, history, queued=job.state is JobState.QUEUED, polls=polls)
 
     async def step_guarded(self, job_id: int) -> None:
         bind(job_id=job_id)  # each step runs in its own task
@@ -151,6 +101,7 @@ class Poller:
         job = await self.ctx.jobs.get(job_id)
         if job is None or job.state.finished or job.state is JobState.PENDING:
             self._polls.pop(job_id, None)  # ended elsewhere (a Cancel click): nothing left to write
+            self._unfinished_at.pop(job_id, None)
             return
         if job.lease_owner is not None and job.lease_owner != self.ctx.owner:
             return  # another process holds it now (see _leases): its steps are that process's
@@ -198,6 +149,8 @@ class Poller:
     def _count_poll(self, job: Job, phase: Phase) -> None:
         # Counted in memory; written with the job's next state change (no write per poll).
         self._polls[job.id] = self._polls.get(job.id, 0) + 1
+        if phase in (Phase.QUEUED, Phase.RUNNING):
+            self._unfinished_at[job.id] = time.time()
         metrics.count_poll(phase.value)
 
     def _poll_count(self, job: Job) -> dict[str, Any]:
@@ -207,6 +160,7 @@ class Poller:
 
     async def _flush_polls(self, job: Job) -> None:
         """Before an ending that writes no poll count itself (failure, cancel)."""
+        self._unfinished_at.pop(job.id, None)
         n = self._polls.pop(job.id, 0)
         if n:
             await self.ctx.jobs.count_polls(job.id, n)
@@ -285,6 +239,7 @@ class Poller:
                 log.info("Job %s: cancel of an overdue queued job failed: %s", job.id, exc)
             else:
                 if result.cancelled:
+                    await self._flush_polls(job)
                     # If a user's Cancel won the race, the job has ended already: say nothing more.
                     await self.endings.cancelled(
                         job,
@@ -358,7 +313,8 @@ class Poller:
             self._unknown_word.pop(job.id, None)
         if phase is Phase.SUCCEEDED:
             self._forget_unknown(job.id)
-            finished = time.time()
+            now = time.time()
+            finished = self._finished_at(job, result, now)
             polls = self._poll_count(job)
             if await self.ctx.jobs.transition(
                 job.id,
@@ -370,7 +326,7 @@ class Poller:
             ):
                 # The row as just written: no second read (the columns moved are all known here).
                 job.state, job.result_url = JobState.DELIVERING, result.video_urls[0]
-                job.finished_at, job.queue_position, job.updated_at = finished, None, finished
+                job.finished_at, job.queue_position, job.updated_at = finished, None, now
                 job.poll_count = polls.get("poll_count", job.poll_count)
                 # The video first; "uploading" is shown only if the upload takes a while (usually the
                 # video is there before anyone could read it, and "Done" follows at once).
@@ -406,6 +362,10 @@ class Poller:
         # Not final yet (/status said completed but /result lags, or /result polled alone): keep polling.
         return False
 
+    def _finished_at(self, job: Job, result: JobResult, now: float) -> float:
+        seen = self._unfinished_at.pop(job.id, None)
+        return finish_time(result.finished_at, seen, job.submitted_at or job.created_at, now)
+
     async def _give_up(self, job: Job) -> None:
         assert job.request_id is not None
         hours = self.ctx.settings.job_hard_timeout / 3600
@@ -414,6 +374,7 @@ class Poller:
             await self.ctx.runcomfy.cancel(job.request_id)
         except RunComfyError as exc:
             log.info("Job %s: cancel after timeout failed: %s", job.id, exc)
+        await self._flush_polls(job)
         await self.endings.fail(job, Msg("RunComfy did not finish within {hours:g} hours.", hours=hours))
 
 

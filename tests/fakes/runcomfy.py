@@ -26,7 +26,7 @@ import math
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 import aiohttp
@@ -171,8 +171,9 @@ class _Fault:
     delay: float
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+def _now_iso(ago: float = 0.0) -> str:
+    """Now (or `ago` seconds before now), as RunComfy writes times."""
+    return (datetime.now(UTC) - timedelta(seconds=ago)).isoformat().replace("+00:00", "Z")
 
 
 def _json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -376,7 +377,8 @@ class FakeRunComfy:
             end = job.phase_started + script.run_seconds
             if now >= end:
                 job.phase, job.phase_started = "done", end
-                job.finished_at = _now_iso()
+                # When the job finished, as RunComfy reports it -- not when somebody next asked.
+                job.finished_at = _now_iso(ago=now - end)
 
     def _queue_position(self, job: FakeJob, now: float) -> int:
         initial = max(1, job.script.initial_queue_position)
