@@ -225,3 +225,20 @@ async def test_without_premium_skus_nothing_of_it_shows(harness: Harness) -> Non
     embed, inter = await quota_embed(h)
     assert field(embed, "Purchased credits") is None and not (await inter.wait_response()).get("components")
     assert not h.discord.calls_to("GET", r"/applications/\d+/(skus|entitlements)")
+
+
+async def test_the_on_its_way_line_counts_purchased_credits_when_there_are_some_or_the_job_used_some(
+    harness: Harness,
+) -> None:
+    h = harness
+    sku = await start(h, packs="{sku}:2", daily_quota=1)
+    # No purchased credits yet: the line is as it always was.
+    assert (await h.reply(await h.animate())).endswith(" 0 credits left today.")
+    await h.running.db.execute("UPDATE quota_ledger SET period = '2000-01-01'")  # a fresh allowance
+    await settled(h, int((await h.discord.purchase("alice", sku))["id"]))
+    assert (await h.reply(await h.animate())).endswith(" 0 credits left today, plus 2 purchased.")
+    text = await h.reply(await h.animate())
+    assert text.endswith(" 0 credits left today, plus 1 purchased. This job used 1 purchased credit.")
+    text = await h.reply(await h.animate())
+    assert text.endswith(" 0 credits left today, and no purchased credits. This job used 1 purchased credit.")
+    assert await balance(h) == 0
