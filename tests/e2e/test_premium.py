@@ -242,3 +242,16 @@ async def test_the_on_its_way_line_counts_purchased_credits_when_there_are_some_
     text = await h.reply(await h.animate())
     assert text.endswith(" 0 credits left today, and no purchased credits. This job used 1 purchased credit.")
     assert await balance(h) == 0
+
+
+async def test_a_refusal_for_lack_of_credits_in_a_dm_or_group_dm_carries_the_packs(harness: Harness) -> None:
+    h = harness
+    sku = await start(h, user_install_daily_quota=0)
+    for channel in (h.discord.open_dm("alice"), h.discord.add_group_dm(["alice", "bob"])):
+        refused = await h.animate(channel_id=channel)
+        text = await h.reply(refused)
+        assert "You are out of credits" in text and "Buy a credit pack below" in text
+        assert refused.ephemeral
+        assert [b["sku_id"] for b in premium_buttons(refused.followups[-1].get("components"))] == [str(sku)]
+    assert h.runcomfy.requests_to("submit") == []
+    assert await h.running.db.fetchone("SELECT id FROM quota_ledger") is None  # nothing charged
