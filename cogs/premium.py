@@ -21,8 +21,8 @@ import aiohttp
 import discord
 from discord.ext import commands
 
-from bot.i18n import tr, trn
 from bot import premium as packs
+from bot.i18n import tr, trn
 from bot.premium import from_discord, from_payload
 from storage.premium import Entitlement
 
