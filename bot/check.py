@@ -11,7 +11,7 @@ import json
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import aiohttp
@@ -34,12 +34,22 @@ class Line:
     state: str  # ok | fail | skip
     name: str
     detail: str
+    more: tuple[str, ...] = field(default=())  # further lines of the detail, printed below it
 
 
 def invite_url(application_id: int) -> str:
+    """The server install (the `bot` scope makes it one): the bot with its permissions."""
     return (
         f"https://discord.com/oauth2/authorize?client_id={application_id}"
         f"&scope=bot+applications.commands&permissions={INVITE_PERMISSIONS}"
+    )
+
+
+def user_install_url(application_id: int) -> str:
+    """The user install (README "User install"): the commands only, for the user themselves."""
+    return (
+        f"https://discord.com/oauth2/authorize?client_id={application_id}"
+        "&scope=applications.commands&integration_type=1"
     )
 
 
@@ -95,7 +105,8 @@ async def check_discord(session: aiohttp.ClientSession, settings: Settings) -> t
         pass
     if app_id is None:
         return token_line, Line("fail", "Invite URL", "Discord did not say the application id")
-    return token_line, Line("ok", "Invite URL", invite_url(app_id))
+    more = (f"user install: {user_install_url(app_id)}",)
+    return token_line, Line("ok", "Invite URL", invite_url(app_id), more)
 
 
 def _snowflake(value: Any) -> int | None:
@@ -182,6 +193,8 @@ def render(lines: list[Line], stream: IO[str]) -> None:
     width = max(len(line.name) for line in lines)
     for line in lines:
         print(f"{marks[line.state]} {line.name.ljust(width)}  {line.detail}", file=stream)
+        for extra in line.more:  # aligned under the detail, without a mark of its own
+            print(" " * (len(marks[line.state]) + width + 3) + extra, file=stream)
     failed = sum(line.state == "fail" for line in lines)
     if failed:
         print(f"{failed} check(s) failed: fix them and run `python -m bot check` again.", file=stream)

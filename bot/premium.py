@@ -8,6 +8,7 @@ to show. Without PREMIUM_SKUS none of it shows: `store_view` answers None.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import discord
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 
 # Discord fits at most five buttons in a row (settings allow at most five packs).
 MAX_PACKS = 5
+# Discord's largest page of GET /applications/{app}/entitlements.
+ENTITLEMENT_PAGE = 100
 # Under a refusal for lack of credits, above the store buttons.
 OFFER = N_("Need more? Buy a credit pack below: purchased credits work in every server and never expire.")
 
@@ -49,6 +52,36 @@ def from_discord(ent: discord.Entitlement) -> Entitlement:
         consumed=bool(ent.consumed),
         ends_at=ent.ends_at.timestamp() if ent.ends_at is not None else None,
     )
+
+
+def from_payload(raw: object) -> Entitlement | None:
+    """An entitlement from a REST payload (GET /applications/{app}/entitlements), or None when it is
+    not one: a remote body, so every field is checked, nothing assumed."""
+    if not isinstance(raw, dict):
+        return None
+    eid, sku = _snowflake(raw.get("id")), _snowflake(raw.get("sku_id"))
+    if eid is None or sku is None:
+        return None
+    ends_at: float | None = None
+    if isinstance(raw.get("ends_at"), str):
+        try:
+            ends_at = datetime.fromisoformat(raw["ends_at"]).timestamp()
+        except ValueError:
+            ends_at = None
+    return Entitlement(
+        id=eid,
+        sku_id=sku,
+        user_id=_snowflake(raw.get("user_id")),
+        guild_id=_snowflake(raw.get("guild_id")),
+        deleted=raw.get("deleted") is True,
+        consumed=raw.get("consumed") is True,
+        ends_at=ends_at,
+    )
+
+
+def _snowflake(value: object) -> int | None:
+    text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    return int(text) if text.isdigit() and 0 < len(text) <= 20 else None
 
 
 def guild_allowance(settings: Settings) -> int | None:

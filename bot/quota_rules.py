@@ -57,6 +57,7 @@ class Standing:
     period: Period
     granted: int = 0  # one-off extra credits for this period
     purchased: int = 0  # credits bought through Discord, user-wide, never expiring (0 = none or unread)
+    paid_purchased: int = 0  # of the job just charged, the credits paid from purchased ones
 
     @property
     def remaining(self) -> int | None:

@@ -23,7 +23,7 @@ from bot.admission import (
     check_request,
 )
 from bot.engine import OriginalResponse, Place, place_of_interaction, surface_of
-from bot.i18n import Msg, render, tr, trn
+from bot.i18n import LocaleLike, Msg, render, tr, trn
 from storage.jobs import JobState
 from storage.lifecycle import JobEvent
 from storage.spec import GenerationSpec, Resolution
@@ -31,6 +31,7 @@ from storage.spec import GenerationSpec, Resolution
 if TYPE_CHECKING:
     from bot.client import AnimateBot
     from bot.media import NormalizedImage
+    from bot.quota_rules import Standing
     from storage.jobs import Job
 
 log = logging.getLogger(__name__)
@@ -198,12 +199,7 @@ class Animate(commands.Cog):
                 loc, "Your video is on its way — this message shows how it goes, and the video follows here."
             )
         if launched.ok:
-            left = standing.remaining
-            if left is None:
-                text += tr(loc, " Your credits are unlimited.")
-            else:
-                when = policy.period_word(standing.period)
-                text += trn(loc, left, " {n} credit left {when}.", " {n} credits left {when}.", when=when)
+            text += await self._credits_left(interaction.user.id, standing, loc)
             if normalised.adjusted:
                 text += "\n" + tr(
                     loc,
@@ -211,6 +207,47 @@ class Animate(commands.Cog):
                     changes=changes_text(normalised, loc),
                 )
         await reply(text)
+
+    async def _credits_left(self, user_id: int, standing: Standing, loc: LocaleLike) -> str:
+        """What is left after this job: the period's allowance, and purchased credits when the member
+        has some or this job used some (README "Selling credits")."""
+        left = standing.remaining
+        if left is None:
+            return tr(loc, " Your credits are unlimited.")
+        when = policy.period_word(standing.period)
+        spent = standing.paid_purchased
+        # A charge that used purchased credits read the balance left; otherwise ask only when packs
+        # are for sale (without PREMIUM_SKUS nothing of it shows).
+        if spent:
+            purchased = standing.purchased
+        elif self.bot.settings.premium_packs:
+            purchased = await self.bot.store.premium.balance(user_id)
+        else:
+            purchased = 0
+        if not spent and not purchased:
+            return trn(loc, left, " {n} credit left {when}.", " {n} credits left {when}.", when=when)
+        if purchased:
+            text = trn(
+                loc,
+                left,
+                " {n} credit left {when}, plus {purchased} purchased.",
+                " {n} credits left {when}, plus {purchased} purchased.",
+                when=when,
+                purchased=purchased,
+            )
+        else:
+            text = trn(
+                loc,
+                left,
+                " {n} credit left {when}, and no purchased credits.",
+                " {n} credits left {when}, and no purchased credits.",
+                when=when,
+            )
+        if spent:
+            text += trn(
+                loc, spent, " This job used {n} purchased credit.", " This job used {n} purchased credits."
+            )
+        return text
 
     async def request_approval(
         self, job: Job, image: NormalizedImage, channel: discord.abc.Messageable

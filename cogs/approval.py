@@ -11,7 +11,9 @@ limits free up with time, so the moderator may approve later or reject it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -28,6 +30,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A request unposted for longer than this is no live process's: posting it (two attempts with a
+# deadline each) takes far less.
+ORPHAN_AGE = 300.0
+ORPHANS_AT_ONCE = 1000  # a start-up looks at this many (each costs a look at the channel's history)
+# Why a request that the bot never managed to post for approval ended.
+NEVER_POSTED = Msg(
+    "The bot restarted before this request could be posted for approval. Nothing was charged — "
+    "please run /animate again."
+)
+
 
 class Approval(commands.Cog):
     def __init__(self, bot: AnimateBot) -> None:
@@ -35,10 +47,51 @@ class Approval(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.approval = self  # handles bot.ui.DecisionButton clicks
+        # In the background: start-up need not wait for Discord's message history.
+        self._recovery = asyncio.create_task(self._recover_safely(), name="approval-recovery")
 
     async def cog_unload(self) -> None:
         if self.bot.approval is self:
             self.bot.approval = None
+        self._recovery.cancel()
+        await asyncio.gather(self._recovery, return_exceptions=True)
+
+    # ------------------------------------------------------------------ after a crash
+
+    async def _recover_safely(self) -> None:
+        try:
+            await self.recover_orphans()
+        except Exception:  # the requests stay as they are; the next start looks again
+            log.exception("Could not look for approval requests orphaned by a crash")
+
+    async def recover_orphans(self) -> int:
+        """Requests whose post was orphaned by a crash (posted, but the process died before storing
+        its id), like the launcher's orphaned status messages: find the post and store it, so its
+        Approve / Reject / Cancel buttons work and it keeps waiting; a request that was never posted
+        (nobody could decide on it) ends, never charged. Returns how many were found."""
+        # A shared database: a live process may be posting a request right now; one database per
+        # process (SQLite): every request is from an earlier start.
+        shared = self.bot.store.db.dialect != "sqlite"
+        cutoff = time.time() - (ORPHAN_AGE if shared else 0.0)
+        found = 0
+        for job in await self.bot.store.jobs.unposted_requests(cutoff, limit=ORPHANS_AT_ONCE):
+            recovered = await self.bot.engine.recover_status(job)
+            if recovered:
+                found += 1
+                # The crash also swallowed the request's event (its audit line).
+                self.bot.dispatch("job_event", job, JobEvent.REQUESTED, job.user_id)
+                log.info("Job %s: its approval request, orphaned by a crash, waits again", job.id)
+            elif recovered is False:
+                await self.bot.engine.end(
+                    job,
+                    JobState.FAILED,
+                    NEVER_POSTED,
+                    within=JobState.AWAITING_APPROVAL,
+                    event=None,
+                    refund=False,
+                )
+                log.warning("Job %s: its approval request was never posted; ended, never charged", job.id)
+        return found
 
     async def button_refusal(
         self, interaction: discord.Interaction[Any], job: Job, action: str

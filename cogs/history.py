@@ -11,7 +11,9 @@ from discord.app_commands import locale_str as _l
 from discord.ext import commands
 
 from bot import ui
+from bot.engine import GUILD_CONTEXT, place_of_interaction
 from bot.i18n import N_, LocaleLike, tr, trn
+from bot.quota_rules import USER_INSTALL_SCOPE
 from cogs.admin.checks import admin_config, admin_only
 from storage.jobs import Job, JobState
 
@@ -35,6 +37,8 @@ STATE_LABELS = {
 def job_line(job: Job, locale: LocaleLike = None) -> str:
     if job.thread_id:
         link = f" · <#{job.thread_id}>"
+    elif job.in_interaction:
+        link = _video_link(job, locale)
     elif job.status_message_id:
         url = ui.message_link(job.guild_id, job.channel_id, job.status_message_id)
         link = " · " + tr(locale, "[status]({url})", url=url)
@@ -45,25 +49,54 @@ def job_line(job: Job, locale: LocaleLike = None) -> str:
     return f"**#{job.id}** {state} · {ui.ts(job.created_at)}{link}\n`{prompt}`"
 
 
+def _video_link(job: Job, locale: LocaleLike) -> str:
+    """A job that lived in its interaction: its status was a reply only the requester saw (no link
+    reaches it), so the link is to the delivered video, where there is a place to name -- a DM (the
+    bot's, a group DM, or the DM the video was sent to after the token expired) or a server whose id
+    the job kept. A server that did not add the bot is not kept (the user-install scope): no link."""
+    if job.delivery_message_id is None or job.delivery_channel_id is None:
+        return ""
+    by_dm = job.delivery_channel_id != job.channel_id
+    if by_dm or job.interaction_context not in (None, GUILD_CONTEXT):
+        where = "@me"
+    elif job.guild_id != USER_INSTALL_SCOPE:
+        where = str(job.guild_id)
+    else:
+        return ""
+    url = f"https://discord.com/channels/{where}/{job.delivery_channel_id}/{job.delivery_message_id}"
+    return " · " + tr(locale, "[video]({url})", url=url)
+
+
 class History(commands.Cog):
     def __init__(self, bot: AnimateBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="jobs", description=_l("Your recent /animate jobs on this server"))
-    @app_commands.guild_only()
+    @app_commands.command(name="jobs", description=_l("Your recent /animate jobs here"))
+    # Like /animate: installable by a user too, listing the jobs of that install's scope.
+    @app_commands.allowed_installs(guilds=True, users=True)
+    @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
     async def jobs(self, interaction: discord.Interaction[AnimateBot]) -> None:
-        assert interaction.guild_id is not None
         loc = interaction.locale
-        recent = await self.bot.store.jobs.recent_for_user(
-            interaction.guild_id, interaction.user.id, limit=10
-        )
+        # A server's jobs where its rules apply; elsewhere those of the user install (every DM, group
+        # DM and server without the bot share that one scope, as they share its allowance).
+        place = place_of_interaction(interaction)
+        recent = await self.bot.store.jobs.recent_for_user(place.scope, interaction.user.id, limit=10)
         if not recent:
-            await interaction.response.send_message(
-                tr(loc, "You haven't run /animate on this server yet."), ephemeral=True
+            empty = (
+                tr(loc, "You haven't run /animate on this server yet.")
+                if place.server_rules
+                else tr(
+                    loc,
+                    "You haven't run /animate with your user install yet "
+                    "(in DMs, group DMs or servers that did not add the bot).",
+                )
             )
+            await interaction.response.send_message(empty, ephemeral=True)
             return
         embed = discord.Embed(
-            title=tr(loc, "Your recent /animate jobs"),
+            title=tr(loc, "Your recent /animate jobs")
+            if place.server_rules
+            else tr(loc, "Your recent /animate jobs with your user install"),
             description="\n".join(job_line(j, loc) for j in recent),
             colour=discord.Colour.blurple(),
         )

@@ -3,7 +3,8 @@
 Every way an entitlement reaches the bot ends in `Premium.handle`: ENTITLEMENT_CREATE/UPDATE/DELETE,
 an interaction's `entitlements`, and the sweep (at start-up, then every PREMIUM_SWEEP_INTERVAL), which
 lists the application's entitlements for the configured SKUs to catch what arrived while the bot was
-offline and consumes granted packs whose consume failed. A pack is granted once per entitlement id
+offline and consumes granted packs whose consume failed; at start-up it also lists the deleted ones,
+to take back refunds made while the bot was offline. A pack is granted once per entitlement id
 (storage/premium.py), *then* consumed; a consume that fails stays pending, never a second grant.
 """
 
@@ -13,14 +14,16 @@ import asyncio
 import dataclasses
 import logging
 import random
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import discord
 from discord.ext import commands
 
+from bot import premium as packs
 from bot.i18n import tr, trn
-from bot.premium import from_discord
+from bot.premium import from_discord, from_payload
 from storage.premium import Entitlement
 
 if TYPE_CHECKING:
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 
 CONSUME_ATTEMPTS = 4
 CONSUMABLE = 3  # Discord's SKU type of a consumable one-time purchase (2: durable, 5: subscription)
+MAX_LIST_PAGES = 1000
 
 
 class Premium(commands.Cog):
@@ -225,6 +229,10 @@ class Premium(commands.Cog):
 
     async def _sweep_loop(self) -> None:
         await self._check_skus()
+        try:
+            await self.reconcile_refunds()
+        except Exception:  # a start-up nicety: the events still cover what happens from now on
+            log.exception("Could not look for refunds made while the bot was offline")
         while True:
             try:
                 await self.sweep()
@@ -246,6 +254,50 @@ class Premium(commands.Cog):
             await self._safely_plain(plain, None)
         for record in await self.bot.store.premium.unconsumed():
             await self.consume(record.id)
+
+    async def reconcile_refunds(self) -> None:
+        """Refunds made while the bot was offline (their ENTITLEMENT_DELETE reached nobody): list the
+        deleted entitlements too and revoke those granted and not revoked yet, each once, with its
+        audit line. discord.py's `entitlements()` never asks for deleted ones (`exclude_deleted`
+        defaults to true), so this calls the route itself, paging by id with `after`."""
+        premium, revoked = self.bot.store.premium, 0
+        async for ent in self._list_with_deleted():
+            if not ent.deleted or ent.sku_id not in self.skus:
+                continue
+            record = await premium.get(ent.id)
+            if record is None or record.revoked:
+                continue  # never granted here, or already taken back
+            await self._safely_plain(ent, None)
+            revoked += 1
+        if revoked:
+            log.info("Start-up: %d entitlement(s) refunded while the bot was offline were revoked", revoked)
+
+    async def _list_with_deleted(self) -> AsyncIterator[Entitlement]:
+        assert self.bot.application_id is not None
+        route = discord.http.Route(
+            "GET", "/applications/{application_id}/entitlements", application_id=self.bot.application_id
+        )
+        after, size = 0, packs.ENTITLEMENT_PAGE  # read here: tests make it smaller
+        for _ in range(MAX_LIST_PAGES):  # bounded, whatever Discord answers
+            params = {
+                "sku_ids": ",".join(str(s) for s in self.skus),
+                "exclude_deleted": "false",
+                "limit": size,
+                "after": after,
+            }
+            async with asyncio.timeout(self.bot.settings.http_timeout):
+                page = await self.bot.http.request(route, params=params)
+            if not isinstance(page, list):
+                log.warning("Discord listed the entitlements as %s, not a list; stopped", type(page).__name__)
+                return
+            ents = [e for e in (from_payload(raw) for raw in page) if e is not None]
+            for ent in ents:
+                yield ent
+            newest = max((e.id for e in ents), default=after)
+            if len(page) < size or newest <= after:
+                return  # the last page (or one that would not move the cursor on)
+            after = newest
+        log.warning("Stopped listing entitlements after %d pages", MAX_LIST_PAGES)
 
     async def _check_skus(self) -> None:
         """Warn about configured SKUs the application does not sell as expected (start-up only)."""

@@ -213,6 +213,16 @@ class JobRepository:
         )
         return [Job.from_row(r) for r in rows]
 
+    async def unposted_requests(self, updated_before: float, limit: int = 100) -> list[Job]:
+        """Jobs awaiting approval whose post was never stored (a crash between posting and storing
+        it), untouched since `updated_before`: approval mode's orphan recovery at start-up."""
+        rows = await self.db.fetchall(
+            "SELECT * FROM jobs WHERE state = ? AND status_message_id IS NULL AND updated_at < ?"
+            " ORDER BY id LIMIT ?",
+            (JobState.AWAITING_APPROVAL.value, updated_before, limit),
+        )
+        return [Job.from_row(r) for r in rows]
+
     async def recent_for_user(self, guild_id: int, user_id: int, limit: int = 10) -> list[Job]:
         rows = await self.db.fetchall(
             "SELECT * FROM jobs WHERE guild_id = ? AND user_id = ? ORDER BY id DESC LIMIT ?",

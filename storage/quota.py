@@ -73,6 +73,7 @@ def _after(before: Standing, cost: int, purchased: int) -> Standing:
         before.period,
         before.granted,
         before.purchased - purchased,
+        purchased,
     )
 
 

@@ -3,9 +3,17 @@
 from bot.engine._common import VideoBackend
 from bot.engine._facade import JobEngine
 from bot.engine._launch import LaunchResult
-from bot.engine._surface import OriginalResponse, Place, place_of, place_of_interaction, surface_of
+from bot.engine._surface import (
+    GUILD_CONTEXT,
+    OriginalResponse,
+    Place,
+    place_of,
+    place_of_interaction,
+    surface_of,
+)
 
 __all__ = [
+    "GUILD_CONTEXT",
     "JobEngine",
     "LaunchResult",
     "OriginalResponse",

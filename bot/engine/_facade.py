@@ -164,6 +164,9 @@ class JobEngine:
     ) -> LaunchResult | None:
         return await self.launcher.post_status(job, image, channel)
 
+    async def recover_status(self, job: Job) -> bool | None:
+        return await self.launcher.recover_status(job)
+
     async def submit(self, job: Job, *, make_thread: bool = True) -> LaunchResult:
         return await self.launcher.submit(job, make_thread=make_thread)
 

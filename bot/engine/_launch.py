@@ -218,20 +218,22 @@ class Launcher:
             return LaunchResult(False, Msg("Discord did not keep the image I uploaded. Please try again."))
         return None
 
-    async def recover_status(self, job: Job) -> None:
+    async def recover_status(self, job: Job) -> bool | None:
         """A crash between posting the status message and storing its id: find it, so it shows the
-        job's end instead of "Submitting…" with a Cancel button nobody can use."""
+        job's end instead of "Submitting…" with a Cancel button nobody can use. True: found and
+        stored; False: not there; None: Discord could not be read."""
         try:
             message = await self.ctx.find_status(job, job.channel_id)
         except c.Unverifiable as exc:
             log.warning("Job %s: could not look for its status message: %s", job.id, exc)
-            return
+            return None
         if message is None:
-            return
+            return False
         img_url = message.attachments[0].url if message.attachments else None
         await self.ctx.jobs.update(job.id, status_message_id=message.id, image_url=img_url)
         job.status_message_id, job.image_url = message.id, img_url
         log.info("Job %s: found its status message %s posted before a restart", job.id, message.id)
+        return True
 
     async def submit(self, job: Job, *, make_thread: bool = True) -> LaunchResult:
         """Submit a job whose status message is posted and whose credits are reserved (state pending).

@@ -74,6 +74,28 @@ async def test_good_tokens_pass_every_line(fakes: tuple[FakeDiscord, FakeRunComf
     assert DISCORD_TOKEN not in text and RUNCOMFY_TOKEN not in text
 
 
+async def test_both_install_urls_are_printed(fakes: tuple[FakeDiscord, FakeRunComfy], tmp_path: Path) -> None:
+    discord_fake, runcomfy = fakes
+    lines = await check.run_checks(loader(runcomfy, tmp_path))
+    out = io.StringIO()
+    check.render(lines, out)
+    text = out.getvalue().splitlines()
+    app = discord_fake.application_id
+    server = f"https://discord.com/oauth2/authorize?client_id={app}&scope=bot+applications.commands"
+    user = (
+        f"https://discord.com/oauth2/authorize?client_id={app}&scope=applications.commands&integration_type=1"
+    )
+    invite = next(i for i, line in enumerate(text) if "Invite URL" in line)
+    assert server in text[invite]
+    # The user install follows on its own line, aligned under the server's URL, without a mark.
+    assert text[invite + 1].strip() == f"user install: {user}"
+    assert text[invite + 1].index("user install") == text[invite].index("https://")
+    # Both are the URLs README's "Setting it up" gives (with YOUR_APP_ID filled in).
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for url in (server + "&permissions=309237763072", user):
+        assert url.replace(str(app), "YOUR_APP_ID") + "`" in readme
+
+
 async def test_bad_discord_token_fails(fakes: tuple[FakeDiscord, FakeRunComfy], tmp_path: Path) -> None:
     _, runcomfy = fakes
     lines = await check.run_checks(loader(runcomfy, tmp_path, discord_token="wrong-token"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
 from typing import Any
 
 from tests.e2e.adminkit import admin
@@ -163,3 +165,58 @@ async def test_a_request_approved_a_day_later_gets_a_fresh_image_url(harness: Ha
     submitted = h.runcomfy.jobs[job.request_id or ""].params["img_url"]
     assert submitted == job.image_url and "expired.invalid" not in submitted
     assert submitted == h.message(message_id)["attachments"][0]["url"]
+
+
+async def test_a_request_whose_post_a_crash_orphaned_is_found_at_start_and_can_be_approved(
+    harness: Harness, tmp_path: Path
+) -> None:
+    h = harness
+    await h.start_bot()
+    await approval_on(h)
+    await h.stop_bot()
+    # Discord stores the request's post, but the process never hears back (and is killed meanwhile):
+    # the post's id is never stored.
+    h.discord.fail_after_store("POST", rf"/channels/{h.discord.channel_id}/messages$", "timeout", hold=30)
+    identified = len(h.discord.identify_payloads)  # the in-process bot's READY is no sign of the new one
+    proc = await h.spawn_bot_process(tmp_path)
+    await h.discord.wait_for(lambda: len(h.discord.identify_payloads) > identified, timeout=30)
+    await h.discord.wait_until_ready(timeout=30)
+    await h.animate("orphaned request")
+    [post] = await h.discord.wait_for(lambda: h.discord.messages(h.discord.channel_id), timeout=20)
+    proc.send_signal(signal.SIGKILL)
+    await proc.wait()
+
+    await h.start_bot()
+    job_id = await h.last_job_id()
+
+    async def stored() -> bool:
+        return (await h.job(job_id)).status_message_id is not None
+
+    await h.discord.wait_for(stored)
+    job = await h.job(job_id)
+    assert job.state.value == "awaiting_approval" and job.status_message_id == int(post["id"])
+    assert job.image_url == post["attachments"][0]["url"]
+    assert "Waiting for approval" in h.status_text(job.status_message_id)
+    # Its buttons work again: a moderator approves it, it is charged once and delivered.
+    text = await click(h, job.status_message_id, "approve", job_id, "mod")
+    assert "Approved" in text and "charged 1 credit" in text
+    await h.wait_job(job_id, "delivered")
+    assert await job_ledger(h.running.quota, job_id) == [("charge", 1)]
+    assert [m["id"] for m in h.discord.messages(h.discord.channel_id)] == [post["id"]]  # no second post
+
+
+async def test_a_request_that_never_got_posted_ends_uncharged_at_start(harness: Harness) -> None:
+    h = harness
+    await h.start_bot()
+    await approval_on(h)
+    job_id, message_id = await request(h)
+    # As if the process had died before its post was stored, and the post is gone too.
+    await h.running.db.execute("UPDATE jobs SET status_message_id = NULL WHERE id = ?", (job_id,))
+    await h.stop_bot()
+    h.discord._delete_message(h.message(message_id))
+
+    await h.start_bot()
+    job = await h.wait_job(job_id, "failed")
+    assert job.error is not None and "restarted before this request could be posted" in job.error
+    assert await job_ledger(h.running.quota, job_id) == []
+    assert h.discord.messages(h.discord.channel_id) == []  # nothing posted in its place

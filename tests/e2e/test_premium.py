@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
+from bot import premium
 from tests.e2e.conftest import Harness
 from tests.fakes.discord import FakeInteraction
 from tests.fakes.discord._entitlements import SKU_SUBSCRIPTION
@@ -225,3 +228,86 @@ async def test_without_premium_skus_nothing_of_it_shows(harness: Harness) -> Non
     embed, inter = await quota_embed(h)
     assert field(embed, "Purchased credits") is None and not (await inter.wait_response()).get("components")
     assert not h.discord.calls_to("GET", r"/applications/\d+/(skus|entitlements)")
+
+
+async def test_the_on_its_way_line_counts_purchased_credits_when_there_are_some_or_the_job_used_some(
+    harness: Harness,
+) -> None:
+    h = harness
+    sku = await start(h, packs="{sku}:2", daily_quota=1)
+    # No purchased credits yet: the line is as it always was.
+    assert (await h.reply(await h.animate())).endswith(" 0 credits left today.")
+    await h.running.db.execute("UPDATE quota_ledger SET period = '2000-01-01'")  # a fresh allowance
+    await settled(h, int((await h.discord.purchase("alice", sku))["id"]))
+    assert (await h.reply(await h.animate())).endswith(" 0 credits left today, plus 2 purchased.")
+    text = await h.reply(await h.animate())
+    assert text.endswith(" 0 credits left today, plus 1 purchased. This job used 1 purchased credit.")
+    text = await h.reply(await h.animate())
+    assert text.endswith(" 0 credits left today, and no purchased credits. This job used 1 purchased credit.")
+    assert await balance(h) == 0
+
+
+async def test_a_refusal_for_lack_of_credits_in_a_dm_or_group_dm_carries_the_packs(harness: Harness) -> None:
+    h = harness
+    sku = await start(h, user_install_daily_quota=0)
+    for channel in (h.discord.open_dm("alice"), h.discord.add_group_dm(["alice", "bob"])):
+        refused = await h.animate(channel_id=channel)
+        text = await h.reply(refused)
+        assert "You are out of credits" in text and "Buy a credit pack below" in text
+        assert refused.ephemeral
+        assert [b["sku_id"] for b in premium_buttons(refused.followups[-1].get("components"))] == [str(sku)]
+    assert h.runcomfy.requests_to("submit") == []
+    assert await h.running.db.fetchone("SELECT id FROM quota_ledger") is None  # nothing charged
+
+
+async def test_refunds_made_while_the_bot_was_offline_are_taken_back_at_start_once(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = harness
+    monkeypatch.setattr(premium, "ENTITLEMENT_PAGE", 2)  # three entitlements: two pages
+    audit = h.discord.add_channel("audit")
+    sku = await start(h, daily_quota=0)
+    await h.running.store.guilds.update(h.discord.guild_id, None, audit_channel_id=audit)
+    ents = [int((await h.discord.purchase("alice", sku))["id"]) for _ in range(3)]
+    for eid in ents:
+        await settled(h, eid)
+    await h.reply(await h.animate())  # one purchased credit spent: 29 left
+    await h.stop_bot()
+    for eid in (ents[0], ents[2]):  # refunded while no bot listens: no ENTITLEMENT_DELETE reaches one
+        await h.discord.refund(eid, dispatch=False)
+
+    def refund_lines() -> list[dict[str, Any]]:
+        return [
+            m for m in h.discord.messages(audit) if "refunded" in (m["embeds"] or [{}])[0].get("title", "")
+        ]
+
+    def listings() -> list[Any]:
+        """The bot's own listings that include deleted entitlements (discord.py's never do)."""
+        return [
+            c
+            for c in h.discord.calls_to("GET", r"/applications/\d+/entitlements$")
+            if c.query.get("exclude_deleted") == "false"
+        ]
+
+    earlier = len(listings())
+    await h.start_bot(premium_skus=f"{sku}:10", daily_quota=0)
+    lines = await h.discord.wait_for(lambda: len(refund_lines()) == 2 and refund_lines())
+    alice = h.discord.user_ids["alice"]
+    assert [line["embeds"][0]["description"] for line in lines] == [
+        f"<@{alice}>'s credit pack (10 credits) was refunded: 10 unspent credits were taken back "
+        "(0 had been spent)."
+    ] * 2
+    assert await balance(h) == 9
+    # Paged by id with `after` (two to a page here): the page after the second entitlement is the last.
+    assert [c.query.get("after") for c in listings()[earlier:]] == ["0", str(ents[1])]
+    # Another start lists them again and finds them revoked: no second take-back or audit line.
+    await h.stop_bot()
+    await h.start_bot(premium_skus=f"{sku}:10", daily_quota=0)
+    await h.discord.wait_for(lambda: len(listings()) == earlier + 4)
+
+    def swept_since() -> bool:  # the regular sweep runs once the start-up look is done
+        calls = h.discord.calls_to("GET", r"/applications/\d+/entitlements$")
+        return calls[-1].query.get("exclude_deleted") != "false"
+
+    await h.discord.wait_for(swept_since)
+    assert len(refund_lines()) == 2 and await balance(h) == 9

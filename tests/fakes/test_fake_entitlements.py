@@ -110,3 +110,24 @@ async def test_premium_buttons_are_validated_like_discord(client: tuple[FakeDisc
 
 def _params(payload: dict[str, object]) -> discord.http.MultipartParameters:
     return discord.http.MultipartParameters(payload={"content": "x", **payload}, multipart=None, files=None)
+
+
+async def test_the_list_route_leaves_out_deleted_entitlements_unless_told_and_pages_after(
+    client: tuple[FakeDiscord, Recorder],
+) -> None:
+    fake, bot = client
+    pack = fake.add_sku("10 credits")
+    ids = [int((await fake.purchase("alice", pack, dispatch=False))["id"]) for _ in range(3)]
+    await fake.refund(ids[1], dispatch=False)
+    route = discord.http.Route(
+        "GET", "/applications/{application_id}/entitlements", application_id=fake.application_id
+    )
+
+    async def listed(**params: str) -> list[int]:
+        return [int(e["id"]) for e in await bot.http.request(route, params=params)]
+
+    assert await listed() == [ids[0], ids[2]]  # Discord's default: exclude_deleted=true
+    assert await listed(exclude_deleted="true") == [ids[0], ids[2]]
+    assert await listed(exclude_deleted="false") == ids
+    assert await listed(exclude_deleted="false", limit="2") == ids[:2]
+    assert await listed(exclude_deleted="false", limit="2", after=str(ids[1])) == [ids[2]]
