@@ -86,6 +86,9 @@ class NewJob:
     locale: str | None = None  # the server's Discord locale (interaction.guild_locale), e.g. "de"
     # What started it, when one click may arrive twice (see migration 0007): one unfinished job per origin.
     origin: str | None = None
+    # How the image was adjusted for the model, shown on the status message: written by the INSERT
+    # itself (known before the job is reserved), never by a write of its own.
+    image_note: str | None = None
 
     @classmethod
     def from_spec(cls, spec: GenerationSpec, **rest: Any) -> NewJob:
@@ -130,8 +133,8 @@ class JobRepository:
         now = time.time() if now is None else now
         return await tx.insert(
             "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, negative_prompt, resolution, template,"
-            " seed, prompt_extend, cost, upload_limit, state, created_at, updated_at, locale, origin)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " seed, prompt_extend, cost, upload_limit, state, created_at, updated_at, locale, origin,"
+            " image_note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 new.guild_id,
                 new.channel_id,
@@ -149,6 +152,7 @@ class JobRepository:
                 now,
                 new.locale,
                 new.origin,
+                new.image_note,
             ),
         )
 
@@ -235,10 +239,16 @@ class JobRepository:
             pick += " FOR UPDATE SKIP LOCKED"
         states = [s.value for s in sorted(LEASED)]
         async with self.db.transaction() as tx:
+            # Read first: nearly every beat finds nothing to take, and a read is no write. The rows
+            # read stay ours until the UPDATE (SQLite: one writer; PostgreSQL: locked by the pick).
+            ids = [int(r["id"]) for r in await tx.fetchall(pick, [*states, now, limit])]
+            if not ids:
+                return []
+            chosen = ", ".join("?" for _ in ids)
             rows = await tx.fetchall(
-                f"UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE id IN ({pick})"
+                f"UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE id IN ({chosen})"
                 f" AND state IN ({marks}) RETURNING *",
-                [owner, now + lease_seconds, *states, now, limit, *states],
+                [owner, now + lease_seconds, *ids, *states],
             )
         return sorted((Job.from_row(r) for r in rows), key=lambda job: job.id)
 
