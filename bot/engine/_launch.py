@@ -171,6 +171,11 @@ class Launcher:
         Returns None on success (the job's status_message_id and image_url are then set), else why not.
         """
         message: discord.Message | None = None
+        embed = ui.status_embed(job)
+        if job.status_has_image:
+            # The image attached to this very post, shown from the start (later edits name it by the
+            # URL Discord gives it, which ends in the same file name).
+            embed.set_thumbnail(url=f"attachment://{image.filename}")
         for attempt in (1, 2):
             view = ui.status_view(job) or discord.ui.View(timeout=None)
             try:
@@ -178,7 +183,7 @@ class Launcher:
                     channel,
                     nonce=c.nonce("s", job),
                     size=len(image.data),
-                    embed=ui.status_embed(job),
+                    embed=embed,
                     file=discord.File(io.BytesIO(image.data), filename=image.filename),
                     allowed_mentions=ui.NO_MENTIONS,
                     view=view,
@@ -213,6 +218,7 @@ class Launcher:
         job.status_message_id, job.image_url = message.id, img_url
         if img_url is None:
             return LaunchResult(False, Msg("Discord did not keep the image I uploaded. Please try again."))
+        self.presenter.posted(job, message.id, embed, ui.status_view(job))
         return None
 
     async def recover_status(self, job: Job) -> None:
@@ -275,13 +281,15 @@ class Launcher:
             self.scheduler.schedule(job.id, self.ctx.settings.poll_first_delay)
 
         thread_id: int | None = None
-        fresh = job
+        fresh = job  # as just written (or kept in memory until written): no read after the write
         try:
             if make_thread:
                 thread_id = await self._open_thread(job)
-            fresh = self._with_unrecorded(await self.ctx.jobs.get(job.id) or job)
             self.ctx.emit(fresh, JobEvent.SUBMITTED)
-            await self.presenter.present(fresh, force=True)
+            # A routine edit, not a forced one: the message was posted a moment ago, and the
+            # requester's answer says it is on its way. The queue is shown by the polls (at most once
+            # per status_edit_interval, see Presenter.present), or the start of generating is.
+            await self.presenter.present(fresh)
         except Exception:
             # RunComfy has the job and polling is scheduled: a Discord or disk hiccup here must not
             # make the requester think it failed.
@@ -305,6 +313,10 @@ class Launcher:
             "submitted_at": time.time(),
             **self.leases.lease_columns(),  # polled by this process: held in the same write
         }
+        # The job as this process knows it from now on, recorded yet or not.
+        job.state, job.request_id, job.submitted_at = JobState.QUEUED, request_id, changes["submitted_at"]
+        job.lease_owner, job.lease_expires_at = changes["lease_owner"], changes["lease_expires_at"]
+        job.updated_at = time.time()
         try:
             moved = await self.ctx.jobs.transition(job.id, JobState.QUEUED, **changes)
         except StorageError as exc:
@@ -368,16 +380,6 @@ class Launcher:
         await self.presenter.refresh(job_id, force=True)
         return True
 
-    def _with_unrecorded(self, job: Job) -> Job:
-        """The job as this process knows it: with a submission the database has not taken yet."""
-        changes = self.ctx.unrecorded.get(job.id)
-        if changes is not None:
-            job.request_id = changes["request_id"]
-            job.state = JobState.QUEUED
-            job.submitted_at = changes["submitted_at"]
-            job.thread_id = changes.get("thread_id", job.thread_id)
-        return job
-
     async def _open_thread(self, job: Job) -> int | None:
         try:
             thread = await self.ctx.status_message(job).create_thread(
@@ -387,6 +389,7 @@ class Launcher:
             # Without a thread the video goes to the channel itself; the job still runs.
             log.warning("Job %s: could not create a thread: %s", job.id, exc)
             return None
+        job.thread_id = thread.id
         pending = self.ctx.unrecorded.get(job.id)
         if pending is not None:
             pending["thread_id"] = thread.id  # written together with the submission

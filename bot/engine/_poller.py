@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-UPLOADING_SHOWN_AFTER = 3.0  # seconds an upload may take before the status says "uploading"
+UPLOADING_SHOWN_AFTER = 10.0  # seconds an upload may take before the status says "uploading" (one edit)
 POLL_MIN_SAMPLES = 5  # finished jobs needed before their spread decides the poll schedule
 DENSE_MIN_INTERVAL = 0.5  # the densest polling, around the likely finish
 DENSE_CALLS = 9  # about this many polls between p10 and p90 of recent durations
@@ -219,9 +219,7 @@ class Poller:
         if phase is Phase.QUEUED:
             # The position is shown, not stored: it changes with nearly every poll, and a restart
             # learns it again from the next one.
-            if job.state is JobState.QUEUED and self.presenter.position(job) != status.queue_position:
-                self.presenter.set_position(job.id, status.queue_position)
-                await self.presenter.present(job)
+            await self.presenter.show_queue(job, status.queue_position)
         elif phase is Phase.RUNNING:
             if job.state is JobState.QUEUED:
                 await self.mark_running(job)
