@@ -364,11 +364,14 @@ class Poller:
                 result_url=result.video_urls[0],
                 finished_at=finished,
                 queue_position=None,
+                delivery_started_at=finished,  # the first upload's mark, in the same write (_delivery)
                 **polls,
             ):
                 # The row as just written: no second read (the columns moved are all known here).
                 job.state, job.result_url = JobState.DELIVERING, result.video_urls[0]
                 job.finished_at, job.queue_position, job.updated_at = finished, None, finished
+                job.delivery_started_at = finished
+                self.ctx.reconciled.add(job.id)  # moved just now: no earlier upload to look for
                 job.poll_count = polls.get("poll_count", job.poll_count)
                 # The video first; "uploading" is shown only if the upload takes a while (usually the
                 # video is there before anyone could read it, and "Done" follows at once).

@@ -82,8 +82,8 @@ async def test_a_delivered_job_writes_one_statement_per_step(harness: Harness, w
         "UPDATE jobs state request_id submitted_at lease_owner",  # queued: RunComfy has it
         "UPDATE jobs thread_id",  # the thread opened after the submit
         "UPDATE jobs state started_at queue_position poll_count",  # running
-        "UPDATE jobs state result_url finished_at queue_position poll_count",  # succeeded
-        "UPDATE jobs delivery_started_at",  # before the upload: what makes the post exactly-once
+        # Succeeded, with the first upload's mark (what makes the post exactly-once) in the same write.
+        "UPDATE jobs state result_url finished_at queue_position delivery_started_at poll_count",
         "UPDATE jobs state finished_at lease_owner delivery_channel_id delivery_message_id",  # delivered
     ], "\n".join(full)
 
