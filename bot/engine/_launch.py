@@ -9,6 +9,7 @@ import contextlib
 import io
 import logging
 import random
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -171,7 +172,9 @@ class Launcher:
         Returns None on success (the job's status_message_id and image_url are then set), else why not.
         """
         message: discord.Message | None = None
-        embed = ui.status_embed(job)
+        # The expected finish from the start: the post is the only look many jobs show before
+        # "Generating" (a short queue is not shown, see Presenter.present).
+        embed = ui.status_embed(job, eta=await self._expected(job))
         if job.status_has_image:
             # The image attached to this very post, shown from the start (later edits name it by the
             # URL Discord gives it, which ends in the same file name).
@@ -220,6 +223,15 @@ class Launcher:
             return LaunchResult(False, Msg("Discord did not keep the image I uploaded. Please try again."))
         self.presenter.posted(job, message.id, embed, ui.status_view(job))
         return None
+
+    async def _expected(self, job: Job) -> float | None:
+        """When a job submitted now should be done, from recent jobs like it (as its ETA will say)."""
+        try:
+            took = await self.presenter.durations(job)
+        except StorageError as exc:
+            log.info("Job %s: no ETA for its status message: %s", job.id, exc)
+            return None
+        return time.time() + statistics.median(took) if took else None
 
     async def recover_status(self, job: Job) -> None:
         """A crash between posting the status message and storing its id: find it, so it shows the
