@@ -298,10 +298,11 @@ class Launcher:
             if make_thread:
                 thread_id = await self._open_thread(job)
             self.ctx.emit(fresh, JobEvent.SUBMITTED)
-            # A routine edit, not a forced one: the message was posted a moment ago, and the
-            # requester's answer says it is on its way. The queue is shown by the polls (at most once
-            # per status_edit_interval, see Presenter.present), or the start of generating is.
-            await self.presenter.present(fresh)
+            # Fresh from its post ("Submitting…"), a routine edit, not a forced one: the requester's
+            # answer says it is on its way, and the polls show the queue (at most once per
+            # status_edit_interval, see Presenter.present) or the start of generating. A message
+            # showing anything else (Approve/Reject buttons, or unknown after a restart) changes now.
+            await self.presenter.present(fresh, force=not self.presenter.shows(fresh, JobState.PENDING))
         except Exception:
             # RunComfy has the job and polling is scheduled: a Discord or disk hiccup here must not
             # make the requester think it failed.

@@ -50,6 +50,11 @@ class Presenter:
         self._last_edit[job.id] = time.monotonic()
         self._looks[job.id] = (message_id, _look(embed, view), job.state)
 
+    def shows(self, job: Job, state: JobState) -> bool:
+        """Whether the job's status message, as this process last showed it, shows `state`."""
+        looks = self._looks.get(job.id)
+        return looks is not None and looks[0] == job.status_message_id and looks[2] is state
+
     async def show_queue(self, job: Job, position: int | None) -> None:
         """A poll saw the queued `job` at `position` (None: RunComfy gave none): a routine edit, unless
         the message already shows exactly that. Called on every queued poll, so an edit dropped as

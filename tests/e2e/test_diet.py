@@ -178,7 +178,7 @@ async def test_a_plain_job_costs_seven_discord_calls(harness: Harness) -> None:
 
 async def test_a_long_queue_is_shown_at_a_bounded_rate(harness: Harness) -> None:
     h = harness
-    h.runcomfy.scripts.append(JobScript(queue_seconds=1.5, run_seconds=0.2, initial_queue_position=9))
+    h.runcomfy.scripts.append(JobScript(queue_seconds=1.5, run_seconds=1.0, initial_queue_position=9))
     # Polls every 0.05-0.2 s; the queue position may be shown once per 0.5 s.
     await h.start_bot(status_edit_interval=0.5)
     await h.reply(await h.animate())
