@@ -15,6 +15,7 @@ and price rules live here and in bot/policy.py only.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -409,6 +410,13 @@ class Admission:
             except MediaError as exc:
                 return Refused(exc.user_message)
             del raw
+            if image.adjusted:
+                # Shown on the public status message, in the job's language; stored by the INSERT
+                # that reserves the job (no write of its own).
+                note = tr(
+                    new.locale, "Adjusted for the model: {changes}", changes=changes_text(image, new.locale)
+                )
+                new = dataclasses.replace(new, image_note=note)
             try:
                 # The rule is ours; storage runs it inside the transaction that charges.
                 rule = LimitCheck(policy.limits_for(config, allowance), for_approval=approval)
@@ -418,16 +426,10 @@ class Admission:
         return job_id, standing, image
 
     async def _prepared(self, job_id: int, image: NormalizedImage) -> Job:
-        """The reserved job, noting on it how the image was adjusted. A failure here ends the job."""
+        """The reserved job (its image note stored with it). A failure here ends the job."""
         try:
             job = await self.jobs.get(job_id)
             assert job is not None
-            if image.adjusted:
-                # Shown on the public status message: stored in the job's language.
-                job.image_note = tr(
-                    job.locale, "Adjusted for the model: {changes}", changes=changes_text(image, job.locale)
-                )
-                await self.jobs.update(job.id, image_note=job.image_note)
         except BaseException:
             await self.abandon(job_id, Msg("An internal error stopped this job before it started."))
             raise

@@ -130,7 +130,7 @@ def state_line(job: Job, now: float | None = None, eta: float | None = None) -> 
     loc = job.locale
     match job.state:
         case JobState.PENDING:
-            return tr(loc, "⏳ Submitting to RunComfy…")
+            return tr(loc, "⏳ Submitting to RunComfy…") + eta_line(eta, now, loc)
         case JobState.QUEUED:
             if job.queue_position is not None:
                 text = tr(loc, "🕒 Queued — position {position}", position=job.queue_position)

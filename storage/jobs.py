@@ -105,6 +105,9 @@ class NewJob:
     spoiler: bool = False  # post its images and video as spoilers
     # A job living in the interaction (migration 0011); None for a channel message.
     interaction: InteractionSurface | None = None
+    # How the image was adjusted for the model, shown on the status message: written by the INSERT
+    # itself (known before the job is reserved), never by a write of its own.
+    image_note: str | None = None
 
     @classmethod
     def from_spec(cls, spec: GenerationSpec, **rest: Any) -> NewJob:
@@ -164,8 +167,8 @@ class JobRepository:
             "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, negative_prompt, resolution, template,"
             " seed, prompt_extend, cost, upload_limit, state, created_at, updated_at, locale, origin,"
             " spoiler, surface, interaction_app_id, interaction_token, interaction_expires_at,"
-            " interaction_context)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " interaction_context, image_note)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 new.guild_id,
                 new.channel_id,
@@ -189,6 +192,7 @@ class JobRepository:
                 surface.token if surface is not None else None,
                 surface.expires_at if surface is not None else None,
                 surface.context if surface is not None else None,
+                new.image_note,
             ),
         )
 
@@ -285,10 +289,16 @@ class JobRepository:
             pick += " FOR UPDATE SKIP LOCKED"
         states = [s.value for s in sorted(LEASED)]
         async with self.db.transaction() as tx:
+            # Read first: nearly every beat finds nothing to take, and a read is no write. The rows
+            # read stay ours until the UPDATE (SQLite: one writer; PostgreSQL: locked by the pick).
+            ids = [int(r["id"]) for r in await tx.fetchall(pick, [*states, now, limit])]
+            if not ids:
+                return []
+            chosen = ", ".join("?" for _ in ids)
             rows = await tx.fetchall(
-                f"UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE id IN ({pick})"
+                f"UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE id IN ({chosen})"
                 f" AND state IN ({marks}) RETURNING *",
-                [owner, now + lease_seconds, *states, now, limit, *states],
+                [owner, now + lease_seconds, *ids, *states],
             )
         return sorted((Job.from_row(r) for r in rows), key=lambda job: job.id)
 

@@ -85,6 +85,7 @@ _MOVE_COLUMNS = frozenset(
         "result_url",
         "delivery_message_id",
         "delivery_channel_id",
+        "delivery_started_at",
         "submitted_at",
         "started_at",
         "finished_at",

@@ -79,11 +79,12 @@ class Delivery:
     async def deliver(self, job: Job) -> None:
         """Post the finished video exactly once, even across crashes and lost answers.
 
-        `delivery_started_at` is written before each upload. Whenever an earlier attempt may have
-        reached Discord -- a previous process got that far, or Discord's answer was lost (5xx after
-        storing, timeout, dropped connection) -- the thread and channel are searched for the video
-        first, and it is only posted if it is not there. The post itself carries a deterministic
-        nonce, so a repeat within Discord's dedup window returns the first message as well.
+        `delivery_started_at` is written before each upload (the move to delivering writes the
+        first one). Whenever an earlier attempt may have reached Discord -- a previous process got
+        that far, or Discord's answer was lost (5xx after storing, timeout, dropped connection) --
+        the thread and channel are searched for the video first, and it is only posted if it is not
+        there. The post itself carries a deterministic nonce, so a repeat within Discord's dedup
+        window returns the first message as well.
         """
         if job.delivery_started_at is not None and job.id not in self.ctx.reconciled:
             try:
@@ -103,9 +104,14 @@ class Delivery:
         except _NothingToPost as nothing:
             await self.endings.fail(job, nothing.reason)
             return
-        # Each attempt is looked for from its own start (the attempt before it was checked above).
-        job.delivery_started_at = time.time()
-        await self.ctx.jobs.update(job.id, delivery_started_at=job.delivery_started_at)
+        # Each attempt is looked for from its own start (the attempt before it was checked above). A
+        # mark already written less than RECONCILE_MARGIN ago will do -- it precedes this attempt, and
+        # the search starts that much earlier anyway -- so the first attempt right after the move to
+        # delivering (which wrote it) costs no write of its own.
+        mark = job.delivery_started_at
+        if mark is None or time.time() - mark > c.RECONCILE_MARGIN:
+            job.delivery_started_at = time.time()
+            await self.ctx.jobs.update(job.id, delivery_started_at=job.delivery_started_at)
         await self._post(job, outgoing)
 
     async def _prepare(self, job: Job) -> Outgoing:

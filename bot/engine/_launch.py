@@ -9,6 +9,7 @@ import contextlib
 import io
 import logging
 import random
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -171,6 +172,13 @@ class Launcher:
         Returns None on success (the job's status_message_id and image_url are then set), else why not.
         """
         message: discord.Message | None = None
+        # The expected finish from the start: the post is the only look many jobs show before
+        # "Generating" (a short queue is not shown, see Presenter.present).
+        embed = ui.status_embed(job, eta=await self._expected(job))
+        if job.status_has_image:
+            # The image attached to this very post, shown from the start (later edits name it by the
+            # URL Discord gives it, which ends in the same file name).
+            embed.set_thumbnail(url=f"attachment://{image.filename}")
         for attempt in (1, 2):
             view = ui.status_view(job) or discord.ui.View(timeout=None)
             try:
@@ -178,7 +186,7 @@ class Launcher:
                     channel,
                     nonce=c.nonce("s", job),
                     size=len(image.data),
-                    embed=ui.status_embed(job),
+                    embed=embed,
                     # A spoilered job's image is blurred (and not shown in the embed: ui.status_embed).
                     file=discord.File(
                         io.BytesIO(image.data), filename=ui.spoiler_name(image.filename, job.spoiler)
@@ -216,7 +224,17 @@ class Launcher:
         job.status_message_id, job.image_url = message.id, img_url
         if img_url is None:
             return LaunchResult(False, Msg("Discord did not keep the image I uploaded. Please try again."))
+        self.presenter.posted(job, message.id, embed, ui.status_view(job))
         return None
+
+    async def _expected(self, job: Job) -> float | None:
+        """When a job submitted now should be done, from recent jobs like it (as its ETA will say)."""
+        try:
+            took = await self.presenter.durations(job)
+        except StorageError as exc:
+            log.info("Job %s: no ETA for its status message: %s", job.id, exc)
+            return None
+        return time.time() + statistics.median(took) if took else None
 
     async def recover_status(self, job: Job) -> bool | None:
         """A crash between posting the status message and storing its id: find it, so it shows the
@@ -280,13 +298,16 @@ class Launcher:
             self.scheduler.schedule(job.id, self.ctx.settings.poll_first_delay)
 
         thread_id: int | None = None
-        fresh = job
+        fresh = job  # as just written (or kept in memory until written): no read after the write
         try:
             if make_thread:
                 thread_id = await self._open_thread(job)
-            fresh = self._with_unrecorded(await self.ctx.jobs.get(job.id) or job)
             self.ctx.emit(fresh, JobEvent.SUBMITTED)
-            await self.presenter.present(fresh, force=True)
+            # Fresh from its post ("Submitting…"), a routine edit, not a forced one: the requester's
+            # answer says it is on its way, and the polls show the queue (at most once per
+            # status_edit_interval, see Presenter.present) or the start of generating. A message
+            # showing anything else (Approve/Reject buttons, or unknown after a restart) changes now.
+            await self.presenter.present(fresh, force=not self.presenter.shows(fresh, JobState.PENDING))
         except Exception:
             # RunComfy has the job and polling is scheduled: a Discord or disk hiccup here must not
             # make the requester think it failed.
@@ -310,6 +331,10 @@ class Launcher:
             "submitted_at": time.time(),
             **self.leases.lease_columns(),  # polled by this process: held in the same write
         }
+        # The job as this process knows it from now on, recorded yet or not.
+        job.state, job.request_id, job.submitted_at = JobState.QUEUED, request_id, changes["submitted_at"]
+        job.lease_owner, job.lease_expires_at = changes["lease_owner"], changes["lease_expires_at"]
+        job.updated_at = time.time()
         try:
             moved = await self.ctx.jobs.transition(job.id, JobState.QUEUED, **changes)
         except StorageError as exc:
@@ -373,16 +398,6 @@ class Launcher:
         await self.presenter.refresh(job_id, force=True)
         return True
 
-    def _with_unrecorded(self, job: Job) -> Job:
-        """The job as this process knows it: with a submission the database has not taken yet."""
-        changes = self.ctx.unrecorded.get(job.id)
-        if changes is not None:
-            job.request_id = changes["request_id"]
-            job.state = JobState.QUEUED
-            job.submitted_at = changes["submitted_at"]
-            job.thread_id = changes.get("thread_id", job.thread_id)
-        return job
-
     async def _open_thread(self, job: Job) -> int | None:
         try:
             thread = await self.ctx.status_message(job).create_thread(
@@ -392,6 +407,7 @@ class Launcher:
             # Without a thread the video goes to the channel itself; the job still runs.
             log.warning("Job %s: could not create a thread: %s", job.id, exc)
             return None
+        job.thread_id = thread.id
         pending = self.ctx.unrecorded.get(job.id)
         if pending is not None:
             pending["thread_id"] = thread.id  # written together with the submission

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-UPLOADING_SHOWN_AFTER = 3.0  # seconds an upload may take before the status says "uploading"
+UPLOADING_SHOWN_AFTER = 10.0  # seconds an upload may take before the status says "uploading" (one edit)
 __all__ = ["DENSE_MIN_INTERVAL", "History", "PollSchedule", "Poller"]  # the schedule's home: _poll_schedule
 
 
@@ -173,9 +173,7 @@ class Poller:
         if phase is Phase.QUEUED:
             # The position is shown, not stored: it changes with nearly every poll, and a restart
             # learns it again from the next one.
-            if job.state is JobState.QUEUED and self.presenter.position(job) != status.queue_position:
-                self.presenter.set_position(job.id, status.queue_position)
-                await self.presenter.present(job)
+            await self.presenter.show_queue(job, status.queue_position)
         elif phase is Phase.RUNNING:
             if job.state is JobState.QUEUED:
                 await self.mark_running(job)
@@ -322,11 +320,14 @@ class Poller:
                 result_url=result.video_urls[0],
                 finished_at=finished,
                 queue_position=None,
+                delivery_started_at=now,  # the first upload's mark, in the same write (_delivery)
                 **polls,
             ):
                 # The row as just written: no second read (the columns moved are all known here).
                 job.state, job.result_url = JobState.DELIVERING, result.video_urls[0]
                 job.finished_at, job.queue_position, job.updated_at = finished, None, now
+                job.delivery_started_at = now
+                self.ctx.reconciled.add(job.id)  # moved just now: no earlier upload to look for
                 job.poll_count = polls.get("poll_count", job.poll_count)
                 # The video first; "uploading" is shown only if the upload takes a while (usually the
                 # video is there before anyone could read it, and "Done" follows at once).

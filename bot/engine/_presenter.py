@@ -29,7 +29,8 @@ class Presenter:
         self._channel_next: dict[int, float] = {}  # earliest next routine edit per channel
         self._edit_locks: dict[int, asyncio.Lock] = {}
         self._shown: dict[int, float] = {}  # job id -> `updated_at` of the newest row shown
-        self._looks: dict[int, tuple[int | None, int]] = {}  # job id -> (message, what its last edit showed)
+        # job id -> (message, what it shows, the state it shows): its post or its last edit
+        self._looks: dict[int, tuple[int | None, int, JobState]] = {}
         self._positions: dict[int, int] = {}  # queued job id -> its latest queue position (not stored)
         self.eta_cache: dict[tuple[int, str], tuple[float, tuple[float, ...]]] = {}
 
@@ -43,6 +44,29 @@ class Presenter:
         else:
             self._positions[job_id] = position
 
+    def posted(self, job: Job, message_id: int, embed: discord.Embed, view: discord.ui.View | None) -> None:
+        """The status message was just posted showing `embed` and `view`: that counts as its latest
+        edit, so an edit showing the same is skipped and a routine one waits its interval."""
+        self._last_edit[job.id] = time.monotonic()
+        self._looks[job.id] = (message_id, _look(embed, view), job.state)
+
+    def shows(self, job: Job, state: JobState) -> bool:
+        """Whether the job's status message, as this process last showed it, shows `state`."""
+        looks = self._looks.get(job.id)
+        return looks is not None and looks[0] == job.status_message_id and looks[2] is state
+
+    async def show_queue(self, job: Job, position: int | None) -> None:
+        """A poll saw the queued `job` at `position` (None: RunComfy gave none): a routine edit, unless
+        the message already shows exactly that. Called on every queued poll, so an edit dropped as
+        too soon is made by a later poll."""
+        if job.state is not JobState.QUEUED:
+            return
+        looks = self._looks.get(job.id)
+        if position == self.position(job) and looks is not None and looks[2] is JobState.QUEUED:
+            return
+        self.set_position(job.id, position)
+        await self.present(job)
+
     async def refresh(self, job_id: int, *, force: bool = False) -> None:
         """Show the job as the database has it now."""
         job = await self.ctx.jobs.get(job_id)
@@ -50,9 +74,12 @@ class Presenter:
             await self.present(job, force=force)
 
     async def present(self, job: Job, *, force: bool = False) -> None:
-        """Edit the status message to show `job`. Routine edits are coalesced to one per message per
-        `status_edit_interval` and spaced `channel_edit_interval` apart within a channel (all status
-        messages of a channel share Discord's rate limit); forced edits -- state changes -- go at once.
+        """Edit the status message to show `job`. Routine edits (the queue position) are made at most
+        once per message per `status_edit_interval` -- one asked for sooner is dropped, as the next
+        poll asks again (see `show_queue`), and a job that starts meanwhile never shows a position
+        nobody had time to read -- and spaced `channel_edit_interval` apart within a channel (all
+        status messages of a channel share Discord's rate limit); forced edits -- state changes -- go
+        at once.
 
         Edits of one message run one at a time. The job given is shown as it is (callers pass the row
         they just read or wrote), unless an edit already showed a newer row: then it is read again, so
@@ -64,10 +91,9 @@ class Presenter:
         channel_id = job.status_channel_id or job.channel_id
         now = time.monotonic()
         if not force:
-            wait = max(
-                self._last_edit.get(job.id, -1e9) + settings.status_edit_interval - now,
-                self._channel_next.get(channel_id, 0.0) - now,
-            )
+            if now - self._last_edit.get(job.id, -1e9) < settings.status_edit_interval:
+                return
+            wait = self._channel_next.get(channel_id, 0.0) - now
             if wait > 0:
                 if job.id not in self._edit_pending:
                     self._edit_pending.add(job.id)
@@ -107,8 +133,8 @@ class Presenter:
         eta = await self.eta(job)
         embed, view = ui.status_embed(job, eta=eta), ui.status_view(job)
         # An edit that would show exactly what the message shows already carries nothing: skip it.
-        looks = hash(repr((embed.to_dict(), view.to_components() if view is not None else None)))
-        if self._looks.get(job.id) == (job.status_message_id, looks):
+        looks = _look(embed, view)
+        if self._looks.get(job.id, (None, None))[:2] == (job.status_message_id, looks):
             return
         try:
             await self.ctx.status_message(job).edit(embed=embed, view=view, allowed_mentions=ui.NO_MENTIONS)
@@ -122,7 +148,7 @@ class Presenter:
             self._looks.pop(job.id, None)
             log.warning("Job %s: could not update the status message: %s", job.id, exc)
         else:
-            self._looks[job.id] = (job.status_message_id, looks)
+            self._looks[job.id] = (job.status_message_id, looks, job.state)
             if job.state.finished:
                 self._looks.pop(job.id, None)  # a finished job's message is not edited again
 
@@ -207,3 +233,8 @@ class Presenter:
         finally:
             self._edit_pending.discard(job_id)
         await self.refresh(job_id)  # not forced: waits again if its channel is still busy
+
+
+def _look(embed: discord.Embed, view: discord.ui.View | None) -> int:
+    """What a status message shows, as one comparable value."""
+    return hash(repr((embed.to_dict(), view.to_components() if view is not None else None)))

@@ -218,12 +218,13 @@ async def test_allowance_limits_and_price_are_the_shared_rules(world: World) -> 
 
 
 async def test_a_failure_after_reserving_ends_the_job(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    world.image = make_image(3000, 2400)  # adjusted: the note is written after the reserve
+    world.image = make_image(3000, 2400)  # adjusted: the note is stored by the reserve itself
 
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(world.jobs, "update", broken)
+    # Reading the reserved job back is the step after the reserve.
+    monkeypatch.setattr(world.jobs, "get", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
         await world.admission.admit(request())
     assert world.quota.reserves == 1 and len(world.abandoned) == 1  # reserved, then handed back

@@ -8,6 +8,7 @@ from typing import Any
 
 from tests.e2e.adminkit import admin
 from tests.e2e.conftest import Harness
+from tests.fakes.runcomfy import JobScript
 from tests.ledger import job_ledger
 
 
@@ -220,3 +221,16 @@ async def test_a_request_that_never_got_posted_ends_uncharged_at_start(harness: 
     assert job.error is not None and "restarted before this request could be posted" in job.error
     assert await job_ledger(h.running.quota, job_id) == []
     assert h.discord.messages(h.discord.channel_id) == []  # nothing posted in its place
+
+
+async def test_a_quick_approval_takes_the_buttons_off_at_once(harness: Harness) -> None:
+    h = harness
+    # Production's spacing of routine edits: the approval's edit is not one of them.
+    await h.start_bot(status_edit_interval=30.0)
+    await approval_on(h)
+    h.runcomfy.scripts.append(JobScript(queue_seconds=None, run_seconds=None))  # stays queued
+    job_id, message_id = await request(h)
+    assert "Approved" in await click(h, message_id, "approve", job_id, "mod")
+    await h.wait_job(job_id, "queued")
+    assert "Queued" in h.status_text(message_id)
+    assert [b["custom_id"] for b in h.buttons(message_id)] == [f"animate:cancel:{job_id}"]

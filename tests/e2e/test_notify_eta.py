@@ -67,3 +67,7 @@ async def test_status_shows_an_eta_from_recent_jobs(harness: Harness) -> None:
     assert match, status
     if match.group(1):
         assert abs(int(match.group(1)) - time.time()) < 60
+    # The status message carried the expectation from its very post (no edit needed to show it).
+    posts = h.discord.calls_to("POST", rf"/channels/{h.discord.channel_id}/messages$")
+    first = next(c for c in posts if c.json and "#4 " in str(c.json.get("embeds")))
+    assert "Expected" in str(first.json["embeds"][0]["fields"]), first.json
