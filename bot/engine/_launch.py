@@ -175,9 +175,10 @@ class Launcher:
         # The expected finish from the start: the post is the only look many jobs show before
         # "Generating" (a short queue is not shown, see Presenter.present).
         embed = ui.status_embed(job, eta=await self._expected(job))
-        if job.status_has_image:
+        if job.status_has_image and not job.spoiler:
             # The image attached to this very post, shown from the start (later edits name it by the
-            # URL Discord gives it, which ends in the same file name).
+            # URL Discord gives it, which ends in the same file name). An embed image cannot be a
+            # spoiler, so a spoilered job's image stays only the blurred attachment.
             embed.set_thumbnail(url=f"attachment://{image.filename}")
         for attempt in (1, 2):
             view = ui.status_view(job) or discord.ui.View(timeout=None)

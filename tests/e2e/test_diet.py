@@ -84,7 +84,8 @@ async def test_a_delivered_job_writes_one_statement_per_step(harness: Harness, w
         "UPDATE jobs state started_at queue_position poll_count",  # running
         # Succeeded, with the first upload's mark (what makes the post exactly-once) in the same write.
         "UPDATE jobs state result_url finished_at queue_position delivery_started_at poll_count",
-        "UPDATE jobs state finished_at lease_owner delivery_channel_id delivery_message_id",  # delivered
+        # Delivered; the lease and any interaction token (a credential) go in the same write.
+        "UPDATE jobs state finished_at lease_owner interaction_token delivery_channel_id delivery_message_id",
     ], "\n".join(full)
 
 
