@@ -21,7 +21,7 @@ from bot.engine import JobEngine, VideoBackend
 from bot.fetch import OutputFetcher
 from bot.media import download_capped
 from bot.preview import PreviewBackend
-from bot.ratelimit import IdentifyPacer, RestRateLimiter
+from bot.ratelimit import BucketSweep, IdentifyPacer, RestRateLimiter
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
 from bot.ui import ButtonHandler, CancelButton, DecisionButton, ResultButton
@@ -125,6 +125,7 @@ class AnimateBot(commands.AutoShardedBot):
             **options,
         )
         self.settings = settings
+        self.bucket_sweep = BucketSweep.install(self.http)  # thousands of threads: see BucketSweep
         self._setup_begun = False
         self.tree.error(self.on_app_command_error)
 
