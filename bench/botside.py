@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -58,12 +59,25 @@ class LoopMonitor:
         self.interval = interval
         self.lags: list[tuple[float, float]] = []  # (monotonic time, lag seconds)
         self.rss: list[tuple[float, int]] = []  # (monotonic time, KiB)
+        self.gc_pauses: list[tuple[float, int, float]] = []  # (monotonic time, generation, seconds)
+        self._gc_started = 0.0
         self._task: asyncio.Task[None] | None = None
 
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        # The cyclic collector stops the loop too: its pauses explain loop lag the bot's code does not.
+        now = time.perf_counter()
+        if phase == "start":
+            self._gc_started = now
+        else:
+            self.gc_pauses.append((time.monotonic(), info["generation"], now - self._gc_started))
+
     def start(self) -> None:
+        gc.callbacks.append(self._on_gc)
         self._task = asyncio.create_task(self._run(), name="bench-loop-monitor")
 
     async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._on_gc)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -83,7 +97,9 @@ class LoopMonitor:
     def window(self, start: float, end: float) -> dict[str, Any]:
         lags = [lag for t, lag in self.lags if start <= t <= end]
         rss = [kib for t, kib in self.rss if start <= t <= end]
+        full = [d for t, g, d in self.gc_pauses if start <= t <= end and g == 2]
         return {
+            "gc_full_collections": {"count": len(full), "seconds": sum(full), "max": max(full, default=0.0)},
             "loop_lag": summary(lags),
             "rss_peak_mib": max(rss) / 1024 if rss else None,
             "rss_mean_mib": sum(rss) / len(rss) / 1024 if rss else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import sqlite3
 import time
@@ -14,6 +15,7 @@ from typing import TypeVar
 import aiosqlite
 
 from storage.db import (
+    BACKGROUND,
     Database,
     Dialect,
     Params,
@@ -53,19 +55,77 @@ class SQLiteTransaction(Transaction):
         return None
 
 
+class PriorityLock:
+    """An asyncio lock whose waiters go in two queues: interactive first, then background (see
+    `storage.db.BACKGROUND`). The lock is handed straight to the next waiter, so a newcomer never
+    overtakes a queue; after `FAIRNESS` hand-offs in a row to interactive waiters one background
+    waiter goes, so background work is slowed by a burst of commands but never stopped."""
+
+    FAIRNESS = 4
+
+    def __init__(self) -> None:
+        self._locked = False
+        self._waiters: tuple[collections.deque[asyncio.Future[None]], ...] = (
+            collections.deque(),  # interactive
+            collections.deque(),  # background
+        )
+        self._run = 0  # interactive hand-offs in a row while background work waited
+
+    def locked(self) -> bool:
+        return self._locked
+
+    async def __aenter__(self) -> None:
+        await self.acquire(background=BACKGROUND.get())
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+    async def acquire(self, *, background: bool = False) -> None:
+        if not self._locked and not any(self._waiters):
+            self._locked = True
+            return
+        queue = self._waiters[1 if background else 0]
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed the lock just as it was cancelled: pass it on
+            elif fut in queue:
+                queue.remove(fut)
+            raise
+
+    def release(self) -> None:
+        urgent, background = self._waiters
+        order = (background, urgent) if self._run >= self.FAIRNESS else (urgent, background)
+        for queue in order:
+            while queue:
+                fut = queue.popleft()
+                if fut.done():
+                    continue  # cancelled while waiting
+                self._run = self._run + 1 if queue is urgent and background else 0
+                fut.set_result(None)  # still locked: it belongs to that waiter now
+                return
+        self._locked = False
+        self._run = 0
+
+
 class SQLiteDatabase(Database):
     """One connection for the bot's life.
 
     aiosqlite runs every statement on one worker thread, but a transaction spans several awaits, and
     with a single connection another coroutine's statement would silently join it. So every access goes
     through one asyncio lock: transactions are atomic and "database is locked" cannot happen in-process.
+    With thousands of jobs polling, that lock has a queue: statements of commands and buttons go ahead
+    of the engine's background ones (`PriorityLock`).
     """
 
     dialect: Dialect = "sqlite"
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
-        self._lock = asyncio.Lock()
+        self._lock = PriorityLock()
         self.path = path
         self.where = f"SQLite at {path}"
 
