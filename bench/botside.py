@@ -36,6 +36,7 @@ if __package__ in (None, ""):  # `python bench/botside.py`
 
 from bench.naive import NaiveBot
 from bench.stats import rss_kib, summary
+from bot.__main__ import tune_gc
 from bot.client import AnimateBot
 from bot.settings import Settings
 
@@ -742,6 +743,8 @@ async def run(
         else:
             client = AnimateBot(settings, guild_ready_timeout=0.05)
         await client.login(info["discord_token"])
+        if not naive:
+            tune_gc()  # as `python -m bot` does once the bot is built and its storage open
         task = asyncio.create_task(client.connect(reconnect=False))
         await asyncio.wait_for(client.wait_until_ready(), 30)
         ctx = Context(

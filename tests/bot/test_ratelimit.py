@@ -215,7 +215,8 @@ async def test_bucket_sweep_is_amortised_and_drops_idle_buckets(monkeypatch: pyt
 
     monkeypatch.setattr(discord.http.Ratelimit, "is_inactive", counting)
     http = discord.http.HTTPClient(asyncio.get_running_loop())
-    sweep = BucketSweep.install(http)
+    clock = FakeClock()
+    sweep = BucketSweep.install(http, clock)
     for i in range(5000):
         http.get_ratelimit(f"POST /channels/{i}/messages")
     # Unswept, that was ~4,700 scans of up to 5,000 buckets (~12 million looks).
@@ -230,4 +231,11 @@ async def test_bucket_sweep_is_amortised_and_drops_idle_buckets(monkeypatch: pyt
     assert sweep.sweeps == 7  # at 8,192 (the 5,000 idle ones go) and at 6,384 (twice the 3,192 left)
     assert len(http._buckets) == 8192
     assert not any(f"POST /channels/{i}/messages" in http._buckets for i in range(5000))
+
+    # A minute later the next new bucket sweeps, however few were added: idle ones never linger long.
+    for bucket in list(http._buckets.values())[:100]:
+        bucket._last_request -= 301
+    clock.now += 61
+    http.get_ratelimit("POST /channels/last/messages")
+    assert sweep.sweeps == 8 and len(http._buckets) == 8192 - 100 + 1
     await http.close()
