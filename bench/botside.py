@@ -659,6 +659,7 @@ def discord_summary(rep: dict[str, Any], jobs: int) -> dict[str, Any]:
         else {},
         "rate_limited": rep.get("rejected", {}),
         "rate_limited_per_job": sum(rep.get("rejected", {}).values()) / jobs if jobs else None,
+        "fakes_gc_full_collections": rep.get("fakes_gc_full_collections"),
     }
 
 
