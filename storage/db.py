@@ -24,6 +24,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
@@ -43,6 +44,17 @@ TOKENS: dict[str, dict[Dialect, str]] = {
     "bigint": {"sqlite": "INTEGER", "postgres": "BIGINT"},
     "float": {"sqlite": "REAL", "postgres": "DOUBLE PRECISION"},
 }
+
+
+# Set in tasks doing background work (the engine's polls, deliveries and sweeps): where the backend
+# serialises statements (SQLite's one connection), a statement a member is waiting on (a command, a
+# button) goes ahead of the queued background ones. Context-local, so it follows each task.
+BACKGROUND: ContextVar[bool] = ContextVar("storage_background", default=False)
+
+
+def mark_background() -> None:
+    """From here on, the current task's statements are background work (see `BACKGROUND`)."""
+    BACKGROUND.set(True)
 
 
 class StorageError(Exception):

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import aiosqlite
 
 from storage.db import (
+    BACKGROUND,
     Database,
     Dialect,
     Params,
@@ -36,31 +39,76 @@ class SQLiteTransaction(Transaction):
         self._conn = conn
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        cur = await self._conn.execute(sql, params)
-        count = cur.rowcount
-        await cur.close()
-        return count
+        return await _in_worker(self._conn, _rowcount, sql, params)
 
     async def insert(self, sql: str, params: Params = ()) -> int:
-        cur = await self._conn.execute(sql, params)
-        rowid = cur.lastrowid
-        await cur.close()
-        if rowid is None:
-            raise StorageError("insert returned no row id")
-        return rowid
+        return _row_id(await _in_worker(self._conn, _lastrowid, sql, params))
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        async with self._conn.execute(sql, params) as cur:
-            row: aiosqlite.Row | None = await cur.fetchone()
-            return row
+        return await _in_worker(self._conn, _one, sql, params)
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        async with self._conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        return await _in_worker(self._conn, _all, sql, params)
 
     async def lock(self, *keys: int) -> None:
         # BEGIN IMMEDIATE took the single write lock and the connection lock is held: already serial.
         return None
+
+
+class PriorityLock:
+    """An asyncio lock whose waiters go in two queues: interactive first, then background (see
+    `storage.db.BACKGROUND`). The lock is handed straight to the next waiter, so a newcomer never
+    overtakes a queue; after `FAIRNESS` hand-offs in a row to interactive waiters one background
+    waiter goes, so background work is slowed by a burst of commands but never stopped."""
+
+    FAIRNESS = 4
+
+    def __init__(self) -> None:
+        self._locked = False
+        self._waiters: tuple[collections.deque[asyncio.Future[None]], ...] = (
+            collections.deque(),  # interactive
+            collections.deque(),  # background
+        )
+        self._run = 0  # interactive hand-offs in a row while background work waited
+
+    def locked(self) -> bool:
+        return self._locked
+
+    async def __aenter__(self) -> None:
+        await self.acquire(background=BACKGROUND.get())
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+    async def acquire(self, *, background: bool = False) -> None:
+        if not self._locked and not any(self._waiters):
+            self._locked = True
+            return
+        queue = self._waiters[1 if background else 0]
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed the lock just as it was cancelled: pass it on
+            elif fut in queue:
+                queue.remove(fut)
+            raise
+
+    def release(self) -> None:
+        urgent, background = self._waiters
+        order = (background, urgent) if self._run >= self.FAIRNESS else (urgent, background)
+        for queue in order:
+            while queue:
+                fut = queue.popleft()
+                if fut.done():
+                    continue  # cancelled while waiting
+                self._run = self._run + 1 if queue is urgent and background else 0
+                fut.set_result(None)  # still locked: it belongs to that waiter now
+                return
+        self._locked = False
+        self._run = 0
 
 
 class SQLiteDatabase(Database):
@@ -69,13 +117,15 @@ class SQLiteDatabase(Database):
     aiosqlite runs every statement on one worker thread, but a transaction spans several awaits, and
     with a single connection another coroutine's statement would silently join it. So every access goes
     through one asyncio lock: transactions are atomic and "database is locked" cannot happen in-process.
+    With thousands of jobs polling, that lock has a queue: statements of commands and buttons go ahead
+    of the engine's background ones (`PriorityLock`).
     """
 
     dialect: Dialect = "sqlite"
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
-        self._lock = asyncio.Lock()
+        self._lock = PriorityLock()
         self.path = path
         self.where = f"SQLite at {path}"
 
@@ -145,40 +195,89 @@ class SQLiteDatabase(Database):
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         async with self._lock, _plain_errors():
-            cur = await self._conn.execute(sql, params)
-            count = cur.rowcount
-            await cur.close()
-            return count
+            return await _in_worker(self._conn, _rowcount, sql, params)
 
     async def insert(self, sql: str, params: Params = ()) -> int:
         async with self._lock, _plain_errors():
-            cur = await self._conn.execute(sql, params)
-            rowid = cur.lastrowid
-            await cur.close()
-            if rowid is None:
-                raise StorageError("insert returned no row id")
-            return rowid
+            return _row_id(await _in_worker(self._conn, _lastrowid, sql, params))
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        async with self._lock, _plain_errors(), self._conn.execute(sql, params) as cur:
-            row: aiosqlite.Row | None = await cur.fetchone()
-            return row
+        async with self._lock, _plain_errors():
+            return await _in_worker(self._conn, _one, sql, params)
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        async with self._lock, _plain_errors(), self._conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        async with self._lock, _plain_errors():
+            return await _in_worker(self._conn, _all, sql, params)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         """BEGIN IMMEDIATE .. COMMIT, rolled back on any exception."""
         async with self._lock, _plain_errors():
-            await self._conn.execute("BEGIN IMMEDIATE")
+            await _in_worker(self._conn, _rowcount, "BEGIN IMMEDIATE", ())
             try:
                 yield SQLiteTransaction(self._conn)
             except BaseException:
-                await self._conn.execute("ROLLBACK")
+                await _in_worker(self._conn, _rowcount, "ROLLBACK", ())
                 raise
-            await self._conn.execute("COMMIT")
+            await _in_worker(self._conn, _rowcount, "COMMIT", ())
+
+
+# One statement = one trip to aiosqlite's worker thread. Through aiosqlite's cursor API a fetchone is
+# three trips (execute, fetch, close), each a thread hand-off and a wake-up of the event loop; with
+# thousands of jobs polling, those trips (not SQLite) were most of the database's CPU, and every trip
+# holds the connection lock for one more turn of a busy loop. These run whole on the worker thread.
+def _rowcount(conn: sqlite3.Connection, sql: str, params: Params) -> int:
+    cur = conn.execute(sql, params)
+    try:
+        return cur.rowcount
+    finally:
+        cur.close()
+
+
+def _lastrowid(conn: sqlite3.Connection, sql: str, params: Params) -> int | None:
+    cur = conn.execute(sql, params)
+    try:
+        return cur.lastrowid
+    finally:
+        cur.close()
+
+
+def _one(conn: sqlite3.Connection, sql: str, params: Params) -> Row | None:
+    cur = conn.execute(sql, params)
+    try:
+        row: Row | None = cur.fetchone()
+        return row
+    finally:
+        cur.close()
+
+
+def _all(conn: sqlite3.Connection, sql: str, params: Params) -> list[Row]:
+    cur = conn.execute(sql, params)
+    try:
+        return list(cur.fetchall())
+    finally:
+        cur.close()
+
+
+def _row_id(rowid: int | None) -> int:
+    if rowid is None:
+        raise StorageError("insert returned no row id")
+    return rowid
+
+
+_T = TypeVar("_T")
+
+
+async def _in_worker(
+    conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection, str, Params], _T], sql: str, params: Params
+) -> _T:
+    """Run `fn(sqlite3_connection, sql, params)` on the connection's worker thread, in one trip.
+
+    aiosqlite's `_execute` is what its own public helpers (`execute_fetchall`, ...) use; it keeps the
+    thread's order, so statements still run in the order they were sent."""
+    raw = conn._conn  # the sqlite3.Connection, only ever touched on the worker thread (in fn)
+    result: _T = await conn._execute(fn, raw, sql, params)  # type: ignore[no-untyped-call]
+    return result
 
 
 @asynccontextmanager

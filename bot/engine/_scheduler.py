@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import heapq
 import itertools
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
+from storage.db import mark_background
+
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Coroutine
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +45,18 @@ class MonotonicClock:
 
 
 class Tasks:
-    """Background tasks of the engine: kept referenced, crashes logged, all cancelled at stop."""
+    """Background tasks of the engine: kept referenced, crashes logged, all cancelled at stop.
+
+    Their database statements are background work (storage.db.BACKGROUND): a member's command or
+    button waiting on the database goes ahead of them."""
 
     def __init__(self) -> None:
         self.running: set[asyncio.Task[Any]] = set()
 
-    def spawn(self, coro: Awaitable[Any], name: str) -> None:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        task.set_name(name)
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        context = contextvars.copy_context()
+        context.run(mark_background)
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro, name=name, context=context)
         self.running.add(task)
         task.add_done_callback(self._done)
 

@@ -7,10 +7,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+import discord.http
 import pytest
 from yarl import URL
 
 from bot.ratelimit import (
+    BucketSweep,
     IdentifyPacer,
     RestRateLimiter,
     SlidingWindowLimiter,
@@ -198,3 +200,42 @@ async def test_identify_pacer_assumes_one_when_the_gateway_cannot_say() -> None:
     await pacer.wait(1)
     assert await pacer.concurrency() == 1
     assert clock.sleeps == [pytest.approx(5.0)]
+
+
+async def test_bucket_sweep_is_amortised_and_drops_idle_buckets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """discord.py scans every route bucket each time it adds one past 256: quadratic with a thread per
+    job. Installed, the scan runs only when the map doubled, and idle buckets still go."""
+    looks = 0
+    original = discord.http.Ratelimit.is_inactive
+
+    def counting(self: discord.http.Ratelimit) -> bool:
+        nonlocal looks
+        looks += 1
+        return original(self)
+
+    monkeypatch.setattr(discord.http.Ratelimit, "is_inactive", counting)
+    http = discord.http.HTTPClient(asyncio.get_running_loop())
+    clock = FakeClock()
+    sweep = BucketSweep.install(http, clock)
+    for i in range(5000):
+        http.get_ratelimit(f"POST /channels/{i}/messages")
+    # Unswept, that was ~4,700 scans of up to 5,000 buckets (~12 million looks).
+    assert looks < 3 * 5000
+    assert sweep.sweeps == 5  # at 256, 512, 1024, 2048 and 4096 buckets
+    assert len(http._buckets) == 5000  # all active: nothing to drop
+
+    for bucket in http._buckets.values():  # five minutes without a request: idle
+        bucket._last_request -= 301
+    for i in range(5000, 5000 + 8192):
+        http.get_ratelimit(f"POST /channels/{i}/messages")
+    assert sweep.sweeps == 7  # at 8,192 (the 5,000 idle ones go) and at 6,384 (twice the 3,192 left)
+    assert len(http._buckets) == 8192
+    assert not any(f"POST /channels/{i}/messages" in http._buckets for i in range(5000))
+
+    # A minute later the next new bucket sweeps, however few were added: idle ones never linger long.
+    for bucket in list(http._buckets.values())[:100]:
+        bucket._last_request -= 301
+    clock.now += 61
+    http.get_ratelimit("POST /channels/last/messages")
+    assert sweep.sweeps == 8 and len(http._buckets) == 8192 - 100 + 1
+    await http.close()

@@ -4,14 +4,15 @@ import asyncio
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import pytest
 
-from storage.db import Database, StorageError, load_migrations
+from storage.db import BACKGROUND, Database, StorageError, load_migrations, mark_background
 from storage.jobs import JobRepository, JobState
 from storage.quota import QuotaRepository
-from storage.sqlite import SQLiteDatabase
+from storage.sqlite import PriorityLock, SQLiteDatabase
 from tests.ledger import daily_period, job_ledger
 from tests.storage.test_quota import new_job
 
@@ -150,3 +151,98 @@ async def test_write_errors_become_storage_errors(tmp_path: Path) -> None:
 async def test_unreachable_path_gives_a_clear_error() -> None:
     with pytest.raises(StorageError, match="cannot open the database"):
         await Database.open("/proc/animate/nested/a.db")
+
+
+async def test_each_statement_is_one_trip_to_the_worker_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trip to aiosqlite's thread is a thread hand-off and a wake-up of the event loop: with
+    thousands of jobs polling, three per read (execute, fetch, close) were most of the database's
+    CPU. Every statement, in a transaction or not, is one trip."""
+    db = await SQLiteDatabase.open(tmp_path / "a.db")
+    trips = 0
+    original = aiosqlite.Connection._execute
+
+    async def counting(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal trips
+        trips += 1
+        return await original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+    try:
+        await db.set_meta("k", "v")
+        assert await db.get_meta("k") == "v"
+        assert len(await db.fetchall("SELECT key FROM meta")) == 1
+        assert await db.execute("UPDATE meta SET value = ? WHERE key = ?", ("w", "k")) == 1
+        assert trips == 4
+        trips = 0
+        async with db.transaction() as tx:
+            await tx.execute("UPDATE meta SET value = ? WHERE key = ?", ("x", "k"))
+            row = await tx.fetchone("SELECT value FROM meta WHERE key = ?", ("k",))
+            assert row is not None and row["value"] == "x"
+        assert trips == 4  # BEGIN, two statements, COMMIT
+        with pytest.raises(sqlite3.IntegrityError):
+            await db.insert("INSERT INTO meta (key, value) VALUES (?, ?)", ("k", "dup"))
+        assert await db.get_meta("k") == "x"
+    finally:
+        await db.close()
+
+
+async def test_interactive_statements_go_ahead_of_queued_background_ones(tmp_path: Path) -> None:
+    """Thousands of jobs' polls queue on the one SQLite connection; a member's command waiting on the
+    database is served before them (storage.db.BACKGROUND), and background work still moves."""
+    db = await SQLiteDatabase.open(tmp_path / "a.db")
+    done: list[str] = []
+
+    async def read(name: str, background: bool) -> None:
+        if background:
+            mark_background()  # this task only
+        await db.fetchone("SELECT 1")
+        done.append(name)
+
+    try:
+        tasks: list[asyncio.Task[None]] = []
+        async with db.transaction():  # holds the connection while the others queue
+            tasks += [asyncio.create_task(read(f"poll{i}", True)) for i in range(8)]
+            await asyncio.sleep(0.01)
+            tasks.append(asyncio.create_task(read("command", False)))
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*tasks)
+        assert done[0] == "command"
+        assert sorted(done[1:]) == sorted(f"poll{i}" for i in range(8))
+        assert not BACKGROUND.get()  # the marks stayed in their tasks
+    finally:
+        await db.close()
+
+
+async def test_priority_lock_lets_background_work_through_and_survives_cancels() -> None:
+    lock = PriorityLock()
+    order: list[str] = []
+
+    async def take(name: str, background: bool) -> None:
+        await lock.acquire(background=background)
+        order.append(name)
+        await asyncio.sleep(0)
+        lock.release()
+
+    await lock.acquire()
+    waiting = [asyncio.create_task(take("bg", True))]
+    waiting += [asyncio.create_task(take(f"i{n}", False)) for n in range(6)]
+    doomed = asyncio.create_task(take("cancelled", False))
+    await asyncio.sleep(0)
+    doomed.cancel()
+    lock.release()
+    await asyncio.gather(*waiting)
+    # FAIRNESS interactive hand-offs, then the waiting background one, then the rest.
+    assert order == ["i0", "i1", "i2", "i3", "bg", "i4", "i5"]
+    assert doomed.cancelled() and not lock.locked()
+
+    # Handed the lock just as it is cancelled: the waiter passes it on instead of keeping it.
+    await lock.acquire()
+    first = asyncio.create_task(lock.acquire())
+    second = asyncio.create_task(take("next", True))
+    await asyncio.sleep(0)
+    lock.release()  # hands it to `first`...
+    first.cancel()  # ...which is cancelled before it runs
+    await asyncio.gather(first, second, return_exceptions=True)
+    assert order[-1] == "next" and not lock.locked()
