@@ -143,6 +143,13 @@ class Window:
         return max(0.001, self.opened + self.seconds - now)
 
 
+_UNLIMITED_HEADERS = {
+    "X-RateLimit-Limit": "100000",
+    "X-RateLimit-Remaining": "99999",
+    "X-RateLimit-Reset-After": "1.000",
+}
+
+
 class RateLimitedDiscord(FakeDiscord):
     """The test fake with Discord's rate limits in front: every answer of a limited route carries the
     ``X-RateLimit-*`` headers, and a request over a limit gets 429 with Discord's JSON body
@@ -162,6 +169,13 @@ class RateLimitedDiscord(FakeDiscord):
         self._buckets: dict[tuple[str, str], Window] = {}
         self._global = Window(global_limit, 1.0)
 
+    def _route_name(self, method: str, path: str) -> str | None:
+        """The bucket hash of a limited route (its major parameter included), without counting."""
+        for m, pattern, name, _limit, _seconds in self.route_limits:
+            if m in ("*", method) and (match := pattern.fullmatch(path)):
+                return hashlib.md5(f"{name}:{match.group(1)}".encode()).hexdigest()
+        return None
+
     def _limit_for(self, method: str, path: str) -> tuple[str, Window] | None:
         for m, pattern, name, limit, seconds in self.route_limits:
             if m in ("*", method) and (match := pattern.fullmatch(path)):
@@ -174,7 +188,14 @@ class RateLimitedDiscord(FakeDiscord):
 
     async def _api_handler(self, request: web.Request) -> web.StreamResponse:
         if not self.ratelimits:
-            return await super()._api_handler(request)
+            # Limits off (the capacity run), but real Discord always sends the headers: without them
+            # discord.py lets one request per route bucket in flight, a serialisation Discord never has.
+            resp = await super()._api_handler(request)
+            path = request.path[len(f"/api/v{request.match_info['version']}") :] or "/"
+            named = self._route_name(request.method.upper(), path)
+            if named is not None and not resp.prepared:
+                resp.headers.update(_UNLIMITED_HEADERS | {"X-RateLimit-Bucket": named})
+            return resp
         path = request.path[len(f"/api/v{request.match_info['version']}") :] or "/"
         method = request.method.upper()
         now = time.monotonic()
