@@ -126,12 +126,13 @@ class ImageIntake:
         gate: DownloadGate,
         source_bytes: int = SOURCE_BYTES_IN_FLIGHT,
         release: Callable[[], object] = release_free_memory,
+        trim_after: int = TRIM_AFTER_BYTES,
     ) -> None:
         self.download, self.decode, self.cost, self.gate = download, decode, cost, gate
         self.source_bytes = Budget(source_bytes)
         self.decoders = asyncio.Semaphore(DECODES_AT_ONCE)
         self.pixels = PixelBudget(DECODE_PIXEL_BUDGET)
-        self._release = release
+        self._release, self._trim_after = release, trim_after
         self._busy = 0  # images between their download's start and their decode's end
         self._since_trim = 0  # source bytes through since the last trim
         self._trims: set[asyncio.Task[object]] = set()
@@ -152,7 +153,7 @@ class ImageIntake:
                     return await asyncio.to_thread(self.decode, raw)
         finally:
             self._busy -= 1
-            if self._busy == 0 and self._since_trim >= TRIM_AFTER_BYTES:
+            if self._busy == 0 and self._since_trim >= self._trim_after:
                 self._since_trim = 0
                 self._spawn_trim()
 
