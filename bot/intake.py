@@ -26,7 +26,7 @@ DOWNLOADS_AT_ONCE = 3
 # Source bytes held at once, bot-wide, from the start of their download to the end of their decode:
 # downloads are quicker than decodes, so without this a burst of 12 MP photos piles up in memory
 # (50 x 2.7 MB waiting for 4 decoders). One source larger than this runs alone.
-SOURCE_BYTES_IN_FLIGHT = 24_000_000
+SOURCE_BYTES_IN_FLIGHT = 16_000_000
 # Images decoded at once: a decode is CPU-bound, so more than the cores only adds memory.
 DECODES_AT_ONCE = 2
 # ... and their pixels in flight at once, bot-wide: memory follows pixels, not images (a 12 MP phone
