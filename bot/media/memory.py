@@ -23,10 +23,10 @@ logger = logging.getLogger(__name__)
 
 #: mallopt(3)'s M_MMAP_THRESHOLD; setting it also turns off glibc's dynamic threshold.
 _M_MMAP_THRESHOLD = -3
-#: Allocations of this size and above are mapped and unmapped on their own: every buffer of a photo
-#: (a download, its stripped copy, a decoded image, an upload's copy) is, small Python objects never
-#: are. 256 KiB measured best in the bench (1 MiB left the 0.4 MB photos in the heaps).
-MMAP_THRESHOLD = 256 * 1024
+#: Allocations of this size and above are mapped and unmapped on their own: the multi-MB buffers of
+#: a photo or a video (a download, a decoded image, an upload's copy) are; Python's objects and the
+#: 64 KiB chunks of a download are not (mapping those would cost page faults for nothing).
+MMAP_THRESHOLD = 1024 * 1024
 
 
 @functools.cache
