@@ -24,7 +24,6 @@ from bot import policy
 from bot.i18n import N_, LocaleLike, Msg, render, tr
 from bot.intake import DECODE_PIXEL_BUDGET as DECODE_PIXEL_BUDGET
 from bot.intake import DOWNLOADS_AT_ONCE, DownloadGate, ImageIntake
-from bot.intake import MemberSlot as MemberSlot
 from bot.intake import PixelBudget as PixelBudget
 from bot.media import MediaError, NormalizedImage, decode_cost, normalize_image
 from bot.quota_rules import AlreadyStarted, LimitCheck, LimitExceeded, Limits, Standing

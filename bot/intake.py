@@ -35,6 +35,10 @@ DECODE_PIXEL_BUDGET = 16_000_000
 # Trim the allocator after a burst only if at least this many source bytes went through since the
 # last trim: a trickle of small photos is not worth the few ms.
 TRIM_AFTER_BYTES = 4_000_000
+# ... and only once no image has been in the pipeline for this many seconds: conforming photos go
+# through in milliseconds, so the pipeline is briefly empty many times within one burst, and a trim
+# each time would hand back pages the next image faults in again.
+TRIM_DELAY = 2.0
 
 
 @dataclass(slots=True)
@@ -127,12 +131,14 @@ class ImageIntake:
         source_bytes: int = SOURCE_BYTES_IN_FLIGHT,
         release: Callable[[], object] = release_free_memory,
         trim_after: int = TRIM_AFTER_BYTES,
+        trim_delay: float = TRIM_DELAY,
     ) -> None:
         self.download, self.decode, self.cost, self.gate = download, decode, cost, gate
         self.source_bytes = Budget(source_bytes)
         self.decoders = asyncio.Semaphore(DECODES_AT_ONCE)
         self.pixels = PixelBudget(DECODE_PIXEL_BUDGET)
-        self._release, self._trim_after = release, trim_after
+        self._release, self._trim_after, self._trim_delay = release, trim_after, trim_delay
+        self._pending_trim: asyncio.TimerHandle | None = None
         self._busy = 0  # images between their download's start and their decode's end
         self._since_trim = 0  # source bytes through since the last trim
         self._trims: set[asyncio.Task[object]] = set()
@@ -142,6 +148,9 @@ class ImageIntake:
         """The normalised image from the source at `url`, which Discord says has `declared_size`
         bytes (untrusted: what arrives is counted)."""
         self._busy += 1
+        if self._pending_trim is not None:  # the burst goes on
+            self._pending_trim.cancel()
+            self._pending_trim = None
         try:
             async with self.source_bytes.hold(declared_size) as held:
                 async with self.gate.downloads:
@@ -154,11 +163,15 @@ class ImageIntake:
         finally:
             self._busy -= 1
             if self._busy == 0 and self._since_trim >= self._trim_after:
-                self._since_trim = 0
-                self._spawn_trim()
+                loop = asyncio.get_running_loop()
+                self._pending_trim = loop.call_later(self._trim_delay, self._spawn_trim)
 
     def _spawn_trim(self) -> None:
         """The burst is over: hand its memory back, off the event loop."""
+        self._pending_trim = None
+        if self._busy:
+            return
+        self._since_trim = 0
         task: asyncio.Task[object] = asyncio.ensure_future(asyncio.to_thread(self._release))
         self._trims.add(task)
         task.add_done_callback(self._trimmed)

@@ -50,7 +50,7 @@ class Pipeline:
     def finish(self, url: str) -> None:
         self._done[url].set()
 
-    def intake(self, source_bytes: int, trim_after: int = 10**9) -> ImageIntake:
+    def intake(self, source_bytes: int, trim_after: int = 10**9, trim_delay: float = 0.0) -> ImageIntake:
         self.loop = asyncio.get_running_loop()
         return ImageIntake(
             download=self.download,
@@ -60,6 +60,7 @@ class Pipeline:
             source_bytes=source_bytes,
             release=self.release,
             trim_after=trim_after,
+            trim_delay=trim_delay,
         )
 
 
@@ -113,8 +114,8 @@ async def test_decodes_at_once_are_bounded() -> None:
 
 
 async def test_memory_is_handed_back_once_after_a_burst() -> None:
-    pipe = Pipeline({"a": 600, "b": 600, "small": 10})
-    intake = pipe.intake(source_bytes=10_000, trim_after=1000)
+    pipe = Pipeline({"a": 600, "b": 600, "c": 600, "small": 10})
+    intake = pipe.intake(source_bytes=10_000, trim_after=1000, trim_delay=0.2)
     tasks = [asyncio.create_task(intake.prepare(url, 600)) for url in ("a", "b")]
     await _settle()
     pipe.finish("a")
@@ -123,11 +124,16 @@ async def test_memory_is_handed_back_once_after_a_burst() -> None:
     assert pipe.released == 0  # b is still being decoded: the burst is not over
     pipe.finish("b")
     await tasks[1]
-    await asyncio.sleep(0.05)  # the trim runs in a worker thread
+    await asyncio.sleep(0.05)
+    pipe.finish("c")
+    await intake.prepare("c", 600)  # within the delay: the same burst, the pending trim is put off
+    await asyncio.sleep(0.1)
+    assert pipe.released == 0
+    await asyncio.sleep(0.3)  # the trim runs once the pipeline stayed empty, in a worker thread
     assert pipe.released == 1
     pipe.finish("small")
     await intake.prepare("small", 10)
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
     assert pipe.released == 1  # 10 bytes since the last trim: not worth one
 
 
