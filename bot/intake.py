@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from bot.media import NormalizedImage
-from bot.media.memory import release_free_memory
+from bot.media.memory import cap_mmap_threshold, release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,7 @@ class ImageIntake:
         self._busy = 0  # images between their download's start and their decode's end
         self._since_trim = 0  # source bytes through since the last trim
         self._trims: set[asyncio.Task[object]] = set()
+        cap_mmap_threshold()  # once per process: large buffers go back to the system when freed
 
     async def prepare(self, url: str, declared_size: int) -> NormalizedImage:
         """The normalised image from the source at `url`, which Discord says has `declared_size`

@@ -10,7 +10,8 @@
 ``download_capped`` is a coroutine.
 
 Nothing here changes process-wide Pillow state (no ``Image.MAX_IMAGE_PIXELS`` or ``LOAD_TRUNCATED_IMAGES``
-tweaks, no ``warnings`` filter changes), so it is safe to run several calls in parallel threads.
+tweaks, no ``warnings`` filter changes), so it is safe to run several calls in parallel threads. The one
+process-wide knob, glibc's mmap threshold, is ``memory.cap_mmap_threshold``, called by bot/intake.py.
 """
 
 from __future__ import annotations

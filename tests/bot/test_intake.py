@@ -167,6 +167,11 @@ async def test_budget_take_lets_a_holder_grow_past_the_total() -> None:
     assert entered.is_set() and budget.free == 10
 
 
-def test_release_free_memory_runs_on_this_platform() -> None:
+def test_release_free_memory_and_the_threshold_on_this_platform(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(memory.release_free_memory(), bool)
-    assert memory.release_free_memory() is False or memory._glibc() is not None
+    memory.cap_mmap_threshold.cache_clear()
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    assert memory.cap_mmap_threshold() is False  # the operator's setting wins
+    memory.cap_mmap_threshold.cache_clear()
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    assert memory.cap_mmap_threshold() is (memory._glibc() is not None)
