@@ -17,13 +17,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from bot import policy
 from bot.i18n import N_, LocaleLike, Msg, render, tr
+from bot.intake import DECODE_PIXEL_BUDGET as DECODE_PIXEL_BUDGET
+from bot.intake import DOWNLOADS_AT_ONCE, DownloadGate, ImageIntake
+from bot.intake import PixelBudget as PixelBudget
 from bot.media import MediaError, NormalizedImage, decode_cost, normalize_image
 from bot.quota_rules import (
     AlreadyStarted,
@@ -53,37 +55,8 @@ NEGATIVE_MAX = 500
 MAX_SOURCE_BYTES = 50 * 1024 * 1024
 # Smaller sides are refused (normalize_image's `min_side`), before download too (Discord declares it).
 MIN_SIDE = 360
-# Source images downloaded at once, bot-wide (each may be up to MAX_SOURCE_BYTES in memory).
-DOWNLOADS_AT_ONCE = 3
 # A member's second request waits this long for their first to be downloaded and charged.
 MEMBER_WAIT = 30.0
-# Images decoded at once (a large photo takes hundreds of MB while it is decoded).
-DECODES_AT_ONCE = 4
-# ... and their pixels in flight at once, bot-wide: memory follows pixels, not images (a 12 MP phone
-# photo is decoded at ~3 MP, a conforming upload not at all). One image larger than this runs alone.
-DECODE_PIXEL_BUDGET = 16_000_000
-
-
-class PixelBudget:
-    """A semaphore counted in pixels: decodes wait until their pixels fit in the budget."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.free = total
-        self._changed = asyncio.Condition()
-
-    @asynccontextmanager
-    async def hold(self, pixels: int) -> AsyncIterator[None]:
-        need = max(1, min(pixels, self.total))
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.free >= need)
-            self.free -= need
-        try:
-            yield
-        finally:
-            async with self._changed:
-                self.free += need
-                self._changed.notify_all()
 
 
 class AttachmentLike(Protocol):
@@ -262,43 +235,6 @@ def _listed(names: list[str]) -> Msg:
     )
 
 
-@dataclass(slots=True)
-class MemberSlot:
-    acquired: bool  # False: the member's earlier request did not finish in time
-    waited: bool  # True: another request of theirs went first (it may have spent the credits)
-
-
-class DownloadGate:
-    """Bounds the expensive part of a request -- download, decode, charge: a few at once bot-wide
-    (`downloads`), and one at a time per member, so one member's burst cannot crowd out everyone."""
-
-    def __init__(self, downloads: int) -> None:
-        self.downloads = asyncio.Semaphore(downloads)
-        self._members: dict[int, tuple[asyncio.Lock, int]] = {}  # lock, requests holding or waiting
-
-    @asynccontextmanager
-    async def member(self, user_id: int, wait: float) -> AsyncIterator[MemberSlot]:
-        lock, users = self._members.get(user_id, (asyncio.Lock(), 0))
-        self._members[user_id] = (lock, users + 1)
-        slot = MemberSlot(acquired=False, waited=lock.locked())
-        try:
-            try:
-                async with asyncio.timeout(wait):
-                    await lock.acquire()
-                slot.acquired = True
-            except TimeoutError:
-                pass
-            yield slot
-        finally:
-            if slot.acquired:
-                lock.release()
-            lock, users = self._members[user_id]
-            if users <= 1:
-                del self._members[user_id]
-            else:
-                self._members[user_id] = (lock, users - 1)
-
-
 Downloader = Callable[[str], Awaitable[bytes]]
 Abandon = Callable[[int, str], Awaitable[object]]
 
@@ -326,14 +262,10 @@ class Admission:
         self.guilds = guilds
         self.jobs = jobs
         self.quota = quota
-        self.download = download
         self.accepting = accepting
         self.abandon = abandon
-        self.decode = decode
         self.gate = gate or DownloadGate(DOWNLOADS_AT_ONCE)
-        self.decoders = asyncio.Semaphore(DECODES_AT_ONCE)
-        self.cost = cost
-        self.pixels = PixelBudget(DECODE_PIXEL_BUDGET)
+        self.intake = ImageIntake(download=download, decode=decode, cost=cost, gate=self.gate)
         self.member_wait, self.boost = member_wait, boost  # boost: a server subscription's allowance
 
     # ------------------------------------------------------------------ rules shared with /quota, approval
@@ -402,14 +334,9 @@ class Admission:
                 if reason is not None:
                     return reason
             try:
-                async with self.gate.downloads:
-                    raw = await self.download(req.source.url)
-                pixels = await asyncio.to_thread(self.cost, raw)  # the header only
-                async with self.decoders, self.pixels.hold(pixels):
-                    image = await asyncio.to_thread(self.decode, raw)
+                image = await self.intake.prepare(req.source.url, req.source.size)
             except MediaError as exc:
                 return Refused(exc.user_message)
-            del raw
             if image.adjusted:
                 # Shown on the public status message, in the job's language; stored by the INSERT
                 # that reserves the job (no write of its own).

@@ -4,12 +4,14 @@
 - ``video``: ``fit_video`` (PyAV) -- re-encode a video that exceeds the upload limit.
 - ``download``: ``download_capped`` and ``redact_url``.
 - ``errors``: ``MediaError`` and its download subclasses, shared by all three.
+- ``memory``: handing a burst's memory back to the system (glibc's allocator).
 
 ``normalize_image`` and ``fit_video`` are CPU-bound and synchronous: call them via ``asyncio.to_thread``.
 ``download_capped`` is a coroutine.
 
-Nothing here changes process-wide state (no ``Image.MAX_IMAGE_PIXELS`` or ``LOAD_TRUNCATED_IMAGES``
-tweaks, no ``warnings`` filter changes), so it is safe to run several calls in parallel threads.
+Nothing here changes process-wide Pillow state (no ``Image.MAX_IMAGE_PIXELS`` or ``LOAD_TRUNCATED_IMAGES``
+tweaks, no ``warnings`` filter changes), so it is safe to run several calls in parallel threads. The one
+process-wide knob, glibc's mmap threshold, is ``memory.cap_mmap_threshold``, called by bot/intake.py.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ and its reduced-scale decode of large JPEGs (issue #13)."""
 from __future__ import annotations
 
 import io
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -126,3 +127,26 @@ def test_large_exif_rotated_jpeg_is_decoded_at_reduced_scale(
     with Image.open(io.BytesIO(result.data)) as im:
         _px(1450, 50, (255, 0, 0))(im)  # the stored top-left marker is now top-right
         _px(50, 50, (0, 0, 255))(im)
+
+
+def test_a_large_photo_is_resized_one_axis_at_a_time_freeing_each_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Memory: the decoded pixels are gone before the second axis is resized, so at most two copies
+    of a photo are alive at once (one resize call of both axes holds three)."""
+    sources: list[weakref.ref[Image.Image]] = []
+    sizes: list[tuple[tuple[int, int], tuple[int, int]]] = []
+    original = Image.Image.resize
+
+    def spy(self: Image.Image, size: Any, *args: Any, **kwargs: Any) -> Image.Image:
+        if sources:
+            assert sources[-1]() is None, "the image resized before is still alive"
+        sizes.append((self.size, tuple(size)))
+        out = original(self, size, *args, **kwargs)
+        sources.append(weakref.ref(self))
+        return out
+
+    monkeypatch.setattr(Image.Image, "resize", spy)
+    out = normalize_image(_exif_rotated_phone_photo())
+    assert sizes == [((2016, 1512), (2000, 1512)), ((2000, 1512), (2000, 1500))]
+    assert (out.width, out.height) == (1500, 2000)
