@@ -5,7 +5,8 @@ Three bounds, each on what really costs memory: the source bytes held at once (d
 to be decoded, being decoded: `SOURCE_BYTES_IN_FLIGHT`, counted by the size Discord declares and
 topped up by what really arrived), the downloads at once (`DownloadGate`), and the decodes at once,
 counted in the pixels they hold (`PixelBudget`). When the last image of a burst is done, the allocator's
-free pages go back to the system (bot/media/memory.py). Used by bot/admission.py only.
+free pages go back to the system (bot/media/memory.py). Used by bot/admission.py; its `Budget` also
+bounds the video bytes bot/engine/_delivery.py holds at once.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from bot.engine._scheduler import Scheduler
 from bot.engine._surface import delivery_targets, dm_channel_id, token_gone
 from bot.fetch import check_video
 from bot.i18n import N_, Msg, render, tr
+from bot.intake import Budget
 from bot.media import MediaError, fit_video
 from storage.jobs import Job
 from storage.lifecycle import JobEvent, JobState
@@ -41,6 +42,9 @@ class _Again(enum.Enum):
 _RETRY_FORM = _Again.FORM
 
 
+# Videos held at once by deliveries (see Delivery.deliver); one larger than this goes alone.
+VIDEO_BYTES_IN_FLIGHT = 24_000_000
+VIDEO_FIRST_GUESS = 1_000_000  # held for a download before any video's size is known
 UNFETCHABLE = Msg(
     "RunComfy's video could not be fetched, and its link is not a secure (https) one I can pass on."
 )
@@ -71,6 +75,10 @@ class Delivery:
         self.endings = endings
         self.scheduler = scheduler
         self._encoders = asyncio.Semaphore(2)  # video re-encodes at once (CPU and memory heavy)
+        # Video bytes in memory at once, from download to the end of the upload: a burst of finished
+        # jobs would otherwise hold every video (and aiohttp's copy of each upload) at once.
+        self._videos = Budget(VIDEO_BYTES_IN_FLIGHT)
+        self._typical = VIDEO_FIRST_GUESS  # what a download is expected to hold, until one is seen
         # Set when the backend serves outputs itself (the preview backend): url, max_bytes -> bytes.
         self._fetch_output: Callable[[str, int], Awaitable[bytes]] | None = getattr(
             ctx.runcomfy, "fetch_output", None
@@ -99,11 +107,18 @@ class Delivery:
                 await self._delivered(job, *found)
                 return
         self.ctx.reconciled.add(job.id)
-        try:
-            outgoing = await self._prepare(job)
-        except _NothingToPost as nothing:
-            await self.endings.fail(job, nothing.reason)
-            return
+        async with self._videos.hold(self._typical) as held:
+            try:
+                outgoing = await self._prepare(job)
+            except _NothingToPost as nothing:
+                await self.endings.fail(job, nothing.reason)
+                return
+            if outgoing.video is not None:
+                self._typical = max(VIDEO_FIRST_GUESS, len(outgoing.video))
+                self._videos.take(held, len(outgoing.video) - held.amount)
+            await self._upload(job, outgoing)
+
+    async def _upload(self, job: Job, outgoing: Outgoing) -> None:
         # Each attempt is looked for from its own start (the attempt before it was checked above). A
         # mark already written less than RECONCILE_MARGIN ago will do -- it precedes this attempt, and
         # the search starts that much earlier anyway -- so the first attempt right after the move to

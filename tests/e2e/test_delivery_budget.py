@@ -1,0 +1,44 @@
+"""Videos in memory at once: a burst of finished jobs is delivered within a byte budget (issue #13)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.intake import Budget
+from tests.e2e.conftest import Harness
+from tests.fakes.runcomfy import JobScript
+
+
+async def test_a_burst_of_finished_jobs_holds_the_videos_within_the_budget(harness: Harness) -> None:
+    h = harness
+    h.runcomfy.video_bytes = h.runcomfy.video_bytes + b"\0" * 1_200_000  # over the budget and the first guess
+    await h.start_bot()
+    delivery = h.running.engine.delivery
+    delivery._videos = Budget(100_000)  # smaller than one video: one delivery at a time
+    in_flight, peak = 0, 0
+    upload = delivery._upload
+
+    async def counted(job, outgoing):  # type: ignore[no-untyped-def]
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            await asyncio.sleep(0.05)  # long enough for the others to overlap if they could
+            await upload(job, outgoing)
+        finally:
+            in_flight -= 1
+
+    delivery._upload = counted  # type: ignore[method-assign]
+    users = ["alice", "bob", "mod", "admin"]
+    for _ in users:
+        h.runcomfy.scripts.append(JobScript(queue_seconds=0.1, run_seconds=0.3))
+    for user in users:
+        await h.reply(await h.animate(user=user))
+    for job_id in range(1, len(users) + 1):
+        job = await h.wait_job(job_id, "delivered")
+        videos = [m for m in h.discord.messages(job.thread_id) if m["attachments"]]
+        assert len(videos) == 1, job_id
+    assert peak == 1
+    # The next download is expected to be as large as the last video, so it waits for room at once.
+    assert delivery._typical == len(h.runcomfy.video_bytes)
+    assert delivery._videos.free == delivery._videos.total  # everything held was given back
