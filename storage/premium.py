@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from storage.db import Database, Row, Transaction, lock_key
+from storage.lifecycle import FINISHED
 
 Kind = Literal["credits", "guild"]
 
@@ -29,6 +30,11 @@ def user_lock(user_id: int) -> int:
 
 async def purchased_balance(tx: Transaction | Database, user_id: int) -> int:
     """A user's purchased credits left (never below 0)."""
+    return max(0, await _raw_balance(tx, user_id))
+
+
+async def _raw_balance(tx: Transaction | Database, user_id: int) -> int:
+    """The balance as stored: below 0 while a refunded pack's credits are still held by running jobs."""
     row = await tx.fetchone(
         "SELECT (SELECT COALESCE(SUM(credits - taken_back), 0) FROM premium_entitlements"
         "  WHERE user_id = ? AND kind = 'credits')"
@@ -36,7 +42,21 @@ async def purchased_balance(tx: Transaction | Database, user_id: int) -> int:
         " AS balance",
         (user_id, user_id),
     )
-    return max(0, int(row["balance"])) if row else 0
+    return int(row["balance"]) if row else 0
+
+
+async def held_purchased(tx: Transaction | Database, user_id: int) -> int:
+    """Purchased credits charged to jobs that have not ended and were not refunded: not spent yet,
+    since a failed or cancelled job gives them back (storage.lifecycle.refund_charge)."""
+    marks = ", ".join("?" for _ in FINISHED)
+    row = await tx.fetchone(
+        "SELECT COALESCE(SUM(c.purchased), 0) AS held FROM quota_ledger c JOIN jobs j ON j.id = c.job_id"
+        " WHERE c.user_id = ? AND c.kind = 'charge' AND c.purchased > 0"
+        f" AND j.state NOT IN ({marks}) AND NOT EXISTS"
+        " (SELECT 1 FROM quota_ledger r WHERE r.job_id = c.job_id AND r.kind = 'refund')",
+        (user_id, *(s.value for s in sorted(FINISHED))),
+    )
+    return int(row["held"]) if row else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +167,10 @@ class PremiumRepository:
         return changed == 1 and not ent.deleted
 
     async def revoke(self, ent: Entitlement) -> Revocation | None:
-        """Take back what is still unspent of a refunded pack -- min(granted, balance) -- once. None if
-        it was revoked before; an entitlement never seen is recorded revoked (nothing to take back)."""
+        """Take back what is still unspent of a refunded pack -- min(granted, balance + held) -- once.
+        Credits held by unfinished jobs count as unspent: the raw balance may go below 0 for them, so a
+        later refund of such a job pays off that debt instead of handing the credits back. None if it
+        was revoked before; an entitlement never seen is recorded revoked (nothing to take back)."""
         if ent.user_id is None:
             return None
         now = time.time()
@@ -166,7 +188,8 @@ class PremiumRepository:
             record = Record.from_row(row)
             if record.revoked or record.kind != "credits":
                 return None
-            take = min(record.credits, await purchased_balance(tx, ent.user_id))
+            held = await held_purchased(tx, ent.user_id)
+            take = min(record.credits, max(0, await _raw_balance(tx, ent.user_id) + held))
             await tx.execute(
                 "UPDATE premium_entitlements SET revoked_at = ?, taken_back = ?"
                 " WHERE id = ? AND revoked_at IS NULL",

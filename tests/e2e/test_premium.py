@@ -161,6 +161,8 @@ async def test_a_refund_takes_back_only_the_unspent_credits_and_says_so_in_the_a
     await settled(h, int(ent["id"]))
     for _ in range(2):
         await h.reply(await h.animate())
+        # Delivered, so spent (a running job's credits would still count as unspent).
+        await h.wait_job(await h.last_job_id(), "delivered")
     assert await balance(h) == 8
     await h.discord.refund(int(ent["id"]))
 
