@@ -195,18 +195,19 @@ class Premium(commands.Cog):
         """A refund: take back what is unspent of the pack, and say so in the audit log."""
         premium = self.bot.store.premium
         revocation = await premium.revoke(ent)
-        if revocation is None or ent.user_id is None:
+        if revocation is None or revocation.record.user_id is None:
             return
         record, taken = revocation.record, revocation.taken_back
+        user_id = record.user_id  # the grant's: a delete payload may not name the user
         log.info(
             "Entitlement %s refunded: took back %d of %d purchased credits from user %s",
             ent.id,
             taken,
             record.credits,
-            ent.user_id,
+            user_id,
         )
         guild_id = (
-            record.guild_id or record.seen_guild_id or seen_guild_id or await premium.home_guild(ent.user_id)
+            record.guild_id or record.seen_guild_id or seen_guild_id or await premium.home_guild(user_id)
         )
         if guild_id is None:
             return
@@ -219,7 +220,7 @@ class Premium(commands.Cog):
             "({spent} had been spent).",
             "<@{user}>'s credit pack ({credits} credits) was refunded: {n} unspent credits were taken back "
             "({spent} had been spent).",
-            user=ent.user_id,
+            user=user_id,
             credits=record.credits,
             spent=record.credits - taken,
         )

@@ -171,31 +171,47 @@ class PremiumRepository:
         Credits held by unfinished jobs count as unspent: the raw balance may go below 0 for them, so a
         later refund of such a job pays off that debt instead of handing the credits back. None if it
         was revoked before; an entitlement never seen is recorded revoked (nothing to take back)."""
-        if ent.user_id is None:
-            return None
+        # Whose pack it is comes from the stored grant (a delete payload may not name the user).
+        stored = await self.get(ent.id)
+        user_id = stored.user_id if stored is not None else ent.user_id
         now = time.time()
+        if user_id is None:
+            if await self._record_revoked(ent, None, now, self.db):
+                return None  # never seen, nobody named: nothing granted, and now it never will be
+            stored = await self.get(ent.id)  # granted meanwhile
+            user_id = None if stored is None else stored.user_id
+            if user_id is None:
+                return None
         async with self.db.transaction() as tx:
-            await tx.lock(user_lock(ent.user_id))
+            await tx.lock(user_lock(user_id))
             row = await tx.fetchone(f"SELECT {_COLUMNS} FROM premium_entitlements WHERE id = ?", (ent.id,))
             if row is None:
-                await tx.execute(
-                    "INSERT INTO premium_entitlements (id, sku_id, kind, user_id, guild_id, credits,"
-                    " consumable, revoked_at, created_at) VALUES (?, ?, 'credits', ?, ?, 0, 0, ?, ?)"
-                    " ON CONFLICT (id) DO NOTHING",
-                    (ent.id, ent.sku_id, ent.user_id, ent.guild_id, now, now),
-                )
+                await self._record_revoked(ent, user_id, now, tx)
                 return None
             record = Record.from_row(row)
             if record.revoked or record.kind != "credits":
                 return None
-            held = await held_purchased(tx, ent.user_id)
-            take = min(record.credits, max(0, await _raw_balance(tx, ent.user_id) + held))
+            held = await held_purchased(tx, user_id)
+            take = min(record.credits, max(0, await _raw_balance(tx, user_id) + held))
             await tx.execute(
                 "UPDATE premium_entitlements SET revoked_at = ?, taken_back = ?"
                 " WHERE id = ? AND revoked_at IS NULL",
                 (now, take, ent.id),
             )
         return Revocation(record, take)
+
+    @staticmethod
+    async def _record_revoked(
+        ent: Entitlement, user_id: int | None, now: float, tx: Transaction | Database
+    ) -> bool:
+        """Store a never-seen entitlement as revoked with nothing granted; False if it exists."""
+        changed = await tx.execute(
+            "INSERT INTO premium_entitlements (id, sku_id, kind, user_id, guild_id, credits,"
+            " consumable, revoked_at, created_at) VALUES (?, ?, 'credits', ?, ?, 0, 0, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (ent.id, ent.sku_id, user_id, ent.guild_id, now, now),
+        )
+        return changed == 1
 
     async def mark_consumed(self, entitlement_id: int) -> None:
         await self.db.execute(

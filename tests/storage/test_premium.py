@@ -163,3 +163,19 @@ async def test_a_server_subscription_counts_while_live(db: Database) -> None:
     assert await premium.guild_subscribed(55) is True
     await premium.record_subscription(Entitlement(sub.id, sub.sku_id, USER, 55, deleted=True))
     assert await premium.guild_subscribed(55) is False
+
+
+async def test_a_refund_whose_payload_names_no_user_takes_back_from_the_grants_user(db: Database) -> None:
+    premium = PremiumRepository(db)
+    await premium.grant(PACK, 10, consumable=True)
+    revocation = await premium.revoke(Entitlement(PACK.id, PACK.sku_id, None, None, deleted=True))
+    assert revocation is not None and revocation.taken_back == 10 and revocation.record.user_id == USER
+    assert await premium.balance(USER) == 0
+    # Never seen and naming nobody: recorded revoked, so it never grants later.
+    unseen = Entitlement(PACK.id + 5, PACK.sku_id, None, None, deleted=True)
+    assert await premium.revoke(unseen) is None
+    assert (
+        await premium.grant(dataclasses.replace(unseen, user_id=USER, deleted=False), 10, consumable=True)
+        is False
+    )
+    assert await premium.balance(USER) == 0
