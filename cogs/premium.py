@@ -195,10 +195,10 @@ class Premium(commands.Cog):
         """A refund: take back what is unspent of the pack, and say so in the audit log."""
         premium = self.bot.store.premium
         revocation = await premium.revoke(ent)
-        if revocation is None or revocation.record.user_id is None:
+        user_id = None if revocation is None else revocation.record.user_id  # the grant's, not the payload's
+        if revocation is None or user_id is None:
             return
         record, taken = revocation.record, revocation.taken_back
-        user_id = record.user_id  # the grant's: a delete payload may not name the user
         log.info(
             "Entitlement %s refunded: took back %d of %d purchased credits from user %s",
             ent.id,
