@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 CONSUME_ATTEMPTS = 4
 CONSUMABLE = 3  # Discord's SKU type of a consumable one-time purchase (2: durable, 5: subscription)
 MAX_LIST_PAGES = 1000
+# Discord's entitlement types that were paid for: a purchase, a test-mode purchase (the developer's
+# own, granted too so the store can be tried out) and, for the server SKU, an application subscription.
+PURCHASE, TEST_MODE_PURCHASE, APPLICATION_SUBSCRIPTION = 1, 4, 8
 
 
 class Premium(commands.Cog):
@@ -108,6 +111,9 @@ class Premium(commands.Cog):
         if key in self._known:
             return
         premium = self.bot.store.premium
+        if not ent.deleted and not self._paid_for(ent):
+            self._known.add(key)
+            return
         if ent.sku_id == self.guild_sku:
             if ent.guild_id is not None:
                 await premium.record_subscription(ent)
@@ -140,6 +146,20 @@ class Premium(commands.Cog):
                 task.add_done_callback(self._tasks.discard)
             return  # known once consumed: until then a repeat checks storage again
         self._known.add(key)
+
+    def _paid_for(self, ent: Entitlement) -> bool:
+        """Whether this entitlement's type grants anything (a gift, a free or an unknown type does not)."""
+        allowed = {PURCHASE, TEST_MODE_PURCHASE}
+        if ent.sku_id == self.guild_sku:
+            allowed.add(APPLICATION_SUBSCRIPTION)
+        if ent.type not in allowed:
+            log.info(
+                "Entitlement %s (SKU %s) is of type %s, not a purchase: ignored", ent.id, ent.sku_id, ent.type
+            )
+            return False
+        if ent.type == TEST_MODE_PURCHASE:
+            log.info("Entitlement %s (SKU %s) is a test-mode purchase: granted as one", ent.id, ent.sku_id)
+        return True
 
     async def consume(self, entitlement_id: int) -> bool:
         """Tell Discord the pack is used (so it can be bought again), retrying with capped backoff and

@@ -14,7 +14,7 @@ in any order, from any process. A member's purchased balance is user-wide:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from storage.db import Database, Row, Transaction, lock_key
@@ -70,6 +70,9 @@ class Entitlement:
     deleted: bool = False
     consumed: bool = False
     ends_at: float | None = None  # epoch seconds; None = does not end
+    # Discord's entitlement type (1 purchase, 4 test-mode purchase, 8 application subscription, ...);
+    # None when the payload had none. Not part of the identity: it says how it was bought, not which.
+    type: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
