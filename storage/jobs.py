@@ -147,6 +147,7 @@ _UPDATABLE = frozenset(
         "lease_owner",
         "lease_expires_at",
         "interaction_token",
+        "delivery_message_id",  # a follow-up's placeholder, before the video is attached to it
     }
 )
 

@@ -254,7 +254,13 @@ class InteractionStatus(discord.PartialMessage):
 
 
 class FollowUp(discord.abc.Messageable):
-    """Posting a job's video as a follow-up of its interaction (public, like a server delivery)."""
+    """Posting a job's video as a follow-up of its interaction (public, like a server delivery).
+
+    A webhook post takes no nonce and a follow-up cannot be searched for, so a post whose answer was
+    lost could not be told from one never made. The video therefore never goes in a post: a small
+    placeholder follow-up is posted once (its id stored as the job's delivery message), and the video
+    is attached by editing it -- an edit is idempotent, so a repeat after a lost answer is no second
+    copy. A placeholder whose own answer was lost is replaced by another (text only, no video)."""
 
     def __init__(self, ctx: Context, job: Job) -> None:
         self._ctx = ctx
@@ -264,15 +270,38 @@ class FollowUp(discord.abc.Messageable):
         raise NotImplementedError
 
     async def send(self, *args: Any, **fields: Any) -> discord.Message:
-        fields.pop("nonce", None)  # webhooks take none: a lost answer is looked for in a DM at most
+        fields.pop("nonce", None)  # webhooks take none: the placeholder's id stands in for one
+        file = fields.pop("file", None)
+        fields["attachments"] = [] if file is None else [file]
         tokens = self._ctx.tokens
         try:
-            return await tokens.webhook(self._job).send(wait=True, **fields)
+            webhook = tokens.webhook(self._job)
+            retried = False
+            while True:
+                message_id = await self._placeholder(webhook)
+                try:
+                    return await webhook.edit_message(message_id, **fields)
+                except discord.NotFound as exc:
+                    if exc.code != 10008 or retried:
+                        raise
+                    # Deleted before the video reached it: nothing of it is left, so a new one.
+                    self._job.delivery_message_id, retried = None, True
         except discord.HTTPException as exc:
             if token_gone(exc):
                 await tokens.gone(self._job, exc)
                 raise TokenGone() from exc
             raise
+
+    async def _placeholder(self, webhook: discord.Webhook) -> int:
+        job = self._job
+        if job.delivery_message_id is not None:
+            return job.delivery_message_id
+        posted = await webhook.send(
+            content=tr(job.locale, "⏳ Posting your video…"), wait=True, allowed_mentions=ui.NO_MENTIONS
+        )
+        job.delivery_message_id = posted.id
+        await self._ctx.jobs.update(job.id, delivery_message_id=posted.id)
+        return posted.id
 
 
 async def dm_channel_id(ctx: Context, job: Job) -> int:
