@@ -306,20 +306,50 @@ class FollowUp(discord.abc.Messageable):
 
 async def dm_channel_id(ctx: Context, job: Job) -> int:
     """The requester's DM channel with the bot (`POST /users/@me/channels`); in context 1 it is the
-    interaction's own channel."""
+    interaction's own channel. Bounded by DM_TIMEOUT (a TimeoutError, like Discord failing, means
+    "not now")."""
     if job.interaction_context == BOT_DM_CONTEXT:
         return job.channel_id
-    user = ctx.client.get_user(job.user_id) or await ctx.client.fetch_user(job.user_id)
-    channel = user.dm_channel or await user.create_dm()
+    async with asyncio.timeout(DM_TIMEOUT):
+        user = ctx.client.get_user(job.user_id) or await ctx.client.fetch_user(job.user_id)
+        channel = user.dm_channel or await user.create_dm()
     return channel.id
 
 
-async def delivery_targets(ctx: Context, job: Job) -> list[tuple[int, discord.abc.Messageable]]:
+class DirectMessage(discord.abc.Messageable):
+    """The requester's DM as a delivery target, opened only when something is sent there: the
+    follow-up before it must not wait on (or fail with) the DM lookup while its token runs out.
+    A lookup that fails or hangs raises what a lost post raises, so the delivery is retried later."""
+
+    def __init__(self, ctx: Context, job: Job) -> None:
+        self._ctx = ctx
+        self._job = job
+        self.channel_id: int | None = None  # known once something was sent
+
+    async def _get_channel(self) -> discord.abc.MessageableChannel:  # pragma: no cover - never sends itself
+        raise NotImplementedError
+
+    async def send(self, *args: Any, **fields: Any) -> discord.Message:
+        self.channel_id = await dm_channel_id(self._ctx, self._job)
+        return await self._ctx.client.get_partial_messageable(self.channel_id).send(*args, **fields)
+
+
+def delivered_in(target: discord.abc.Messageable, target_id: int) -> int:
+    """The channel a delivery to `target` (listed as `target_id`) went to."""
+    if isinstance(target, DirectMessage) and target.channel_id is not None:
+        return target.channel_id
+    return target_id
+
+
+def delivery_targets(ctx: Context, job: Job) -> list[tuple[int, discord.abc.Messageable]]:
     """Where a job that lives in the interaction delivers, in order: the follow-up while the token
-    lives, then the requester's DM (a message with a nonce, so a repeat is no second copy)."""
+    lives, then the requester's DM (a message with a nonce, so a repeat is no second copy), looked
+    up only if it comes to that (listed as 0 until then, outside the bot's DM)."""
     targets: list[tuple[int, discord.abc.Messageable]] = []
     if ctx.tokens.of(job) is not None:
         targets.append((job.channel_id, FollowUp(ctx, job)))
-    dm = await dm_channel_id(ctx, job)
-    targets.append((dm, ctx.client.get_partial_messageable(dm)))
+    if job.interaction_context == BOT_DM_CONTEXT:
+        targets.append((job.channel_id, ctx.client.get_partial_messageable(job.channel_id)))
+    else:
+        targets.append((0, DirectMessage(ctx, job)))
     return targets

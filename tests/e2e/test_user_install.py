@@ -404,3 +404,17 @@ async def test_a_follow_up_whose_answer_is_lost_carries_the_video_once(
     assert {c.path.rsplit("/", 1)[-1] for c in uploads} == {video["id"]}  # one message ever got it
     assert h.discord.messages(h.discord.dm_channel_id("alice") or 0) == []  # and no DM copy
     assert channel_posts(h) == []
+
+
+async def test_a_failing_dm_lookup_does_not_hold_up_the_follow_up(harness: Harness) -> None:
+    h = harness
+    await h.start_bot()
+    group = h.discord.add_group_dm(["alice", "bob"], name="friends")
+    h.discord.fail_next("POST", r"^/users/@me/channels$", 503, times=50)
+    h.discord.fail_next("GET", r"^/users/\d+$", 503, times=50)
+    inter = await h.animate(channel_id=group)
+    await h.reply(inter)
+    job = await h.wait_job(await h.last_job_id(), "delivered")
+    [video] = inter.created_messages
+    assert job.delivery_message_id == int(video["id"]) and job.delivery_channel_id == group
+    assert h.discord.calls_to("POST", r"^/users/@me/channels$") == []  # never needed
