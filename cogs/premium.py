@@ -24,7 +24,7 @@ from discord.ext import commands
 from bot import premium as packs
 from bot.i18n import tr, trn
 from bot.premium import from_discord, from_payload
-from storage.premium import Entitlement
+from storage.premium import Entitlement, Record
 
 if TYPE_CHECKING:
     from bot.client import AnimateBot
@@ -226,13 +226,14 @@ class Premium(commands.Cog):
             record.credits,
             user_id,
         )
-        guild_id = (
-            record.guild_id or record.seen_guild_id or seen_guild_id or await premium.home_guild(user_id)
-        )
-        if guild_id is None:
+        guild = await self._audit_guild(record, seen_guild_id, user_id)
+        if guild is None:
+            log.info("Entitlement %s refunded: no server of user %s to audit it in", ent.id, user_id)
             return
-        guild = self.bot.get_guild(guild_id)
-        loc = guild.preferred_locale if guild is not None else None
+        guild_id, loc = guild.id, guild.preferred_locale
+        config = await self.bot.store.guilds.get(guild_id)
+        if config.audit_channel_id is None:
+            log.info("Entitlement %s refunded: guild %s has no audit channel", ent.id, guild_id)
         details = trn(
             loc,
             taken,
@@ -245,6 +246,21 @@ class Premium(commands.Cog):
             spent=record.credits - taken,
         )
         self.bot.dispatch("animate_audit", guild_id, None, tr(loc, "💸 Credit pack refunded"), details, loc)
+
+    async def _audit_guild(
+        self, record: Record, seen_guild_id: int | None, user_id: int
+    ) -> discord.Guild | None:
+        """Where a refund is audited: the purchase's server, else the one it was seen in, else the
+        member's latest job's -- the first the bot is in (never the user-install scope, 0)."""
+        for guild_id in (record.guild_id, record.seen_guild_id, seen_guild_id):
+            guild = self.bot.get_guild(guild_id) if guild_id else None
+            if guild is not None:
+                return guild
+        for guild_id in await self.bot.store.premium.recent_guilds(user_id):
+            guild = self.bot.get_guild(guild_id)
+            if guild is not None:
+                return guild
+        return None
 
     # ------------------------------------------------------------------ the sweep
 

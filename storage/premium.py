@@ -253,9 +253,12 @@ class PremiumRepository:
         )
         return row is not None
 
-    async def home_guild(self, user_id: int) -> int | None:
-        """The server a member last asked for a job in: where a refund without a server is audited."""
-        row = await self.db.fetchone(
-            "SELECT guild_id FROM jobs WHERE user_id = ? ORDER BY created_at DESC LIMIT 1", (user_id,)
+    async def recent_guilds(self, user_id: int, limit: int = 20) -> list[int]:
+        """The servers a member asked for jobs in, most recent first (not the user-install scope, 0):
+        where a refund without a server is audited, the first of them the bot is still in."""
+        rows = await self.db.fetchall(
+            "SELECT guild_id, MAX(created_at) AS latest FROM jobs WHERE user_id = ? AND guild_id != 0"
+            " GROUP BY guild_id ORDER BY latest DESC LIMIT ?",
+            (user_id, limit),
         )
-        return None if row is None else int(row["guild_id"])
+        return [int(r["guild_id"]) for r in rows]

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from bot.quota_rules import Limits
 from cogs.premium import Premium
 from storage.db import open_database
 from storage.premium import Entitlement, PremiumRepository
+from storage.quota import QuotaRepository
+from tests.ledger import daily_period
+from tests.storage.test_quota import new_job
 
 PACK_SKU, GUILD_SKU, USER = 1_200_000_000_000_000_001, 1_200_000_000_000_000_002, 7
 
@@ -47,3 +53,41 @@ async def test_a_server_subscription_counts_only_when_paid_for(
         assert await repo.guild_subscribed(55) is counts
     finally:
         await db.close()
+
+
+async def test_a_refund_is_audited_in_a_server_the_bot_is_in_never_the_user_install_scope(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    premium, _, db = await cog(tmp_path)
+    joined = {66: SimpleNamespace(id=66, preferred_locale=None)}
+    audits: list[tuple[Any, ...]] = []
+    premium.bot.get_guild = joined.get
+    premium.bot.dispatch = lambda *args: audits.append(args)
+    premium.bot.store.guilds = SimpleNamespace(get=_no_audit_channel)
+    try:
+        quota = QuotaRepository(db)
+        for guild_id in (
+            66,
+            55,
+            0,
+        ):  # the latest job is a user-install one, before it one where the bot is not
+            await quota.reserve_job(new_job(user_id=USER, guild_id=guild_id), Limits(9, daily_period()))
+        ent = Entitlement(1_300_000_000_000_000_003, PACK_SKU, USER, None, type=1)
+        await premium.handle(ent, seen_guild_id=0)
+        caplog.set_level(logging.INFO, logger="cogs.premium")
+        await premium.handle(dataclasses.replace(ent, deleted=True), seen_guild_id=55)
+        [(name, guild_id, *_)] = audits
+        assert (name, guild_id) == ("animate_audit", 66)
+        assert "guild 66 has no audit channel" in caplog.text
+        # Only servers the bot is not in: nowhere to audit, and the log says so.
+        del joined[66]
+        other = Entitlement(1_300_000_000_000_000_004, PACK_SKU, USER, None, type=1)
+        await premium.handle(other)
+        await premium.handle(dataclasses.replace(other, deleted=True))
+        assert len(audits) == 1 and f"no server of user {USER} to audit it in" in caplog.text
+    finally:
+        await db.close()
+
+
+async def _no_audit_channel(guild_id: int) -> Any:
+    return SimpleNamespace(audit_channel_id=None)
