@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 CONSUME_ATTEMPTS = 4
 CONSUMABLE = 3  # Discord's SKU type of a consumable one-time purchase (2: durable, 5: subscription)
 MAX_LIST_PAGES = 1000
+MAX_KNOWN = 4096  # entitlements remembered as handled
 # Discord's entitlement types that were paid for: a purchase, a test-mode purchase (the developer's
 # own, granted too so the store can be tried out) and, for the server SKU, an application subscription.
 PURCHASE, TEST_MODE_PURCHASE, APPLICATION_SUBSCRIPTION = 1, 4, 8
@@ -47,7 +49,9 @@ class Premium(commands.Cog):
         self.guild_sku = settings.premium_guild_sku[0] if settings.premium_guild_sku else None
         # Consumed unless GET /skus says a pack is not a consumable (a durable one cannot be).
         self.consumable = dict.fromkeys(self.packs, True)
-        self._known: set[tuple[int, bool, float | None]] = set()  # handled (id, deleted, ends_at)
+        # Handled (id, deleted, ends_at), most recent last: spares repeats a database read. Bounded
+        # (the oldest go first); the ledger's unique key is what makes a grant happen once.
+        self._known: OrderedDict[tuple[int, bool, float | None], None] = OrderedDict()
         self._consuming: set[int] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[bool]] = set()  # consumes under way
@@ -109,10 +113,11 @@ class Premium(commands.Cog):
     async def handle(self, ent: Entitlement, *, seen_guild_id: int | None = None) -> None:
         key = (ent.id, ent.deleted, ent.ends_at)
         if key in self._known:
+            self._known.move_to_end(key)
             return
         premium = self.bot.store.premium
         if not ent.deleted and not self._paid_for(ent):
-            self._known.add(key)
+            self._remember(key)
             return
         if ent.sku_id == self.guild_sku:
             if ent.guild_id is not None:
@@ -124,11 +129,11 @@ class Premium(commands.Cog):
                     ent.ends_at,
                     ent.deleted,
                 )
-            self._known.add(key)
+            self._remember(key)
             return
         if ent.deleted:
             await self.revoke(ent, seen_guild_id)
-            self._known.add(key)
+            self._remember(key)
             return
         if ent.user_id is None:
             log.warning("Entitlement %s of a credit pack names no user; ignored", ent.id)
@@ -145,7 +150,13 @@ class Premium(commands.Cog):
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             return  # known once consumed: until then a repeat checks storage again
-        self._known.add(key)
+        self._remember(key)
+
+    def _remember(self, key: tuple[int, bool, float | None]) -> None:
+        self._known[key] = None
+        self._known.move_to_end(key)
+        while len(self._known) > MAX_KNOWN:
+            self._known.popitem(last=False)
 
     def _paid_for(self, ent: Entitlement) -> bool:
         """Whether this entitlement's type grants anything (a gift, a free or an unknown type does not)."""

@@ -37,6 +37,7 @@ TOKEN_MARGIN = 30.0
 # What Discord answers for a token that is no longer valid: 401 Invalid Webhook Token, 404 Unknown Webhook.
 TOKEN_GONE_CODES = frozenset({50027, 10015})
 DM_TIMEOUT = 60.0  # opening the DM and posting one message
+PRUNE_INTERVAL = 60.0  # how often expired tokens are dropped from memory
 
 
 class Context(Protocol):
@@ -140,10 +141,14 @@ class Tokens:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._live: dict[int, InteractionSurface] = {}
-        self._dead: set[int] = set()  # rejected: a row read before that must not bring it back
+        # Rejected (job id -> when the token would have expired): a row read before that must not
+        # bring it back; past that time no row can.
+        self._dead: dict[int, float] = {}
+        self._pruned = time.time()
 
     def of(self, job: Job) -> InteractionSurface | None:
         """The job's usable token, or None once it expired or Discord rejected it."""
+        self._prune()
         if job.id in self._dead:
             return None
         if job.interaction_token and job.interaction_app_id and job.interaction_expires_at:
@@ -160,7 +165,19 @@ class Tokens:
 
     def forget(self, job_id: int) -> None:
         self._live.pop(job_id, None)
-        self._dead.discard(job_id)
+        self._dead.pop(job_id, None)
+
+    def _prune(self) -> None:
+        """Drop expired tokens now and then: a job that ended without a last edit here (in another
+        process, or with nothing left to edit) would otherwise stay for the process's life."""
+        now = time.time()
+        if now - self._pruned < PRUNE_INTERVAL:
+            return
+        self._pruned = now
+        for job_id in [j for j, s in self._live.items() if s.expires_at <= now]:
+            del self._live[job_id]
+        for job_id in [j for j, expires in self._dead.items() if expires <= now]:
+            del self._dead[job_id]
 
     async def gone(self, job: Job, exc: BaseException) -> None:
         """Discord rejected the token: never use it again (here, or in any process)."""
@@ -168,7 +185,7 @@ class Tokens:
             log.info(
                 "Job %s: the interaction token is no longer valid (%s); the rest goes by DM", job.id, exc
             )
-        self._dead.add(job.id)
+        self._dead[job.id] = job.interaction_expires_at or time.time() + TOKEN_LIFETIME
         job.interaction_token = None
         await self.ctx.jobs.update(job.id, interaction_token=None)
 

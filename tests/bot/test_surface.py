@@ -228,3 +228,19 @@ def test_the_user_install_quota_defaults_to_daily_quota() -> None:
     assert Settings(_env_file=None, **base).user_install_quota == 7  # type: ignore[call-arg]
     assert Settings(_env_file=None, **base, user_install_daily_quota="").user_install_quota == 7  # type: ignore[call-arg]
     assert Settings(_env_file=None, **base, user_install_daily_quota=3).user_install_quota == 3  # type: ignore[call-arg]
+
+
+async def test_expired_tokens_of_jobs_that_never_got_a_last_edit_are_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(surface, "PRUNE_INTERVAL", 0.0)
+    ctx = make_ctx()
+    tokens: Tokens = ctx.tokens
+    soon = time.time() + 0.05
+    tokens.of(make_job(id=1, interaction_expires_at=soon))
+    tokens.of(make_job(id=2))
+    await tokens.gone(make_job(id=3, interaction_expires_at=soon), TokenGone())
+    assert set(tokens._live) == {1, 2} and set(tokens._dead) == {3}
+    await asyncio.sleep(0.06)
+    tokens.of(make_job(id=2))
+    assert set(tokens._live) == {2} and tokens._dead == {}

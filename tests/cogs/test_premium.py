@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bot.quota_rules import Limits
+from cogs import premium as premium_module
 from cogs.premium import Premium
 from storage.db import open_database
 from storage.premium import Entitlement, PremiumRepository
@@ -91,3 +92,25 @@ async def test_a_refund_is_audited_in_a_server_the_bot_is_in_never_the_user_inst
 
 async def _no_audit_channel(guild_id: int) -> Any:
     return SimpleNamespace(audit_channel_id=None)
+
+
+async def test_the_memory_of_handled_entitlements_is_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(premium_module, "MAX_KNOWN", 3)
+    premium, repo, db = await cog(tmp_path)
+    try:
+        ents = [Entitlement(1_300_000_000_000_000_100 + i, GUILD_SKU, USER, 55, type=6) for i in range(5)]
+        for ent in ents:
+            await premium.handle(ent)
+        assert [key[0] for key in premium._known] == [e.id for e in ents[2:]]
+        await premium.handle(ents[2])  # a repeat is the most recent again
+        assert [key[0] for key in premium._known] == [ents[3].id, ents[4].id, ents[2].id]
+        # What was forgotten is only handled again: a grant still happens once (the unique key).
+        pack = Entitlement(1_300_000_000_000_000_200, PACK_SKU, USER, None, type=1)
+        await premium.handle(pack)
+        premium._known.clear()
+        await premium.handle(pack)
+        assert await repo.balance(USER) == 10
+    finally:
+        await db.close()
