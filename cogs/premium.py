@@ -53,6 +53,7 @@ class Premium(commands.Cog):
         # (the oldest go first); the ledger's unique key is what makes a grant happen once.
         self._known: OrderedDict[tuple[int, bool, float | None], None] = OrderedDict()
         self._consuming: set[int] = set()
+        self._cursor = 0  # every pack entitlement up to this id was dealt with (see `sweep`)
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[bool]] = set()  # consumes under way
 
@@ -99,14 +100,17 @@ class Premium(commands.Cog):
     async def _safely(self, ent: discord.Entitlement, seen_guild_id: int | None) -> None:
         await self._safely_plain(from_discord(ent), seen_guild_id)
 
-    async def _safely_plain(self, ent: Entitlement, seen_guild_id: int | None) -> None:
+    async def _safely_plain(self, ent: Entitlement, seen_guild_id: int | None) -> bool:
+        """Handle one entitlement, logging a failure: whether it is done with (False: try again)."""
         if ent.sku_id not in self.skus:
-            return  # not ours to sell (or selling is off)
+            return True  # not ours to sell (or selling is off)
         try:
             await self.handle(ent, seen_guild_id=seen_guild_id)
         except Exception:
             # The sweep finds it again (the entitlement stays listed until it is consumed).
             log.exception("Could not handle entitlement %s (SKU %s)", ent.id, ent.sku_id)
+            return False
+        return True
 
     # ------------------------------------------------------------------ what happens to them
 
@@ -292,16 +296,43 @@ class Premium(commands.Cog):
             await asyncio.sleep(self.bot.settings.premium_sweep_interval)
 
     async def sweep(self) -> None:
-        """Grant (and consume) what Discord lists and the bot missed, then consume what is pending."""
-        async for ent in self.bot.entitlements(
-            limit=None, skus=[discord.Object(s) for s in self.skus], exclude_ended=True
+        """Grant (and consume) what Discord lists and the bot missed, then consume what is pending.
+
+        Packs are listed only past `_cursor`, the newest id up to which every pack listed was dealt
+        with: entitlement ids grow with time, so an interval's sweep reads what arrived since the last
+        one, not every pack ever sold (the start-up sweep reads them all once). A pack whose handling
+        failed holds the cursor before it. Server subscriptions (one per subscribed server) are listed
+        whole: a renewal changes an old entitlement. Each page has the HTTP timeout."""
+        done, failed = self._cursor, None
+        after = discord.Object(self._cursor) if self._cursor else None
+        async for ent in self._timed(
+            self.bot.entitlements(
+                limit=None, after=after, skus=[discord.Object(s) for s in self.packs], exclude_ended=True
+            )
         ):
             plain = from_discord(ent)
-            if plain.sku_id in self.packs and plain.consumed:
-                continue  # used up: granted by this bot before it was consumed
-            await self._safely_plain(plain, None)
+            if plain.consumed or await self._safely_plain(plain, None):
+                done = max(done, plain.id)  # a consumed pack is used up: granted before it was consumed
+            else:
+                failed = plain.id if failed is None else min(failed, plain.id)
+        self._cursor = done if failed is None else max(self._cursor, min(done, failed - 1))
+        if self.guild_sku is not None:
+            async for ent in self._timed(
+                self.bot.entitlements(limit=None, skus=[discord.Object(self.guild_sku)], exclude_ended=True)
+            ):
+                await self._safely_plain(from_discord(ent), None)
         for record in await self.bot.store.premium.unconsumed():
             await self.consume(record.id)
+
+    async def _timed(self, listing: AsyncIterator[discord.Entitlement]) -> AsyncIterator[discord.Entitlement]:
+        """`listing` with the HTTP timeout on each step (a step that fetches a page waits for it)."""
+        while True:
+            try:
+                async with asyncio.timeout(self.bot.settings.http_timeout):
+                    ent = await anext(listing)
+            except StopAsyncIteration:
+                return
+            yield ent
 
     async def reconcile_refunds(self) -> None:
         """Refunds made while the bot was offline (their ENTITLEMENT_DELETE reached nobody): list the
