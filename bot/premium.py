@@ -51,6 +51,7 @@ def from_discord(ent: discord.Entitlement) -> Entitlement:
         deleted=bool(ent.deleted),
         consumed=bool(ent.consumed),
         ends_at=ent.ends_at.timestamp() if ent.ends_at is not None else None,
+        type=_entitlement_type(ent.type.value if ent.type is not None else None),
     )
 
 
@@ -76,12 +77,21 @@ def from_payload(raw: object) -> Entitlement | None:
         deleted=raw.get("deleted") is True,
         consumed=raw.get("consumed") is True,
         ends_at=ends_at,
+        type=_entitlement_type(raw.get("type")),
     )
 
 
 def _snowflake(value: object) -> int | None:
+    """A Discord id (a positive 64-bit signed integer, as Discord and the database store it), or None."""
     text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
-    return int(text) if text.isdigit() and 0 < len(text) <= 20 else None
+    if not (text.isdigit() and 0 < len(text) <= 20):
+        return None
+    number = int(text)
+    return number if 0 < number < 2**63 else None
+
+
+def _entitlement_type(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def guild_allowance(settings: Settings) -> int | None:

@@ -215,7 +215,9 @@ class LimitCheck:
         if limits.allowance is not None:
             # Credits this member already asked for but nobody approved yet: they could not afford both.
             held = await figures.held() if self.for_approval else 0
-            short = used + held + cost - (limits.allowance + granted)
+            # What the allowance left does not cover (never less than nothing left: a member over a
+            # lowered allowance is short by the cost, not by the overshoot too).
+            short = cost - max(0, limits.allowance + granted - used - held)
             if short > 0 and limits.purchased:
                 # Read only when the allowance falls short: purchased credits are spent after it.
                 standing = replace(standing, purchased=await figures.purchased())

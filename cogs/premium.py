@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from discord.ext import commands
 from bot import premium as packs
 from bot.i18n import tr, trn
 from bot.premium import from_discord, from_payload
-from storage.premium import Entitlement
+from storage.premium import Entitlement, Record
 
 if TYPE_CHECKING:
     from bot.client import AnimateBot
@@ -34,6 +35,10 @@ log = logging.getLogger(__name__)
 CONSUME_ATTEMPTS = 4
 CONSUMABLE = 3  # Discord's SKU type of a consumable one-time purchase (2: durable, 5: subscription)
 MAX_LIST_PAGES = 1000
+MAX_KNOWN = 4096  # entitlements remembered as handled
+# Discord's entitlement types that were paid for: a purchase, a test-mode purchase (the developer's
+# own, granted too so the store can be tried out) and, for the server SKU, an application subscription.
+PURCHASE, TEST_MODE_PURCHASE, APPLICATION_SUBSCRIPTION = 1, 4, 8
 
 
 class Premium(commands.Cog):
@@ -44,8 +49,11 @@ class Premium(commands.Cog):
         self.guild_sku = settings.premium_guild_sku[0] if settings.premium_guild_sku else None
         # Consumed unless GET /skus says a pack is not a consumable (a durable one cannot be).
         self.consumable = dict.fromkeys(self.packs, True)
-        self._known: set[tuple[int, bool, float | None]] = set()  # handled (id, deleted, ends_at)
+        # Handled (id, deleted, ends_at), most recent last: spares repeats a database read. Bounded
+        # (the oldest go first); the ledger's unique key is what makes a grant happen once.
+        self._known: OrderedDict[tuple[int, bool, float | None], None] = OrderedDict()
         self._consuming: set[int] = set()
+        self._cursor = 0  # every pack entitlement up to this id was dealt with (see `sweep`)
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[bool]] = set()  # consumes under way
 
@@ -92,22 +100,29 @@ class Premium(commands.Cog):
     async def _safely(self, ent: discord.Entitlement, seen_guild_id: int | None) -> None:
         await self._safely_plain(from_discord(ent), seen_guild_id)
 
-    async def _safely_plain(self, ent: Entitlement, seen_guild_id: int | None) -> None:
+    async def _safely_plain(self, ent: Entitlement, seen_guild_id: int | None) -> bool:
+        """Handle one entitlement, logging a failure: whether it is done with (False: try again)."""
         if ent.sku_id not in self.skus:
-            return  # not ours to sell (or selling is off)
+            return True  # not ours to sell (or selling is off)
         try:
             await self.handle(ent, seen_guild_id=seen_guild_id)
         except Exception:
             # The sweep finds it again (the entitlement stays listed until it is consumed).
             log.exception("Could not handle entitlement %s (SKU %s)", ent.id, ent.sku_id)
+            return False
+        return True
 
     # ------------------------------------------------------------------ what happens to them
 
     async def handle(self, ent: Entitlement, *, seen_guild_id: int | None = None) -> None:
         key = (ent.id, ent.deleted, ent.ends_at)
         if key in self._known:
+            self._known.move_to_end(key)
             return
         premium = self.bot.store.premium
+        if not ent.deleted and not self._paid_for(ent):
+            self._remember(key)
+            return
         if ent.sku_id == self.guild_sku:
             if ent.guild_id is not None:
                 await premium.record_subscription(ent)
@@ -118,11 +133,11 @@ class Premium(commands.Cog):
                     ent.ends_at,
                     ent.deleted,
                 )
-            self._known.add(key)
+            self._remember(key)
             return
         if ent.deleted:
             await self.revoke(ent, seen_guild_id)
-            self._known.add(key)
+            self._remember(key)
             return
         if ent.user_id is None:
             log.warning("Entitlement %s of a credit pack names no user; ignored", ent.id)
@@ -139,7 +154,27 @@ class Premium(commands.Cog):
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             return  # known once consumed: until then a repeat checks storage again
-        self._known.add(key)
+        self._remember(key)
+
+    def _remember(self, key: tuple[int, bool, float | None]) -> None:
+        self._known[key] = None
+        self._known.move_to_end(key)
+        while len(self._known) > MAX_KNOWN:
+            self._known.popitem(last=False)
+
+    def _paid_for(self, ent: Entitlement) -> bool:
+        """Whether this entitlement's type grants anything (a gift, a free or an unknown type does not)."""
+        allowed = {PURCHASE, TEST_MODE_PURCHASE}
+        if ent.sku_id == self.guild_sku:
+            allowed.add(APPLICATION_SUBSCRIPTION)
+        if ent.type not in allowed:
+            log.info(
+                "Entitlement %s (SKU %s) is of type %s, not a purchase: ignored", ent.id, ent.sku_id, ent.type
+            )
+            return False
+        if ent.type == TEST_MODE_PURCHASE:
+            log.info("Entitlement %s (SKU %s) is a test-mode purchase: granted as one", ent.id, ent.sku_id)
+        return True
 
     async def consume(self, entitlement_id: int) -> bool:
         """Tell Discord the pack is used (so it can be bought again), retrying with capped backoff and
@@ -195,7 +230,8 @@ class Premium(commands.Cog):
         """A refund: take back what is unspent of the pack, and say so in the audit log."""
         premium = self.bot.store.premium
         revocation = await premium.revoke(ent)
-        if revocation is None or ent.user_id is None:
+        user_id = None if revocation is None else revocation.record.user_id  # the grant's, not the payload's
+        if revocation is None or user_id is None:
             return
         record, taken = revocation.record, revocation.taken_back
         log.info(
@@ -203,15 +239,16 @@ class Premium(commands.Cog):
             ent.id,
             taken,
             record.credits,
-            ent.user_id,
+            user_id,
         )
-        guild_id = (
-            record.guild_id or record.seen_guild_id or seen_guild_id or await premium.home_guild(ent.user_id)
-        )
-        if guild_id is None:
+        guild = await self._audit_guild(record, seen_guild_id, user_id)
+        if guild is None:
+            log.info("Entitlement %s refunded: no server of user %s to audit it in", ent.id, user_id)
             return
-        guild = self.bot.get_guild(guild_id)
-        loc = guild.preferred_locale if guild is not None else None
+        guild_id, loc = guild.id, guild.preferred_locale
+        config = await self.bot.store.guilds.get(guild_id)
+        if config.audit_channel_id is None:
+            log.info("Entitlement %s refunded: guild %s has no audit channel", ent.id, guild_id)
         details = trn(
             loc,
             taken,
@@ -219,11 +256,26 @@ class Premium(commands.Cog):
             "({spent} had been spent).",
             "<@{user}>'s credit pack ({credits} credits) was refunded: {n} unspent credits were taken back "
             "({spent} had been spent).",
-            user=ent.user_id,
+            user=user_id,
             credits=record.credits,
             spent=record.credits - taken,
         )
         self.bot.dispatch("animate_audit", guild_id, None, tr(loc, "💸 Credit pack refunded"), details, loc)
+
+    async def _audit_guild(
+        self, record: Record, seen_guild_id: int | None, user_id: int
+    ) -> discord.Guild | None:
+        """Where a refund is audited: the purchase's server, else the one it was seen in, else the
+        member's latest job's -- the first the bot is in (never the user-install scope, 0)."""
+        for guild_id in (record.guild_id, record.seen_guild_id, seen_guild_id):
+            guild = self.bot.get_guild(guild_id) if guild_id else None
+            if guild is not None:
+                return guild
+        for guild_id in await self.bot.store.premium.recent_guilds(user_id):
+            guild = self.bot.get_guild(guild_id)
+            if guild is not None:
+                return guild
+        return None
 
     # ------------------------------------------------------------------ the sweep
 
@@ -244,16 +296,43 @@ class Premium(commands.Cog):
             await asyncio.sleep(self.bot.settings.premium_sweep_interval)
 
     async def sweep(self) -> None:
-        """Grant (and consume) what Discord lists and the bot missed, then consume what is pending."""
-        async for ent in self.bot.entitlements(
-            limit=None, skus=[discord.Object(s) for s in self.skus], exclude_ended=True
+        """Grant (and consume) what Discord lists and the bot missed, then consume what is pending.
+
+        Packs are listed only past `_cursor`, the newest id up to which every pack listed was dealt
+        with: entitlement ids grow with time, so an interval's sweep reads what arrived since the last
+        one, not every pack ever sold (the start-up sweep reads them all once). A pack whose handling
+        failed holds the cursor before it. Server subscriptions (one per subscribed server) are listed
+        whole: a renewal changes an old entitlement. Each page has the HTTP timeout."""
+        done, failed = self._cursor, None
+        after = discord.Object(self._cursor) if self._cursor else None
+        async for ent in self._timed(
+            self.bot.entitlements(
+                limit=None, after=after, skus=[discord.Object(s) for s in self.packs], exclude_ended=True
+            )
         ):
             plain = from_discord(ent)
-            if plain.sku_id in self.packs and plain.consumed:
-                continue  # used up: granted by this bot before it was consumed
-            await self._safely_plain(plain, None)
+            if plain.consumed or await self._safely_plain(plain, None):
+                done = max(done, plain.id)  # a consumed pack is used up: granted before it was consumed
+            else:
+                failed = plain.id if failed is None else min(failed, plain.id)
+        self._cursor = done if failed is None else max(self._cursor, min(done, failed - 1))
+        if self.guild_sku is not None:
+            async for ent in self._timed(
+                self.bot.entitlements(limit=None, skus=[discord.Object(self.guild_sku)], exclude_ended=True)
+            ):
+                await self._safely_plain(from_discord(ent), None)
         for record in await self.bot.store.premium.unconsumed():
             await self.consume(record.id)
+
+    async def _timed(self, listing: AsyncIterator[discord.Entitlement]) -> AsyncIterator[discord.Entitlement]:
+        """`listing` with the HTTP timeout on each step (a step that fetches a page waits for it)."""
+        while True:
+            try:
+                async with asyncio.timeout(self.bot.settings.http_timeout):
+                    ent = await anext(listing)
+            except StopAsyncIteration:
+                return
+            yield ent
 
     async def reconcile_refunds(self) -> None:
         """Refunds made while the bot was offline (their ENTITLEMENT_DELETE reached nobody): list the

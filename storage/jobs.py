@@ -147,6 +147,7 @@ _UPDATABLE = frozenset(
         "lease_owner",
         "lease_expires_at",
         "interaction_token",
+        "delivery_message_id",  # a follow-up's placeholder, before the video is attached to it
     }
 )
 
@@ -226,6 +227,16 @@ class JobRepository:
             (JobState.AWAITING_APPROVAL.value, updated_before, limit),
         )
         return [Job.from_row(r) for r in rows]
+
+    async def store_found_request(self, job_id: int, message_id: int, image_url: str | None) -> bool:
+        """Store the post found for an orphaned approval request -- only if it is still awaiting
+        approval with no post stored: of two processes recovering it at once, one wins (True)."""
+        changed = await self.db.execute(
+            "UPDATE jobs SET status_message_id = ?, image_url = ?, updated_at = ?"
+            " WHERE id = ? AND state = ? AND status_message_id IS NULL",
+            (message_id, image_url, time.time(), job_id, JobState.AWAITING_APPROVAL.value),
+        )
+        return changed == 1
 
     async def recent_for_user(self, guild_id: int, user_id: int, limit: int = 10) -> list[Job]:
         rows = await self.db.fetchall(

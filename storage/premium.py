@@ -14,10 +14,11 @@ in any order, from any process. A member's purchased balance is user-wide:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from storage.db import Database, Row, Transaction, lock_key
+from storage.lifecycle import FINISHED
 
 Kind = Literal["credits", "guild"]
 
@@ -29,6 +30,11 @@ def user_lock(user_id: int) -> int:
 
 async def purchased_balance(tx: Transaction | Database, user_id: int) -> int:
     """A user's purchased credits left (never below 0)."""
+    return max(0, await _raw_balance(tx, user_id))
+
+
+async def _raw_balance(tx: Transaction | Database, user_id: int) -> int:
+    """The balance as stored: below 0 while a refunded pack's credits are still held by running jobs."""
     row = await tx.fetchone(
         "SELECT (SELECT COALESCE(SUM(credits - taken_back), 0) FROM premium_entitlements"
         "  WHERE user_id = ? AND kind = 'credits')"
@@ -36,7 +42,21 @@ async def purchased_balance(tx: Transaction | Database, user_id: int) -> int:
         " AS balance",
         (user_id, user_id),
     )
-    return max(0, int(row["balance"])) if row else 0
+    return int(row["balance"]) if row else 0
+
+
+async def held_purchased(tx: Transaction | Database, user_id: int) -> int:
+    """Purchased credits charged to jobs that have not ended and were not refunded: not spent yet,
+    since a failed or cancelled job gives them back (storage.lifecycle.refund_charge)."""
+    marks = ", ".join("?" for _ in FINISHED)
+    row = await tx.fetchone(
+        "SELECT COALESCE(SUM(c.purchased), 0) AS held FROM quota_ledger c JOIN jobs j ON j.id = c.job_id"
+        " WHERE c.user_id = ? AND c.kind = 'charge' AND c.purchased > 0"
+        f" AND j.state NOT IN ({marks}) AND NOT EXISTS"
+        " (SELECT 1 FROM quota_ledger r WHERE r.job_id = c.job_id AND r.kind = 'refund')",
+        (user_id, *(s.value for s in sorted(FINISHED))),
+    )
+    return int(row["held"]) if row else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +70,9 @@ class Entitlement:
     deleted: bool = False
     consumed: bool = False
     ends_at: float | None = None  # epoch seconds; None = does not end
+    # Discord's entitlement type (1 purchase, 4 test-mode purchase, 8 application subscription, ...);
+    # None when the payload had none. Not part of the identity: it says how it was bought, not which.
+    type: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,32 +170,51 @@ class PremiumRepository:
         return changed == 1 and not ent.deleted
 
     async def revoke(self, ent: Entitlement) -> Revocation | None:
-        """Take back what is still unspent of a refunded pack -- min(granted, balance) -- once. None if
-        it was revoked before; an entitlement never seen is recorded revoked (nothing to take back)."""
-        if ent.user_id is None:
-            return None
+        """Take back what is still unspent of a refunded pack -- min(granted, balance + held) -- once.
+        Credits held by unfinished jobs count as unspent: the raw balance may go below 0 for them, so a
+        later refund of such a job pays off that debt instead of handing the credits back. None if it
+        was revoked before; an entitlement never seen is recorded revoked (nothing to take back)."""
+        # Whose pack it is comes from the stored grant (a delete payload may not name the user).
+        stored = await self.get(ent.id)
+        user_id = stored.user_id if stored is not None else ent.user_id
         now = time.time()
+        if user_id is None:
+            if await self._record_revoked(ent, None, now, self.db):
+                return None  # never seen, nobody named: nothing granted, and now it never will be
+            stored = await self.get(ent.id)  # granted meanwhile
+            user_id = None if stored is None else stored.user_id
+            if user_id is None:
+                return None
         async with self.db.transaction() as tx:
-            await tx.lock(user_lock(ent.user_id))
+            await tx.lock(user_lock(user_id))
             row = await tx.fetchone(f"SELECT {_COLUMNS} FROM premium_entitlements WHERE id = ?", (ent.id,))
             if row is None:
-                await tx.execute(
-                    "INSERT INTO premium_entitlements (id, sku_id, kind, user_id, guild_id, credits,"
-                    " consumable, revoked_at, created_at) VALUES (?, ?, 'credits', ?, ?, 0, 0, ?, ?)"
-                    " ON CONFLICT (id) DO NOTHING",
-                    (ent.id, ent.sku_id, ent.user_id, ent.guild_id, now, now),
-                )
+                await self._record_revoked(ent, user_id, now, tx)
                 return None
             record = Record.from_row(row)
             if record.revoked or record.kind != "credits":
                 return None
-            take = min(record.credits, await purchased_balance(tx, ent.user_id))
+            held = await held_purchased(tx, user_id)
+            take = min(record.credits, max(0, await _raw_balance(tx, user_id) + held))
             await tx.execute(
                 "UPDATE premium_entitlements SET revoked_at = ?, taken_back = ?"
                 " WHERE id = ? AND revoked_at IS NULL",
                 (now, take, ent.id),
             )
         return Revocation(record, take)
+
+    @staticmethod
+    async def _record_revoked(
+        ent: Entitlement, user_id: int | None, now: float, tx: Transaction | Database
+    ) -> bool:
+        """Store a never-seen entitlement as revoked with nothing granted; False if it exists."""
+        changed = await tx.execute(
+            "INSERT INTO premium_entitlements (id, sku_id, kind, user_id, guild_id, credits,"
+            " consumable, revoked_at, created_at) VALUES (?, ?, 'credits', ?, ?, 0, 0, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (ent.id, ent.sku_id, user_id, ent.guild_id, now, now),
+        )
+        return changed == 1
 
     async def mark_consumed(self, entitlement_id: int) -> None:
         await self.db.execute(
@@ -211,9 +253,12 @@ class PremiumRepository:
         )
         return row is not None
 
-    async def home_guild(self, user_id: int) -> int | None:
-        """The server a member last asked for a job in: where a refund without a server is audited."""
-        row = await self.db.fetchone(
-            "SELECT guild_id FROM jobs WHERE user_id = ? ORDER BY created_at DESC LIMIT 1", (user_id,)
+    async def recent_guilds(self, user_id: int, limit: int = 20) -> list[int]:
+        """The servers a member asked for jobs in, most recent first (not the user-install scope, 0):
+        where a refund without a server is audited, the first of them the bot is still in."""
+        rows = await self.db.fetchall(
+            "SELECT guild_id, MAX(created_at) AS latest FROM jobs WHERE user_id = ? AND guild_id != 0"
+            " GROUP BY guild_id ORDER BY latest DESC LIMIT ?",
+            (user_id, limit),
         )
-        return None if row is None else int(row["guild_id"])
+        return [int(r["guild_id"]) for r in rows]

@@ -21,7 +21,7 @@ from bot.engine import _common as c
 from bot.engine._endings import Endings
 from bot.engine._presenter import Presenter
 from bot.engine._scheduler import Scheduler
-from bot.engine._surface import delivery_targets, dm_channel_id, token_gone
+from bot.engine._surface import delivered_in, delivery_targets, dm_channel_id, token_gone
 from bot.fetch import check_video
 from bot.i18n import N_, Msg, render, tr
 from bot.intake import Budget
@@ -206,7 +206,7 @@ class Delivery:
                 return
             if isinstance(posted, int):
                 metrics.count_delivery(job.id, uploaded=outgoing.video is not None)
-                await self._delivered(job, target_id, posted)
+                await self._delivered(job, delivered_in(target, target_id), posted)
                 return
             problem = posted
         await self.undeliverable(job, problem)
@@ -215,7 +215,7 @@ class Delivery:
         """Where the video may go, in order: the thread, else the channel; for a job that lives in
         its interaction, the follow-up, else a DM (bot/engine/_surface.py)."""
         if job.in_interaction:
-            return await delivery_targets(self.ctx, job)
+            return delivery_targets(self.ctx, job)
         ids = dict.fromkeys(t for t in (job.thread_id, job.channel_id) if t is not None)
         return [(t, self.ctx.client.get_partial_messageable(t, guild_id=job.guild_id)) for t in ids]
 

@@ -240,7 +240,8 @@ class Launcher:
     async def recover_status(self, job: Job) -> bool | None:
         """A crash between posting the status message and storing its id: find it, so it shows the
         job's end instead of "Submitting…" with a Cancel button nobody can use. True: found and
-        stored; False: not there; None: Discord could not be read."""
+        stored; False: not there; None: Discord could not be read, or (an approval request) another
+        process stored it first -- it alone carries on with it."""
         try:
             message = await self.ctx.find_status(job, job.channel_id)
         except c.Unverifiable as exc:
@@ -249,7 +250,12 @@ class Launcher:
         if message is None:
             return False
         img_url = message.attachments[0].url if message.attachments else None
-        await self.ctx.jobs.update(job.id, status_message_id=message.id, image_url=img_url)
+        if job.state == JobState.AWAITING_APPROVAL:
+            if not await self.ctx.jobs.store_found_request(job.id, message.id, img_url):
+                log.info("Job %s: another process recovered its approval request first", job.id)
+                return None
+        else:
+            await self.ctx.jobs.update(job.id, status_message_id=message.id, image_url=img_url)
         job.status_message_id, job.image_url = message.id, img_url
         log.info("Job %s: found its status message %s posted before a restart", job.id, message.id)
         return True

@@ -130,9 +130,10 @@ class PollSchedule:
     def delay(self, age: float, history: History | None, *, queued: bool, polls: int | None = None) -> float:
         """Quiet until the p10 of history, then spaced by sqrt(S/f) (see the module), then back to
         the baseline past the end of history, so a job that runs far longer than its peers is polled
-        as without history. Never less often than without history; and with `polls` (the job's polls
-        so far), never more than EXTRA_CALLS polls more than without history by its age, whatever
-        the history (a server's first jobs may be planned on the bot-wide history of other work)."""
+        as without history. From p10 on never less often than without history (before it, the quiet
+        cap is deliberately sparser); and with `polls` (the job's polls so far), never more than
+        EXTRA_CALLS polls more than without history by its age, whatever the history (a server's
+        first jobs may be planned on the bot-wide history of other work)."""
         baseline = self.baseline(age)
         if history is None:
             return baseline

@@ -37,6 +37,7 @@ TOKEN_MARGIN = 30.0
 # What Discord answers for a token that is no longer valid: 401 Invalid Webhook Token, 404 Unknown Webhook.
 TOKEN_GONE_CODES = frozenset({50027, 10015})
 DM_TIMEOUT = 60.0  # opening the DM and posting one message
+PRUNE_INTERVAL = 60.0  # how often expired tokens are dropped from memory
 
 
 class Context(Protocol):
@@ -140,10 +141,14 @@ class Tokens:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._live: dict[int, InteractionSurface] = {}
-        self._dead: set[int] = set()  # rejected: a row read before that must not bring it back
+        # Rejected (job id -> when the token would have expired): a row read before that must not
+        # bring it back; past that time no row can.
+        self._dead: dict[int, float] = {}
+        self._pruned = time.time()
 
     def of(self, job: Job) -> InteractionSurface | None:
         """The job's usable token, or None once it expired or Discord rejected it."""
+        self._prune()
         if job.id in self._dead:
             return None
         if job.interaction_token and job.interaction_app_id and job.interaction_expires_at:
@@ -160,7 +165,19 @@ class Tokens:
 
     def forget(self, job_id: int) -> None:
         self._live.pop(job_id, None)
-        self._dead.discard(job_id)
+        self._dead.pop(job_id, None)
+
+    def _prune(self) -> None:
+        """Drop expired tokens now and then: a job that ended without a last edit here (in another
+        process, or with nothing left to edit) would otherwise stay for the process's life."""
+        now = time.time()
+        if now - self._pruned < PRUNE_INTERVAL:
+            return
+        self._pruned = now
+        for job_id in [j for j, s in self._live.items() if s.expires_at <= now]:
+            del self._live[job_id]
+        for job_id in [j for j, expires in self._dead.items() if expires <= now]:
+            del self._dead[job_id]
 
     async def gone(self, job: Job, exc: BaseException) -> None:
         """Discord rejected the token: never use it again (here, or in any process)."""
@@ -168,7 +185,7 @@ class Tokens:
             log.info(
                 "Job %s: the interaction token is no longer valid (%s); the rest goes by DM", job.id, exc
             )
-        self._dead.add(job.id)
+        self._dead[job.id] = job.interaction_expires_at or time.time() + TOKEN_LIFETIME
         job.interaction_token = None
         await self.ctx.jobs.update(job.id, interaction_token=None)
 
@@ -254,7 +271,13 @@ class InteractionStatus(discord.PartialMessage):
 
 
 class FollowUp(discord.abc.Messageable):
-    """Posting a job's video as a follow-up of its interaction (public, like a server delivery)."""
+    """Posting a job's video as a follow-up of its interaction (public, like a server delivery).
+
+    A webhook post takes no nonce and a follow-up cannot be searched for, so a post whose answer was
+    lost could not be told from one never made. The video therefore never goes in a post: a small
+    placeholder follow-up is posted once (its id stored as the job's delivery message), and the video
+    is attached by editing it -- an edit is idempotent, so a repeat after a lost answer is no second
+    copy. A placeholder whose own answer was lost is replaced by another (text only, no video)."""
 
     def __init__(self, ctx: Context, job: Job) -> None:
         self._ctx = ctx
@@ -264,33 +287,86 @@ class FollowUp(discord.abc.Messageable):
         raise NotImplementedError
 
     async def send(self, *args: Any, **fields: Any) -> discord.Message:
-        fields.pop("nonce", None)  # webhooks take none: a lost answer is looked for in a DM at most
+        fields.pop("nonce", None)  # webhooks take none: the placeholder's id stands in for one
+        file = fields.pop("file", None)
+        fields["attachments"] = [] if file is None else [file]
         tokens = self._ctx.tokens
         try:
-            return await tokens.webhook(self._job).send(wait=True, **fields)
+            webhook = tokens.webhook(self._job)
+            retried = False
+            while True:
+                message_id = await self._placeholder(webhook)
+                try:
+                    return await webhook.edit_message(message_id, **fields)
+                except discord.NotFound as exc:
+                    if exc.code != 10008 or retried:
+                        raise
+                    # Deleted before the video reached it: nothing of it is left, so a new one.
+                    self._job.delivery_message_id, retried = None, True
         except discord.HTTPException as exc:
             if token_gone(exc):
                 await tokens.gone(self._job, exc)
                 raise TokenGone() from exc
             raise
 
+    async def _placeholder(self, webhook: discord.Webhook) -> int:
+        job = self._job
+        if job.delivery_message_id is not None:
+            return job.delivery_message_id
+        posted = await webhook.send(
+            content=tr(job.locale, "⏳ Posting your video…"), wait=True, allowed_mentions=ui.NO_MENTIONS
+        )
+        job.delivery_message_id = posted.id
+        await self._ctx.jobs.update(job.id, delivery_message_id=posted.id)
+        return posted.id
+
 
 async def dm_channel_id(ctx: Context, job: Job) -> int:
     """The requester's DM channel with the bot (`POST /users/@me/channels`); in context 1 it is the
-    interaction's own channel."""
+    interaction's own channel. Bounded by DM_TIMEOUT (a TimeoutError, like Discord failing, means
+    "not now")."""
     if job.interaction_context == BOT_DM_CONTEXT:
         return job.channel_id
-    user = ctx.client.get_user(job.user_id) or await ctx.client.fetch_user(job.user_id)
-    channel = user.dm_channel or await user.create_dm()
+    async with asyncio.timeout(DM_TIMEOUT):
+        user = ctx.client.get_user(job.user_id) or await ctx.client.fetch_user(job.user_id)
+        channel = user.dm_channel or await user.create_dm()
     return channel.id
 
 
-async def delivery_targets(ctx: Context, job: Job) -> list[tuple[int, discord.abc.Messageable]]:
+class DirectMessage(discord.abc.Messageable):
+    """The requester's DM as a delivery target, opened only when something is sent there: the
+    follow-up before it must not wait on (or fail with) the DM lookup while its token runs out.
+    A lookup that fails or hangs raises what a lost post raises, so the delivery is retried later."""
+
+    def __init__(self, ctx: Context, job: Job) -> None:
+        self._ctx = ctx
+        self._job = job
+        self.channel_id: int | None = None  # known once something was sent
+
+    async def _get_channel(self) -> discord.abc.MessageableChannel:  # pragma: no cover - never sends itself
+        raise NotImplementedError
+
+    async def send(self, *args: Any, **fields: Any) -> discord.Message:
+        self.channel_id = await dm_channel_id(self._ctx, self._job)
+        return await self._ctx.client.get_partial_messageable(self.channel_id).send(*args, **fields)
+
+
+def delivered_in(target: discord.abc.Messageable, target_id: int) -> int:
+    """The channel a delivery to `target` (listed as `target_id`) went to."""
+    if isinstance(target, DirectMessage) and target.channel_id is not None:
+        return target.channel_id
+    return target_id
+
+
+def delivery_targets(ctx: Context, job: Job) -> list[tuple[int, discord.abc.Messageable]]:
     """Where a job that lives in the interaction delivers, in order: the follow-up while the token
-    lives, then the requester's DM (a message with a nonce, so a repeat is no second copy)."""
+    lives, then the requester's DM (a message with a nonce, so a repeat is no second copy), looked
+    up only if it comes to that (listed as 0 until then, outside the bot's DM)."""
     targets: list[tuple[int, discord.abc.Messageable]] = []
     if ctx.tokens.of(job) is not None:
         targets.append((job.channel_id, FollowUp(ctx, job)))
-    dm = await dm_channel_id(ctx, job)
-    targets.append((dm, ctx.client.get_partial_messageable(dm)))
+    if job.interaction_context == BOT_DM_CONTEXT:
+        targets.append((job.channel_id, ctx.client.get_partial_messageable(job.channel_id)))
+    else:
+        targets.append((0, DirectMessage(ctx, job)))
     return targets

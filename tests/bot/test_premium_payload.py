@@ -47,3 +47,19 @@ def test_odd_fields_are_read_safely() -> None:
     )
     # Only a JSON true is true; a field of the wrong shape is absent.
     assert ent == Entitlement(id=5, sku_id=6, user_id=None, guild_id=None, deleted=False, consumed=False)
+
+
+@pytest.mark.parametrize("bad", ["0", 0, "00", str(2**63), 2**63, "99999999999999999999"])
+def test_an_id_must_be_a_positive_64_bit_signed_integer(bad: Any) -> None:
+    assert from_payload({"id": bad, "sku_id": "6"}) is None
+    assert from_payload({"id": "5", "sku_id": bad}) is None
+    ent = from_payload({"id": "5", "sku_id": "6", "user_id": bad})
+    assert ent is not None and ent.user_id is None
+    top = from_payload({"id": str(2**63 - 1), "sku_id": "6"})
+    assert top is not None and top.id == 2**63 - 1
+
+
+def test_the_type_is_read_when_it_is_a_number() -> None:
+    assert getattr(from_payload({"id": "5", "sku_id": "6", "type": 4}), "type", "absent") == 4
+    assert getattr(from_payload({"id": "5", "sku_id": "6", "type": "4"}), "type", "absent") is None
+    assert getattr(from_payload({"id": "5", "sku_id": "6", "type": True}), "type", "absent") is None

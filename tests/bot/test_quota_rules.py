@@ -125,3 +125,14 @@ async def test_purchased_credits_cover_what_the_allowance_does_not() -> None:
     with pytest.raises(QuotaExceeded):  # a rule without `purchased` never reads them
         await LimitCheck(Limits(5, DAY))(figures)
     assert "purchased" not in figures.read
+
+
+async def test_a_member_over_a_lowered_allowance_may_still_pay_with_purchased_credits() -> None:
+    # The allowance went from 10 to 3 after 8 were used: the job's 2 credits come from the 2 bought.
+    standing = await LimitCheck(Limits(3, DAY, purchased=True))(WithPurchased(used=8, cost=2))
+    assert standing.purchased == 2 and standing.from_purchased(2) == 2
+    with pytest.raises(QuotaExceeded):
+        await LimitCheck(Limits(3, DAY, purchased=True))(WithPurchased(used=8, cost=3))
+    # Approval requests waiting count the same way.
+    rule = LimitCheck(Limits(3, DAY, purchased=True), for_approval=True)
+    await rule(WithPurchased(used=2, held_credits=4, cost=2))

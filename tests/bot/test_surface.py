@@ -3,6 +3,7 @@ surface's translation of the engine's calls into interaction webhook calls."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 import discord
 import pytest
 
+from bot.engine import _surface as surface
 from bot.engine._surface import (
     OriginalResponse,
     Place,
@@ -153,13 +155,56 @@ async def test_a_rejected_token_is_cleared_in_storage_and_never_used_again() -> 
 
 async def test_delivery_goes_to_the_follow_up_while_the_token_lives_then_to_the_dm() -> None:
     ctx = make_ctx()
-    live = await delivery_targets(ctx, make_job())
-    assert [target_id for target_id, _ in live] == [333, 555]
-    expired = await delivery_targets(ctx, make_job(interaction_expires_at=time.time() - 1))
-    assert [target_id for target_id, _ in expired] == [555]
+    # The DM (listed as 0) is looked up only when something is sent there.
+    live = delivery_targets(ctx, make_job())
+    assert [target_id for target_id, _ in live] == [333, 0]
+    expired = delivery_targets(ctx, make_job(interaction_expires_at=time.time() - 1))
+    assert [target_id for target_id, _ in expired] == [0]
     # In the DM with the bot (context 1) the fallback DM is that very channel.
-    bot_dm = await delivery_targets(ctx, make_job(interaction_context=1, interaction_token=None, id=8))
+    bot_dm = delivery_targets(ctx, make_job(interaction_context=1, interaction_token=None, id=8))
     assert [target_id for target_id, _ in bot_dm] == [333]
+
+
+class _SlowClient(_Client):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups = 0
+        self.sent: list[tuple[int, dict[str, Any]]] = []
+
+    def get_user(self, user_id: int) -> Any:
+        return None
+
+    async def fetch_user(self, user_id: int) -> Any:
+        self.lookups += 1
+        if self.lookups == 1:
+            await asyncio.sleep(10)  # Discord hangs
+        return SimpleNamespace(dm_channel=SimpleNamespace(id=555))
+
+    def get_partial_messageable(self, channel_id: int, **_: Any) -> Any:
+        client = self
+
+        class _Channel:
+            async def send(self, **fields: Any) -> str:
+                client.sent.append((channel_id, fields))
+                return "message"
+
+        return _Channel()
+
+
+async def test_the_dm_is_looked_up_only_when_sent_to_and_a_hang_is_a_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(surface, "DM_TIMEOUT", 0.05)
+    ctx = make_ctx()
+    ctx.client = _SlowClient()
+    [_, (listed, dm)] = delivery_targets(ctx, make_job())
+    assert ctx.client.lookups == 0  # the follow-up goes first, with no DM lookup before it
+    with pytest.raises(TimeoutError):  # what a lost post raises: the delivery is retried later
+        await dm.send(content="v", nonce="n")
+    assert ctx.client.sent == [] and surface.delivered_in(dm, listed) == 0
+    assert await dm.send(content="v", nonce="n") == "message"
+    assert ctx.client.sent == [(555, {"content": "v", "nonce": "n"})]
+    assert surface.delivered_in(dm, listed) == 555
 
 
 async def test_posting_the_status_edits_the_original_response_with_the_image() -> None:
@@ -183,3 +228,19 @@ def test_the_user_install_quota_defaults_to_daily_quota() -> None:
     assert Settings(_env_file=None, **base).user_install_quota == 7  # type: ignore[call-arg]
     assert Settings(_env_file=None, **base, user_install_daily_quota="").user_install_quota == 7  # type: ignore[call-arg]
     assert Settings(_env_file=None, **base, user_install_daily_quota=3).user_install_quota == 3  # type: ignore[call-arg]
+
+
+async def test_expired_tokens_of_jobs_that_never_got_a_last_edit_are_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(surface, "PRUNE_INTERVAL", 0.0)
+    ctx = make_ctx()
+    tokens: Tokens = ctx.tokens
+    soon = time.time() + 0.05
+    tokens.of(make_job(id=1, interaction_expires_at=soon))
+    tokens.of(make_job(id=2))
+    await tokens.gone(make_job(id=3, interaction_expires_at=soon), TokenGone())
+    assert set(tokens._live) == {1, 2} and set(tokens._dead) == {3}
+    await asyncio.sleep(0.06)
+    tokens.of(make_job(id=2))
+    assert set(tokens._live) == {2} and tokens._dead == {}

@@ -161,6 +161,8 @@ async def test_a_refund_takes_back_only_the_unspent_credits_and_says_so_in_the_a
     await settled(h, int(ent["id"]))
     for _ in range(2):
         await h.reply(await h.animate())
+        # Delivered, so spent (a running job's credits would still count as unspent).
+        await h.wait_job(await h.last_job_id(), "delivered")
     assert await balance(h) == 8
     await h.discord.refund(int(ent["id"]))
 
@@ -311,3 +313,55 @@ async def test_refunds_made_while_the_bot_was_offline_are_taken_back_at_start_on
 
     await h.discord.wait_for(swept_since)
     assert len(refund_lines()) == 2 and await balance(h) == 9
+
+
+async def test_the_periodic_sweep_reads_only_entitlements_newer_than_those_it_dealt_with(
+    harness: Harness,
+) -> None:
+    h = harness
+    sku = h.discord.add_sku("10 credits")
+    ents = [int((await h.discord.purchase("alice", sku))["id"]) for _ in range(2)]  # while offline
+    await h.start_bot(premium_skus=f"{sku}:10")
+    for eid in ents:
+        await settled(h, eid)
+    cog = h.running.premium
+    assert cog is not None
+
+    def sweeps() -> list[Any]:  # discord.py's listings (the start-up refund look asks for deleted ones)
+        return [
+            c
+            for c in h.discord.calls_to("GET", r"/applications/\d+/entitlements$")
+            if c.query.get("exclude_deleted") != "false"
+        ]
+
+    await h.discord.wait_for(lambda: len(sweeps()) >= 1)  # the start-up sweep read them all
+    assert "after" not in sweeps()[0].query or sweeps()[0].query["after"] in ("0", "")
+    await cog.sweep()
+    assert sweeps()[-1].query.get("after") == str(max(ents))  # consumed ones are not read again
+    # One bought while the event was lost is still found by the next sweep, which then moves on.
+    late = int((await h.discord.purchase("alice", sku, dispatch=False))["id"])
+    await cog.sweep()
+    await settled(h, late)
+    assert await balance(h) == 30
+    await cog.sweep()
+    assert sweeps()[-1].query.get("after") == str(late)
+
+
+async def test_a_sweep_whose_listing_hangs_gives_up_after_the_http_timeout(harness: Harness) -> None:
+    h = harness
+    await start(h, http_timeout=0.3)
+    cog = h.running.premium
+    assert cog is not None
+    listings = r"/applications/\d+/entitlements$"
+    await h.discord.wait_for(  # the start-up sweep is done listing: the stall is for this one
+        lambda: any(c.query.get("exclude_deleted") != "false" for c in h.discord.calls_to("GET", listings))
+    )
+    release = h.discord.stall_after("GET", r"^/applications/\d+/entitlements$")
+    sweep = asyncio.create_task(cog.sweep())
+    try:
+        await asyncio.wait({sweep}, timeout=10)  # only a bound for a sweep that would never end
+        assert sweep.done() and isinstance(sweep.exception(), TimeoutError)
+    finally:
+        release.set()
+        sweep.cancel()
+        await asyncio.gather(sweep, return_exceptions=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from bot import ui
 from bot.quota_rules import USER_INSTALL_SCOPE
 from tests.e2e.conftest import Harness, jpeg_bytes
@@ -349,3 +351,70 @@ async def test_a_deleted_original_response_is_not_reposted_in_the_channel(harnes
     job = await h.wait_job(job.id, "delivered")
     assert channel_posts(h) == []  # neither a re-posted status nor anything else outside the webhook
     assert len(inter.created_messages) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "outcome", "where"),
+    [
+        ("POST", "drop", "group"),
+        ("PATCH", "drop", "group"),
+        ("PATCH", "timeout", "server"),
+        ("POST", "timeout", "server"),
+    ],
+)
+async def test_a_follow_up_whose_answer_is_lost_carries_the_video_once(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, method: str, outcome: str, where: str
+) -> None:
+    from bot.engine import _common as engine_module
+
+    h = harness
+    monkeypatch.setattr(engine_module, "POST_TIMEOUT", 0.5)
+    await h.start_bot()
+    if where == "group":
+        channel = h.discord.add_group_dm(["alice", "bob"], name="friends")
+    else:
+        elsewhere = h.discord.add_guild("Elsewhere", with_bot=False)
+        channel = h.discord.add_channel("chat", guild_id=elsewhere)
+        h.discord.add_member("alice", guild_id=elsewhere)
+    h.runcomfy.scripts.append(JobScript(queue_seconds=0.1, run_seconds=None))
+    inter = await h.animate(channel_id=channel)
+    await h.reply(inter)
+    job = await h.wait_job(await h.last_job_id(), "running")
+    assert job.interaction_context in (0, 2)
+    # The video's request (not an edit of the status, the original response) is stored, then its
+    # answer is lost: dropped, or none within the post's deadline.
+    path = (
+        r"^/webhooks/\d+/[^/]+$"
+        if method == "POST"
+        else rf"^/webhooks/\d+/[^/]+/messages/(?!{inter.original_message_id}$|@original$)\d+$"
+    )
+    fault = h.discord.fail_after_store(method, path, outcome, hold=2.0)
+    assert job.request_id is not None
+    h.runcomfy.advance(job.request_id)
+    job = await h.wait_job(job.id, "delivered")
+
+    assert fault.hits == 1
+    videos = [m for m in inter.created_messages if m["attachments"]]
+    [video] = videos
+    assert video["attachments"][0]["filename"] == ui.video_filename(job.id)
+    assert f"job #{job.id}" in video["content"]
+    assert job.delivery_message_id == int(video["id"])
+    name = ui.video_filename(job.id)
+    uploads = [c for c in h.discord.calls if any(f[0] == name for f in c.files)]
+    assert {c.path.rsplit("/", 1)[-1] for c in uploads} == {video["id"]}  # one message ever got it
+    assert h.discord.messages(h.discord.dm_channel_id("alice") or 0) == []  # and no DM copy
+    assert channel_posts(h) == []
+
+
+async def test_a_failing_dm_lookup_does_not_hold_up_the_follow_up(harness: Harness) -> None:
+    h = harness
+    await h.start_bot()
+    group = h.discord.add_group_dm(["alice", "bob"], name="friends")
+    h.discord.fail_next("POST", r"^/users/@me/channels$", 503, times=50)
+    h.discord.fail_next("GET", r"^/users/\d+$", 503, times=50)
+    inter = await h.animate(channel_id=group)
+    await h.reply(inter)
+    job = await h.wait_job(await h.last_job_id(), "delivered")
+    [video] = inter.created_messages
+    assert job.delivery_message_id == int(video["id"]) and job.delivery_channel_id == group
+    assert h.discord.calls_to("POST", r"^/users/@me/channels$") == []  # never needed

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,11 +13,12 @@ import pytest
 
 from bot.quota_rules import Limits
 from storage import lifecycle
-from storage.db import Database
+from storage.db import Database, open_database
 from storage.jobs import JobRepository, JobState
 from storage.lifecycle import TRANSITIONS, IllegalTransition, JobEvent
 from storage.quota import QuotaRepository
 from tests.ledger import daily_period, job_ledger
+from tests.storage.conftest import DbTarget
 from tests.storage.test_quota import new_job
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "storage" / "migrations"
@@ -159,3 +162,27 @@ def test_job_event_names_keep_their_wire_values() -> None:
     assert (
         JobEvent.FAILED == "failed" and f"{JobEvent.DELIVERED}" == "delivered"
     )  # listeners may compare strings
+
+
+async def test_an_orphaned_approval_request_is_recovered_by_one_process_only(db_target: DbTarget) -> None:
+    one, two = await open_database(*db_target), await open_database(*db_target)
+    try:
+        job_id, _ = await QuotaRepository(one).reserve_job(
+            new_job(), Limits(5, daily_period()), await_approval=True
+        )
+        repos = [JobRepository(one), JobRepository(two)]
+        [orphan] = await repos[1].unposted_requests(time.time() + 1)
+        assert orphan.id == job_id
+        won = await asyncio.gather(
+            *(repos[i % 2].store_found_request(job_id, 900 + i, None) for i in range(6))
+        )
+        assert sorted(won) == [False] * 5 + [True]
+        job = await repos[0].get(job_id)
+        assert job is not None and job.status_message_id == 900 + won.index(True)
+        assert await repos[0].unposted_requests(time.time() + 1) == []
+        # Not for a job that left approval either.
+        other, _ = await QuotaRepository(one).reserve_job(new_job(), Limits(5, daily_period()))
+        assert await repos[0].store_found_request(other, 901, None) is False
+    finally:
+        await one.close()
+        await two.close()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
+
+import pytest
 
 from bot.quota_rules import Limits, QuotaExceeded
 from storage import lifecycle
@@ -83,6 +86,7 @@ async def test_a_refund_takes_back_only_the_unspent_credits_once(db: Database) -
     await premium.grant(PACK, 10, consumable=True)
     for _ in range(4):
         await quota.reserve_job(new_job(), spend())
+    await db.execute("UPDATE jobs SET state = 'delivered'", ())  # spent (held credits count as unspent)
     deleted = Entitlement(PACK.id, PACK.sku_id, USER, None, deleted=True)
     revocation = await premium.revoke(deleted)
     assert revocation is not None and (revocation.record.credits, revocation.taken_back) == (10, 6)
@@ -90,6 +94,44 @@ async def test_a_refund_takes_back_only_the_unspent_credits_once(db: Database) -
     assert await premium.balance(USER) == 0
     # Granting it again (an interaction still carrying it) changes nothing.
     assert await premium.grant(PACK, 10, consumable=True) is False
+    assert await premium.balance(USER) == 0
+
+
+async def test_a_refund_counts_credits_held_by_a_running_job_and_its_failure_returns_nothing(
+    db: Database,
+) -> None:
+    quota, premium = QuotaRepository(db), PremiumRepository(db)
+    await premium.grant(PACK, 10, consumable=True)
+    held, _ = await quota.reserve_job(new_job(cost=6), spend())
+    await quota.reserve_job(new_job(cost=3), spend())  # this one is delivered: really spent
+    await db.execute("UPDATE jobs SET state = 'delivered' WHERE id != ?", (held,))
+    # 1 left, 6 held by the unfinished job: those 7 are unspent, the 3 delivered were spent.
+    revocation = await premium.revoke(Entitlement(PACK.id, PACK.sku_id, USER, None, deleted=True))
+    assert revocation is not None and revocation.taken_back == 7
+    assert await premium.balance(USER) == 0
+    async with db.transaction() as tx:
+        assert await lifecycle.move(tx, held, JobState.FAILED, refund=True, reason="failed")
+    # The refund pays off the debt: nothing of the refunded pack comes back.
+    assert await premium.balance(USER) == 0
+    with pytest.raises(QuotaExceeded):
+        await quota.reserve_job(new_job(), spend())
+    # A new pack is whole.
+    await premium.grant(Entitlement(PACK.id + 1, PACK.sku_id, USER, None), 5, consumable=True)
+    assert await premium.balance(USER) == 5
+
+
+async def test_a_second_refund_does_not_count_held_credits_twice(db: Database) -> None:
+    quota, premium = QuotaRepository(db), PremiumRepository(db)
+    other = Entitlement(PACK.id + 1, PACK.sku_id, USER, None)
+    await premium.grant(PACK, 4, consumable=True)
+    await premium.grant(other, 4, consumable=True)
+    held, _ = await quota.reserve_job(new_job(cost=6), spend())
+    first = await premium.revoke(dataclasses.replace(PACK, deleted=True))
+    assert first is not None and first.taken_back == 4  # 2 left + 6 held
+    second = await premium.revoke(dataclasses.replace(other, deleted=True))
+    assert second is not None and second.taken_back == 4  # 8 unspent in all, 4 of them taken already
+    async with db.transaction() as tx:
+        assert await lifecycle.move(tx, held, JobState.FAILED, refund=True, reason="failed")
     assert await premium.balance(USER) == 0
 
 
@@ -121,3 +163,19 @@ async def test_a_server_subscription_counts_while_live(db: Database) -> None:
     assert await premium.guild_subscribed(55) is True
     await premium.record_subscription(Entitlement(sub.id, sub.sku_id, USER, 55, deleted=True))
     assert await premium.guild_subscribed(55) is False
+
+
+async def test_a_refund_whose_payload_names_no_user_takes_back_from_the_grants_user(db: Database) -> None:
+    premium = PremiumRepository(db)
+    await premium.grant(PACK, 10, consumable=True)
+    revocation = await premium.revoke(Entitlement(PACK.id, PACK.sku_id, None, None, deleted=True))
+    assert revocation is not None and revocation.taken_back == 10 and revocation.record.user_id == USER
+    assert await premium.balance(USER) == 0
+    # Never seen and naming nobody: recorded revoked, so it never grants later.
+    unseen = Entitlement(PACK.id + 5, PACK.sku_id, None, None, deleted=True)
+    assert await premium.revoke(unseen) is None
+    assert (
+        await premium.grant(dataclasses.replace(unseen, user_id=USER, deleted=False), 10, consumable=True)
+        is False
+    )
+    assert await premium.balance(USER) == 0
