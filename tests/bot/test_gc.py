@@ -23,10 +23,10 @@ print("ok", frozen)
 """
 
 
-def test_tune_gc_freezes_what_start_up_built_and_widens_the_young_generation() -> None:
+def test_tune_gc_freezes_what_start_up_built_and_makes_full_passes_rarer() -> None:
     proc = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ok ")
-    # Fewer, larger young collections: objects living across a few awaits die young instead of
-    # reaching the generation a full pass has to walk.
-    assert GC_THRESHOLDS[0] >= 10 * 700
+    # Full passes (the long stalls with thousands of jobs) rarer than Python's default; the young
+    # generation as small as the default, so a burst's cyclic garbage (image buffers) goes at once.
+    assert GC_THRESHOLDS[0] <= 700 and GC_THRESHOLDS[2] >= 10 * 10
