@@ -447,16 +447,4 @@ class RestMixin(FakeState):
             ) from None
         if uid not in self.users:
             raise DiscordError(404, 10013, "Unknown User")
-        cid = self._dm_channels.get(uid)
-        if cid is None:
-            cid = self._snowflake()
-            self.channels[cid] = {
-                "id": str(cid),
-                "type": 1,
-                "last_message_id": None,
-                "flags": 0,
-                "recipients": [self.user_payload(uid)],
-            }
-            self._messages[cid] = []
-            self._dm_channels[uid] = cid
-        return _json_response(self.channel_payload(cid))
+        return _json_response(self.channel_payload(self.open_dm(uid)))
