@@ -382,6 +382,11 @@ class ResultButton(JobButton, template=RESULT_TEMPLATE):
 CANCEL_TEMPLATE = r"animate:(?P<action>cancel):(?P<job_id>[0-9]{1,18})"
 
 
+def requester_or_moderator(interaction: discord.Interaction[Any], job: Job) -> bool:
+    """Who may act on a job's buttons: the member who started it, or a moderator (Manage Messages)."""
+    return interaction.user.id == job.user_id or interaction.permissions.manage_messages
+
+
 class _CancelHandler:
     """Who may cancel a job, and the answer they see; what cancelling does is the engine's `cancel`."""
 
@@ -391,7 +396,7 @@ class _CancelHandler:
     async def button_refusal(
         self, interaction: discord.Interaction[Any], job: Job, action: str
     ) -> str | None:
-        if interaction.user.id != job.user_id and not interaction.permissions.manage_messages:
+        if not requester_or_moderator(interaction, job):
             return tr(
                 interaction.locale,
                 "Only the person who started this job, or a moderator with Manage Messages, can cancel it.",

@@ -178,7 +178,7 @@ class Remix(commands.Cog):
         self, interaction: discord.Interaction[Any], job: Job, action: str
     ) -> str | None:
         """Who may press a finished video's buttons: its requester or a moderator (Manage Messages)."""
-        if interaction.user.id != job.user_id and not interaction.permissions.manage_messages:
+        if not ui.requester_or_moderator(interaction, job):
             return tr(
                 interaction.locale,
                 "Only the person who made this video, or a moderator with Manage Messages, can use this.",
