@@ -280,6 +280,9 @@ class Premium(commands.Cog):
     # ------------------------------------------------------------------ the sweep
 
     async def _sweep_loop(self) -> None:
+        # A revocation's audit line goes to a server the bot is in: wait until the guild cache is
+        # filled, or a refund found at start-up could find no server and go unaudited.
+        await self.bot.wait_until_ready()
         await self._check_skus()
         try:
             await self.reconcile_refunds()
