@@ -30,8 +30,8 @@ async def read_body(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
     With a Content-Length (untrusted: it only sizes the buffer, the cap is checked on what arrives)
     the buffer is allocated once at that size and the chunks are copied into place; the bytes
     returned are that buffer itself, no copy. A body shorter than announced raises aiohttp's
-    ClientPayloadError (aiohttp does so itself when the connection ends early), a longer one is cut
-    at the announced length by aiohttp's parser.
+    ClientPayloadError (aiohttp does so itself when the connection ends early); a longer one never
+    yields more than announced (aiohttp stops there, or refuses the trailing bytes as malformed).
     """
     announced = response.content_length
     if announced is not None and announced > max_bytes:

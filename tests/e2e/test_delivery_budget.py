@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bot.intake import Budget
+from bot.media.buffers import UploadBody
 from tests.e2e.conftest import Harness
 from tests.fakes.runcomfy import JobScript
 
@@ -42,3 +45,35 @@ async def test_a_burst_of_finished_jobs_holds_the_videos_within_the_budget(harne
     # The next download is expected to be as large as the last video, so it waits for room at once.
     assert delivery._typical == len(h.runcomfy.video_bytes)
     assert delivery._videos.free == delivery._videos.total  # everything held was given back
+
+
+async def test_every_upload_lets_go_of_its_bytes_when_the_post_is_over(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The status post's image and the video are sent from the bytes already held, and released right
+    # after the post: aiohttp's finished request is garbage in a cycle, which would keep them until
+    # the collector's next full pass (a photo burst held 18 videos that way).
+    h = harness
+    bodies: list[UploadBody] = []
+    released: list[int] = []
+    init, release = UploadBody.__init__, UploadBody.release
+
+    def tracked_init(self: UploadBody, data: bytes) -> None:
+        init(self, data)
+        bodies.append(self)
+
+    def tracked_release(self: UploadBody) -> None:
+        released.append(id(self))
+        release(self)
+
+    monkeypatch.setattr(UploadBody, "__init__", tracked_init)
+    monkeypatch.setattr(UploadBody, "release", tracked_release)
+    await h.start_bot()
+    await h.reply(await h.animate(user="alice"))
+    job = await h.wait_job(1, "delivered")
+    status = h.discord.messages(job.channel_id)[0]
+    video = next(m for m in h.discord.messages(job.thread_id) if m["attachments"])
+    assert status["attachments"][0]["data"] and video["attachments"][0]["data"] == h.runcomfy.video_bytes
+    assert len(bodies) == 2  # the image on the status message, the video
+    assert sorted(released) == sorted(id(b) for b in bodies)
+    assert all(b.closed and b.getbuffer().nbytes == 0 for b in bodies)
