@@ -12,8 +12,8 @@ from __future__ import annotations
 import io
 
 import aiohttp
-
-_CHUNK = 64 * 1024
+from aiohttp import payload
+from aiohttp.abc import AbstractStreamWriter
 
 
 class BodyTooLarge(Exception):
@@ -44,7 +44,9 @@ async def read_body(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
         buf.write(b"\0")
         buf.seek(0)
     size = 0
-    async for chunk in response.content.iter_chunked(_CHUNK):
+    # Whatever has arrived, as aiohttp holds it (no re-slicing into fixed chunks): a few hundred KB
+    # at most, as the stream stops reading from the socket while its buffer is full.
+    async for chunk in response.content.iter_any():
         size += len(chunk)
         if size > max_bytes:
             response.close()
@@ -55,6 +57,10 @@ async def read_body(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
     buf.truncate(size)
     # The buffer is exactly `size` bytes and nothing else refers to it: getvalue() hands it over.
     return buf.getvalue()
+
+
+# An upload is written in slices of this size (views of the bytes held, not copies).
+UPLOAD_SLICE = 1024 * 1024
 
 
 class UploadBody(io.BytesIO):
@@ -87,3 +93,25 @@ class UploadBody(io.BytesIO):
 
     def write(self, data: object, /) -> int:
         raise io.UnsupportedOperation("UploadBody is read-only")
+
+
+class _UploadPayload(payload.BytesIOPayload):
+    """How aiohttp sends an UploadBody: slices of one view of its bytes, from where the file stands
+    (discord.File rewinds it before each attempt). A plain BytesIO goes out as 64 KiB copies, each
+    followed by a pass of the event loop: 49 of each for a 3 MB video."""
+
+    _value: UploadBody
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
+        start, view = self._value.tell(), self._value.getbuffer()
+        end = len(view) if content_length is None else min(len(view), start + content_length)
+        for pos in range(start, end, UPLOAD_SLICE):
+            # The writer waits for the socket to take each slice (its drain) before the next.
+            await writer.write(view[pos : min(end, pos + UPLOAD_SLICE)])
+        self._value.seek(end)
+
+
+payload.register_payload(_UploadPayload, UploadBody)  # looked up by exact type: nothing else changes

@@ -24,7 +24,7 @@ class _Content:
         self._data = memoryview(data)
         self.read = 0
 
-    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
+    async def iter_any(self, n: int = 64 * 1024) -> AsyncIterator[bytes]:
         for i in range(0, len(self._data), n):
             self.read += min(n, len(self._data) - i)
             yield bytes(self._data[i : i + n])  # a fresh chunk, as aiohttp hands them out
