@@ -15,6 +15,10 @@ import aiohttp
 from aiohttp import payload
 from aiohttp.abc import AbstractStreamWriter
 
+# A body announced up to this size gets its buffer at once; a larger one grows as it arrives, so a
+# lying Content-Length makes the bot hold no more than a body of that size would (both capped).
+PREALLOCATE_MAX = 16 * 1024 * 1024
+
 
 class BodyTooLarge(Exception):
     """The body is larger than allowed: announced so (``announced``), or it kept coming (None)."""
@@ -27,9 +31,9 @@ class BodyTooLarge(Exception):
 async def read_body(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
     """The response's body, at most `max_bytes` (else BodyTooLarge, the connection dropped).
 
-    With a Content-Length (untrusted: it only sizes the buffer, the cap is checked on what arrives)
-    the buffer is allocated once at that size and the chunks are copied into place; the bytes
-    returned are that buffer itself, no copy. A body shorter than announced raises aiohttp's
+    With a Content-Length (untrusted: it only sizes the buffer, up to PREALLOCATE_MAX, and the cap is
+    checked on what arrives) the buffer is allocated once at that size and the chunks are copied into
+    place; the bytes returned are that buffer itself, no copy. A body shorter than announced raises aiohttp's
     ClientPayloadError (aiohttp does so itself when the connection ends early); a longer one never
     yields more than announced (aiohttp stops there, or refuses the trailing bytes as malformed).
     """
@@ -38,7 +42,7 @@ async def read_body(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
         response.close()  # drop the connection instead of draining the body
         raise BodyTooLarge(announced)
     buf = io.BytesIO()
-    if announced:
+    if announced and announced <= PREALLOCATE_MAX:
         # Grow the buffer to its final size once (zero-filled), then write over it from the start.
         buf.seek(announced - 1)
         buf.write(b"\0")
@@ -64,8 +68,8 @@ UPLOAD_SLICE = 1024 * 1024
 
 
 class UploadBody(io.BytesIO):
-    """A read-only BytesIO over bytes already held, for ``discord.File``: the upload sends them in
-    chunks as a BytesIO would, without the whole copy aiohttp's BytesIOPayload makes of an ordinary
+    """A read-only BytesIO over bytes already held, for ``discord.File``: the upload sends views of
+    them (``_UploadPayload``), without the whole copy aiohttp's BytesIOPayload makes of an ordinary
     one (it sizes the body with ``getbuffer()``, which must first unshare the bytes a
     ``BytesIO(data)`` shares) -- on every attempt, for as long as the attempt lasts.
 

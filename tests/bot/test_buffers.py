@@ -86,6 +86,16 @@ async def test_a_body_shorter_than_announced_is_an_error_not_zeros() -> None:
         await _read(_Response(DATA[:1000], 5000), SIZE)
 
 
+async def test_a_huge_announced_size_is_not_allocated_up_front() -> None:
+    # A Content-Length is only a promise: past PREALLOCATE_MAX the buffer grows with what arrives.
+    async def short() -> None:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await _read(_Response(DATA[:1000], 64 * 1024 * 1024), 200 * 1024 * 1024)
+
+    _, peak = await _peak(short())
+    assert peak < 1_000_000
+
+
 async def test_an_empty_body() -> None:
     assert await _read(_Response(b"", 0), SIZE) == b""
     assert await _read(_Response(b"", None), SIZE) == b""
