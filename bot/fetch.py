@@ -29,6 +29,7 @@ from yarl import URL
 
 from bot.i18n import Msg
 from bot.media import DownloadError, DownloadTooLarge, MediaError, redact_url
+from bot.media.buffers import BodyTooLarge, read_body
 
 __all__ = [
     "FetchRefused",
@@ -47,7 +48,6 @@ AddressPolicy = Callable[[IPAddress], bool]
 
 MAX_REDIRECTS: Final = 5
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
-_CHUNK: Final = 64 * 1024
 # Ranges Python's ipaddress does not already classify as non-global (or classifies inconsistently
 # across versions): CGNAT, cloud metadata, NAT64, and the IPv4 "this network" block.
 _BLOCKED_NETS: Final = tuple(
@@ -300,17 +300,12 @@ class OutputFetcher:
 
 
 async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int, safe_url: str) -> bytes:
-    limit = f"{max_bytes / 1_000_000:g} MB"
-    announced = response.content_length
-    if announced is not None and announced > max_bytes:
-        log.warning("download of %s refused: Content-Length %d > %d", safe_url, announced, max_bytes)
-        response.close()  # drop the connection instead of draining the body
-        raise DownloadTooLarge("The file is too large (over {limit}).", limit=limit)
-    body = bytearray()
-    async for chunk in response.content.iter_chunked(_CHUNK):
-        body.extend(chunk)
-        if len(body) > max_bytes:
+    try:
+        return await read_body(response, max_bytes)
+    except BodyTooLarge as big:
+        if big.announced is not None:
+            log.warning("download of %s refused: Content-Length %d > %d", safe_url, big.announced, max_bytes)
+        else:
             log.warning("download of %s aborted: more than %d bytes", safe_url, max_bytes)
-            response.close()
-            raise DownloadTooLarge("The file is too large (over {limit}).", limit=limit)
-    return bytes(body)
+        limit = f"{max_bytes / 1_000_000:g} MB"
+        raise DownloadTooLarge("The file is too large (over {limit}).", limit=limit) from None

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import io
 import logging
 import re
 import time
@@ -26,6 +25,7 @@ from bot.fetch import check_video
 from bot.i18n import N_, Msg, render, tr
 from bot.intake import Budget
 from bot.media import MediaError, fit_video
+from bot.media.buffers import UploadBody
 from storage.jobs import Job
 from storage.lifecycle import JobEvent, JobState
 
@@ -44,7 +44,10 @@ _RETRY_FORM = _Again.FORM
 
 # Videos held at once by deliveries (see Delivery.deliver); one larger than this goes alone.
 VIDEO_BYTES_IN_FLIGHT = 24_000_000
-VIDEO_FIRST_GUESS = 1_000_000  # held for a download before any video's size is known
+# Held for a download before any video's size is known: about a 5 s 480p clip (3.2 MB in the bench).
+# A guess too small lets a burst of first deliveries all start at once (24 held 1 MB each, then
+# 3 MB each arrived: 64 MiB of videos at a 100-photo burst's peak, measured).
+VIDEO_FIRST_GUESS = 4_000_000
 UNFETCHABLE = Msg(
     "RunComfy's video could not be fetched, and its link is not a secure (https) one I can pass on."
 )
@@ -114,7 +117,7 @@ class Delivery:
                 await self.endings.fail(job, nothing.reason)
                 return
             if outgoing.video is not None:
-                self._typical = max(VIDEO_FIRST_GUESS, len(outgoing.video))
+                self._typical = len(outgoing.video)
                 self._videos.take(held, len(outgoing.video) - held.amount)
             await self._upload(job, outgoing)
 
@@ -226,12 +229,13 @@ class Delivery:
         Discord's error codes say. The message id; or why this channel refuses it (the caller tries
         the next); or None when Discord's answer was lost or it is overloaded (retry later)."""
         while True:
+            fields = self._fields(job, outgoing)
             try:
                 message = await c.send(
                     target,
                     nonce=c.nonce("v", job),  # the same logical message wherever and whenever it is posted
                     size=len(outgoing.video or b""),
-                    **self._fields(job, outgoing),
+                    **fields,
                 )
             except c.AMBIGUOUS as exc:
                 # It may be there anyway: the next attempt looks for it before posting again.
@@ -245,6 +249,9 @@ class Delivery:
                 if verdict is _RETRY_FORM:
                     continue
                 return verdict
+            finally:
+                if "file" in fields:  # the upload is over: its bytes need not wait for the collector
+                    fields["file"].fp.release()
             return message.id
 
     def _refusal(
@@ -310,7 +317,7 @@ class Delivery:
         }
         if outgoing.video is not None:
             fields["file"] = discord.File(
-                io.BytesIO(outgoing.video), filename=ui.video_filename(job.id, spoiler=job.spoiler)
+                UploadBody(outgoing.video), filename=ui.video_filename(job.id, spoiler=job.spoiler)
             )
         if not outgoing.plain:
             fields["view"] = ui.result_view(job)

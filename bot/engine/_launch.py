@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 import random
 import statistics
@@ -25,6 +24,7 @@ from bot.engine._scheduler import Scheduler, Tasks
 from bot.i18n import Msg, tr
 from bot.logs import bind
 from bot.media import NormalizedImage
+from bot.media.buffers import UploadBody
 from bot.runcomfy import (
     GenerationParams,
     RunComfyAuthError,
@@ -182,6 +182,7 @@ class Launcher:
             embed.set_thumbnail(url=f"attachment://{image.filename}")
         for attempt in (1, 2):
             view = ui.status_view(job) or discord.ui.View(timeout=None)
+            body = UploadBody(image.data)
             try:
                 message = await c.send(
                     channel,
@@ -189,9 +190,7 @@ class Launcher:
                     size=len(image.data),
                     embed=embed,
                     # A spoilered job's image is blurred (and not shown in the embed: ui.status_embed).
-                    file=discord.File(
-                        io.BytesIO(image.data), filename=ui.spoiler_name(image.filename, job.spoiler)
-                    ),
+                    file=discord.File(body, filename=ui.spoiler_name(image.filename, job.spoiler)),
                     allowed_mentions=ui.NO_MENTIONS,
                     view=view,
                 )
@@ -215,6 +214,8 @@ class Launcher:
             except discord.HTTPException as exc:
                 log.warning("Job %s: could not post the status message: %s", job.id, exc)
                 return LaunchResult(False, _status_refusal(exc, channel, job.locale))
+            finally:
+                body.release()  # the upload is over: its bytes need not wait for the collector
         assert message is not None
         img_url = message.attachments[0].url if message.attachments else None
         # The same write makes this process the job's holder: if it dies mid-submit, another one

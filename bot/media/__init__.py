@@ -4,6 +4,7 @@
 - ``video``: ``fit_video`` (PyAV) -- re-encode a video that exceeds the upload limit.
 - ``download``: ``download_capped`` and ``redact_url``.
 - ``errors``: ``MediaError`` and its download subclasses, shared by all three.
+- ``buffers``: ``read_body`` (a body into one buffer) and ``UploadBody`` (an upload without a copy).
 - ``memory``: handing a burst's memory back to the system (glibc's allocator).
 
 ``normalize_image`` and ``fit_video`` are CPU-bound and synchronous: call them via ``asyncio.to_thread``.

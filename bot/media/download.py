@@ -8,11 +8,10 @@ import logging
 import aiohttp
 from yarl import URL
 
+from bot.media.buffers import BodyTooLarge, read_body
 from bot.media.errors import DownloadError, DownloadTooLarge, MediaError, fmt_mb
 
 logger = logging.getLogger(__name__)
-
-_CHUNK = 64 * 1024
 
 
 def redact_url(url: str | URL) -> str:
@@ -45,7 +44,6 @@ async def download_capped(
         raise MediaError("Only http:// and https:// links can be downloaded.")
 
     limit = fmt_mb(max_bytes)
-    body = bytearray()
     try:
         async with (
             asyncio.timeout(timeout),
@@ -54,17 +52,16 @@ async def download_capped(
             if response.status >= 400:
                 logger.warning("download of %s failed: HTTP %d", safe, response.status)
                 raise DownloadError("The download failed (HTTP {status}).", status=response.status)
-            announced = response.content_length
-            if announced is not None and announced > max_bytes:
-                logger.warning("download of %s refused: Content-Length %d > %d", safe, announced, max_bytes)
-                response.close()  # drop the connection instead of draining the body
-                raise DownloadTooLarge("The file is too large (over {limit}).", limit=limit)
-            async for chunk in response.content.iter_chunked(_CHUNK):
-                body.extend(chunk)
-                if len(body) > max_bytes:
+            try:
+                return await read_body(response, max_bytes)
+            except BodyTooLarge as big:
+                if big.announced is not None:
+                    logger.warning(
+                        "download of %s refused: Content-Length %d > %d", safe, big.announced, max_bytes
+                    )
+                else:
                     logger.warning("download of %s aborted: more than %d bytes", safe, max_bytes)
-                    response.close()
-                    raise DownloadTooLarge("The file is too large (over {limit}).", limit=limit)
+                raise DownloadTooLarge("The file is too large (over {limit}).", limit=limit) from None
     except MediaError:
         raise
     except TimeoutError as exc:  # aiohttp's ServerTimeoutError is a TimeoutError too
@@ -74,4 +71,3 @@ async def download_capped(
         logger.warning("download of %s failed: %s", safe, type(exc).__name__)
         # `from None`: aiohttp exceptions may carry the full (signed) URL.
         raise DownloadError("The download failed (connection problem). Please try again.") from None
-    return bytes(body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from collections.abc import AsyncIterator
@@ -276,3 +277,23 @@ async def test_defaults_allow_only_https_except_runcomfys_origin(server: tuple[i
     assert outputs.linkable(f"http://{GOOD}:{port}/files/x.mp4")
     assert not outputs.linkable("http://cdn.example/v.mp4")
     assert not outputs.linkable("javascript:alert(1)")
+
+
+async def test_a_video_shorter_than_its_content_length_is_a_failed_download() -> None:
+    # The body is read into a buffer sized by the (untrusted) Content-Length: one that ends early
+    # is a failed download, never a video padded with zeros.
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 50000\r\n\r\n" + b"\0\0\0\x18ftypmp42" * 100)
+        await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    async with srv, aiohttp.ClientSession() as shared:
+        fetcher = OutputFetcher(shared, trusted_origin=f"http://127.0.0.1:{port}")
+        try:
+            with pytest.raises(DownloadError, match="connection problem"):
+                await fetcher.fetch(f"http://127.0.0.1:{port}/v.mp4", max_bytes=1_000_000)
+        finally:
+            await fetcher.close()

@@ -563,3 +563,40 @@ def test_redact_url() -> None:
         redact_url("https://user:pw@cdn.example.com/a/b.png?ex=1&hm=SECRET#frag")
         == "https://cdn.example.com/a/b.png"
     )
+
+
+async def _raw_server(response: bytes) -> tuple[asyncio.Server, int]:
+    """A server that answers every request with `response`, byte for byte, then hangs up."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(response)
+        await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return srv, srv.sockets[0].getsockname()[1]
+
+
+async def test_download_shorter_than_its_content_length_is_a_failed_download(
+    session: aiohttp.ClientSession,
+) -> None:
+    # The buffer is sized by the (untrusted) Content-Length: a body that ends early is an error,
+    # never the body padded with zeros.
+    srv, port = await _raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + BODY[:1000])
+    async with srv:
+        with pytest.raises(DownloadError, match="connection problem"):
+            await download_capped(session, f"http://127.0.0.1:{port}/x", max_bytes=100_000)
+
+
+async def test_download_longer_than_its_content_length_never_yields_more(
+    session: aiohttp.ClientSession,
+) -> None:
+    # aiohttp stops at the announced length; trailing bytes arriving with it are a malformed answer.
+    srv, port = await _raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + BODY)
+    async with srv:
+        try:
+            got = await download_capped(session, f"http://127.0.0.1:{port}/x", max_bytes=1000)
+        except DownloadError:
+            return
+        assert got == BODY[:1000]
