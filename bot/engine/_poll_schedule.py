@@ -31,7 +31,8 @@ DENSE_CALLS = 48
 QUIET_CAP = 60.0  # before p10 a running job is looked at again after this, its age, or p10/4 (the most)
 TAIL_MASS = 0.02  # past the age that only this share of comparable jobs outlived, history ends
 PAST_TAIL_RAMP = 0.5  # past that end each poll waits longer by half the time since the end
-EXTRA_CALLS = 1  # a job is never polled more than this many times more than without history
+EXTRA_CALLS = 1  # a job is never polled more than this many times more than without history ...
+# ... and one that started without history (cold: its peers' history arrives mid-way) not even that.
 MIN_BANDWIDTH = 0.5  # seconds: identical samples still describe a spread, not an instant
 NEIGHBOUR = 2  # each sample's kernel reaches its NEIGHBOUR-th nearest other sample
 _SQRT2 = math.sqrt(2.0)
@@ -127,18 +128,28 @@ class PollSchedule:
             calls += (age - capped) / self.max_interval
         return calls
 
-    def delay(self, age: float, history: History | None, *, queued: bool, polls: int | None = None) -> float:
+    def delay(
+        self,
+        age: float,
+        history: History | None,
+        *,
+        queued: bool,
+        polls: int | None = None,
+        extra: int = EXTRA_CALLS,
+    ) -> float:
         """Quiet until the p10 of history, then spaced by sqrt(S/f) (see the module), then back to
         the baseline past the end of history, so a job that runs far longer than its peers is polled
         as without history. From p10 on never less often than without history (before it, the quiet
         cap is deliberately sparser); and with `polls` (the job's polls so far), never more than
-        EXTRA_CALLS polls more than without history by its age, whatever the history (a server's
-        first jobs may be planned on the bot-wide history of other work)."""
+        `extra` polls more than without history by its age, whatever the history (a server's first
+        jobs may be planned on the bot-wide history of other work). A job that started without
+        history has been polled as without it, so its peers' history arriving mid-way may only
+        spend what that schedule would have: the poller passes `extra=0` for it."""
         baseline = self.baseline(age)
         if history is None:
             return baseline
         planned = self._planned(age, history, baseline, queued=queued)
-        if polls is not None and polls >= self.baseline_calls(age) + EXTRA_CALLS:
+        if polls is not None and polls >= self.baseline_calls(age) + extra:
             return max(planned, baseline)
         return planned
 

@@ -12,6 +12,7 @@ import discord
 
 from bot import ui
 from bot.engine import _common as c
+from bot.engine._poll_schedule import POLL_MIN_SAMPLES
 from bot.engine._scheduler import Tasks
 from storage.jobs import Job
 from storage.lifecycle import POLLED, JobState
@@ -33,6 +34,8 @@ class Presenter:
         self._looks: dict[int, tuple[int | None, int, JobState]] = {}
         self._positions: dict[int, int] = {}  # queued job id -> its latest queue position (not stored)
         self.eta_cache: dict[tuple[int, str], tuple[float, tuple[float, ...]]] = {}
+        # resolution -> guilds whose cached durations are not yet their own POLL_MIN_SAMPLES or more
+        self._unsettled: dict[str, set[int]] = {}
 
     def position(self, job: Job) -> int | None:
         """The queue position last seen for a queued job (the row's, until a poll said otherwise)."""
@@ -170,11 +173,24 @@ class Presenter:
         if cached is None or now - cached[0] > 60:
             stats = self.ctx.stats
             took = await stats.recent_durations(job.resolution, job.guild_id)
+            unsettled = self._unsettled.setdefault(job.resolution, set())
+            if len(took) < POLL_MIN_SAMPLES:
+                unsettled.add(job.guild_id)
+            else:
+                unsettled.discard(job.guild_id)
             if len(took) < c.ETA_MIN_SAMPLES:
                 took = await stats.recent_durations(job.resolution, None)
             cached = (now, tuple(took) if len(took) >= c.ETA_MIN_SAMPLES else ())
             self.eta_cache[key] = cached
         return cached[1]
+
+    def delivered(self, job: Job) -> None:
+        """A job at this resolution was (or may have been) delivered: a guild whose cached durations
+        are not yet its own settled history (none, too few, or the bot-wide ones) reads them again at
+        its next step, not a minute later. Cold jobs learn from their peers as they finish, and a
+        server's jobs stop being planned on other work's history as soon as their own says enough."""
+        for guild_id in self._unsettled.pop(job.resolution, ()):
+            self.eta_cache.pop((guild_id, job.resolution), None)
 
     async def _repost(self, job: Job) -> None:
         """The status message was deleted: post a fresh one (in the thread if there is one) so the

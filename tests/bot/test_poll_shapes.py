@@ -211,3 +211,52 @@ def test_a_job_planned_on_other_work_costs_no_more_than_without_history() -> Non
         polls += 1
         t += SCHEDULE.delay(t, other_work, queued=False)
     assert polls > poll(300.0, None).calls + EXTRA_CALLS
+
+
+def poll_cold(finish: float, history: History, arrives: float, *, extra: int = 0) -> Outcome:
+    """A job that started without history, whose peers' `history` is known from age `arrives` on (as
+    they finish), planned with `extra` (the poller passes 0 for such a job)."""
+    queued_for = min(10.0, finish / 6)
+    t, queued, polls = SCHEDULE.first_delay, True, []
+    while True:
+        polls.append(t)
+        known = history if t >= arrives else None
+        if t >= finish:
+            return Outcome(len(polls) + (1 if queued or known is None else 0), t - finish, tuple(polls))
+        if queued and t >= queued_for:
+            queued = False
+        t += SCHEDULE.delay(t, known, queued=queued, polls=len(polls), extra=extra)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "peers", "arrives"),
+    [
+        (55, 65, (55, 65), 58.0),  # cold tight: its own peers' history, from the fifth delivery on
+        (30, 180, (55, 65), 64.0),  # cold wide: a bot-wide history of other (tight) work
+        (30, 180, (30, 180), 45.0),  # cold wide: its own peers, the early finishers first
+        (285, 315, (55, 65), 64.0),  # cold 5 min on tight work's history
+    ],
+)
+def test_a_job_started_without_history_never_costs_more_than_without_it(
+    low: float, high: float, peers: tuple[float, float], arrives: float
+) -> None:
+    # Issue #13, cold: "no worse than today". Peers' history arriving mid-way may make its polls
+    # /result alone and better placed, but never more of them than the schedule without history.
+    history = warm(*peers)
+    for finish in evenly(low, high, 30):
+        job, today = poll_cold(finish, history, arrives), poll(finish, None)
+        assert job.calls <= today.calls, finish
+        assert job.lag <= SCHEDULE.baseline(finish), finish
+    # With the allowance a job planned on history from its start has, some would pay one call more.
+    if peers == (55, 65) and low != 55:
+        assert any(
+            poll_cold(f, history, arrives, extra=EXTRA_CALLS).calls > poll(f, None).calls
+            for f in evenly(low, high, 30)
+        )
+
+
+def test_a_job_started_without_history_that_runs_far_longer_loses_nothing() -> None:
+    history = warm(55, 65)
+    for finish in (90.0, 300.0, 600.0, 1800.0):
+        job, today = poll_cold(finish, history, 58.0), poll(finish, None)
+        assert job.calls <= today.calls and job.lag <= SCHEDULE.baseline(finish)

@@ -3,6 +3,7 @@ own polling lag added to them (which made each generation of jobs poll later tha
 
 from __future__ import annotations
 
+from bot.engine._poll_schedule import POLL_MIN_SAMPLES
 from tests.e2e.conftest import Harness
 from tests.fakes.runcomfy import JobScript
 
@@ -23,3 +24,37 @@ async def test_a_finished_jobs_duration_is_when_runcomfy_finished_not_when_the_b
     # The recent durations (ETA and poll schedule) are that time.
     took = await h.running.store.stats.recent_durations(job.resolution, job.guild_id)
     assert len(took) == 1 and took[0] < 0.3
+
+
+async def test_a_job_started_without_history_learns_from_its_peers_as_they_are_delivered(
+    harness: Harness,
+) -> None:
+    """Issue #13, cold: a job whose first polls found no history anywhere is not planned on that
+    "nothing" for another minute (the ETA's cache time): each delivery at its resolution, while its
+    server has fewer than POLL_MIN_SAMPLES of its own, makes the next step read the durations again."""
+    h = harness
+    await h.start_bot()
+    h.runcomfy.scripts.append(JobScript(queue_seconds=0.0, run_seconds=None))  # runs until advanced
+    await h.reply(await h.animate("a long one"))
+    long_job = await h.wait_job(1, "running")
+    poller = h.running.engine.poller
+    assert await poller.history(long_job) is None  # nothing finished anywhere yet
+    for n in range(POLL_MIN_SAMPLES):  # its peers in the same server finish meanwhile
+        h.discord.add_member(f"user{n}")
+        h.runcomfy.scripts.append(JobScript(queue_seconds=0.0, run_seconds=0.1))
+        await h.reply(await h.animate(f"short {n}", user=f"user{n}"))
+        await h.wait_job(2 + n, "delivered")
+    history = await poller.history(long_job)
+    assert history is not None and len(history.samples) == POLL_MIN_SAMPLES
+
+    # From then on the long job is planned on that history: /result alone while it runs.
+    def calls() -> list[str]:
+        return [
+            r.endpoint for r in h.runcomfy.requests if long_job.request_id and long_job.request_id in r.path
+        ]
+
+    seen = len(calls())
+    await h.discord.wait_for(lambda: len(calls()) >= seen + 4, timeout=10)
+    assert set(calls()[seen + 1 :]) == {"result"}  # (the step in flight may still have asked /status)
+    h.runcomfy.advance(long_job.request_id or "")
+    await h.wait_job(1, "delivered")
