@@ -128,6 +128,22 @@ class PollSchedule:
             calls += (age - capped) / self.max_interval
         return calls
 
+    def baseline_age(self, calls: float) -> float:
+        """The age by which the baseline has made `calls` polls: the inverse of `baseline_calls`."""
+        if calls <= 0:
+            return 0.0
+        if self.first_delay >= self.max_interval:
+            return calls * self.max_interval
+        steady = self.first_delay / self.backoff_ratio
+        capped = max(steady, self.max_interval / self.backoff_ratio)
+        at_steady = steady / self.first_delay
+        if calls <= at_steady:
+            return calls * self.first_delay
+        at_capped = at_steady + math.log(capped / steady) / math.log1p(self.backoff_ratio)
+        if calls <= at_capped:
+            return steady * math.exp((calls - at_steady) * math.log1p(self.backoff_ratio))
+        return capped + (calls - at_capped) * self.max_interval
+
     def delay(
         self,
         age: float,
@@ -149,9 +165,12 @@ class PollSchedule:
         if history is None:
             return baseline
         planned = self._planned(age, history, baseline, queued=queued)
-        if polls is not None and polls >= self.baseline_calls(age) + extra:
-            return max(planned, baseline)
-        return planned
+        if polls is None:
+            return planned
+        # The next poll is the job's (polls + 1)-th: never before the baseline made its
+        # (polls + 1 - extra)-th. (Asking "is it ahead now?" would let a job exactly on the baseline's
+        # grid -- a cold one -- through with one more poll each time history arrives.)
+        return max(planned, self.baseline_age(polls + 1 - extra) - age)
 
     def _planned(self, age: float, history: History, baseline: float, *, queued: bool) -> float:
         if age < history.p10:
