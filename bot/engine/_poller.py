@@ -117,7 +117,6 @@ class Poller:
                 await self.delivery.undeliverable(job)
             else:
                 await self.delivery.deliver(job)
-                self.presenter.delivered(job)
             return
         assert job.request_id is not None
         age = time.time() - (job.submitted_at or job.created_at)
@@ -346,6 +345,7 @@ class Poller:
                 job.finished_at, job.queue_position, job.updated_at = finished, None, now
                 job.delivery_started_at = now
                 self.ctx.reconciled.add(job.id)  # moved just now: no earlier upload to look for
+                self.presenter.finished(job)  # its duration is history now (cold peers learn from it)
                 job.poll_count = polls.get("poll_count", job.poll_count)
                 # The video first; "uploading" is shown only if the upload takes a while (usually the
                 # video is there before anyone could read it, and "Done" follows at once).
@@ -354,7 +354,6 @@ class Poller:
                     f"present-{job.id}",
                 )
                 await self.delivery.deliver(job)
-                self.presenter.delivered(job)
             return True
         if phase is Phase.FAILED:
             self._forget_unknown(job.id)

@@ -184,11 +184,12 @@ class Presenter:
             self.eta_cache[key] = cached
         return cached[1]
 
-    def delivered(self, job: Job) -> None:
-        """A job at this resolution was (or may have been) delivered: a guild whose cached durations
-        are not yet its own settled history (none, too few, or the bot-wide ones) reads them again at
-        its next step, not a minute later. Cold jobs learn from their peers as they finish, and a
-        server's jobs stop being planned on other work's history as soon as their own says enough."""
+    def finished(self, job: Job) -> None:
+        """A job at this resolution finished (its duration now counts, see `recent_durations`): a
+        guild whose cached durations are not yet its own settled history (none, too few, or the
+        bot-wide ones) reads them again at its next step, not a minute later. Cold jobs learn from
+        their peers as they finish, and a server's jobs stop being planned on other work's history
+        as soon as their own says enough."""
         for guild_id in self._unsettled.pop(job.resolution, ()):
             self.eta_cache.pop((guild_id, job.resolution), None)
 
