@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from bot.engine import _presenter as presenter_module
 from bot.engine._poll_schedule import POLL_MIN_SAMPLES
 from tests.e2e.conftest import Harness
 from tests.fakes.runcomfy import JobScript
@@ -57,10 +60,9 @@ async def test_a_job_started_without_history_learns_from_its_peers_as_they_finis
     assert all(p.state.value == "delivering" for p in peers)  # none posted yet
 
     # From then on the long job is planned on that history: /result alone while it runs.
-    def calls() -> list[str]:
-        return [
-            r.endpoint for r in h.runcomfy.requests if long_job.request_id and long_job.request_id in r.path
-        ]
+    def calls() -> list[str | None]:
+        rid = long_job.request_id or "-"
+        return [r.endpoint for r in h.runcomfy.requests if rid in r.path]
 
     seen = len(calls())
     await h.discord.wait_for(lambda: len(calls()) >= seen + 4, timeout=10)
@@ -68,3 +70,32 @@ async def test_a_job_started_without_history_learns_from_its_peers_as_they_finis
     h.runcomfy.advance(long_job.request_id or "")
     for job_id in range(1, 2 + POLL_MIN_SAMPLES):
         await h.wait_job(job_id, "delivered")
+
+
+async def test_a_burst_of_finishing_peers_costs_one_read_of_the_durations(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = harness
+    await h.start_bot()
+    await h.reply(await h.animate())
+    job = await h.wait_job(1, "delivered")  # nothing polls any more: every read below is ours
+    presenter, stats = h.running.engine.presenter, h.running.store.stats
+    reads: list[int | None] = []
+    original = stats.recent_durations
+
+    async def counting(resolution: str, guild_id: int | None, limit: int = 50) -> list[float]:
+        reads.append(guild_id)
+        return await original(resolution, guild_id, limit)
+
+    monkeypatch.setattr(stats, "recent_durations", counting)
+    monkeypatch.setattr(presenter_module, "REREAD_AFTER_FINISH", 0.2)
+    h.running.engine._eta_cache.clear()
+    assert await presenter.durations(job) == ()
+    assert reads == [job.guild_id, None]  # the server's, then bot-wide (too few of its own)
+    for _ in range(3):  # peers at this resolution finish in a burst
+        presenter.finished(job)
+    assert await presenter.durations(job) == () and len(reads) == 2  # read just now: not again yet
+    await asyncio.sleep(0.25)
+    await presenter.durations(job)
+    await presenter.durations(job)
+    assert len(reads) == 4  # once after the burst, not once per step
