@@ -85,9 +85,12 @@ class StatsRepository:
 
     async def recent_durations(self, resolution: str, guild_id: int | None, limit: int = 50) -> list[float]:
         """Seconds from submit to RunComfy finishing, for the latest delivered jobs at this resolution
-        (in one guild, or bot-wide with guild_id None). The ETA on status messages is their median."""
+        (in one guild, or bot-wide with guild_id None), and those being delivered: RunComfy's part is
+        done and its duration known, whatever the upload takes. The ETA on status messages is their
+        median; the poll schedule plans with them."""
         where = (
-            "state = 'delivered' AND resolution = ? AND submitted_at IS NOT NULL AND finished_at IS NOT NULL"
+            "state IN ('delivering', 'delivered') AND resolution = ?"
+            " AND submitted_at IS NOT NULL AND finished_at IS NOT NULL"
         )
         params: list[object] = [resolution]
         if guild_id is not None:

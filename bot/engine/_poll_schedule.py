@@ -31,7 +31,8 @@ DENSE_CALLS = 48
 QUIET_CAP = 60.0  # before p10 a running job is looked at again after this, its age, or p10/4 (the most)
 TAIL_MASS = 0.02  # past the age that only this share of comparable jobs outlived, history ends
 PAST_TAIL_RAMP = 0.5  # past that end each poll waits longer by half the time since the end
-EXTRA_CALLS = 1  # a job is never polled more than this many times more than without history
+EXTRA_CALLS = 1  # a job is never polled more than this many times more than without history ...
+# ... and one that started without history (cold: its peers' history arrives mid-way) not even that.
 MIN_BANDWIDTH = 0.5  # seconds: identical samples still describe a spread, not an instant
 NEIGHBOUR = 2  # each sample's kernel reaches its NEIGHBOUR-th nearest other sample
 _SQRT2 = math.sqrt(2.0)
@@ -127,20 +128,49 @@ class PollSchedule:
             calls += (age - capped) / self.max_interval
         return calls
 
-    def delay(self, age: float, history: History | None, *, queued: bool, polls: int | None = None) -> float:
+    def baseline_age(self, calls: float) -> float:
+        """The age by which the baseline has made `calls` polls: the inverse of `baseline_calls`."""
+        if calls <= 0:
+            return 0.0
+        if self.first_delay >= self.max_interval:
+            return calls * self.max_interval
+        steady = self.first_delay / self.backoff_ratio
+        capped = max(steady, self.max_interval / self.backoff_ratio)
+        at_steady = steady / self.first_delay
+        if calls <= at_steady:
+            return calls * self.first_delay
+        at_capped = at_steady + math.log(capped / steady) / math.log1p(self.backoff_ratio)
+        if calls <= at_capped:
+            return steady * math.exp((calls - at_steady) * math.log1p(self.backoff_ratio))
+        return capped + (calls - at_capped) * self.max_interval
+
+    def delay(
+        self,
+        age: float,
+        history: History | None,
+        *,
+        queued: bool,
+        polls: int | None = None,
+        extra: int = EXTRA_CALLS,
+    ) -> float:
         """Quiet until the p10 of history, then spaced by sqrt(S/f) (see the module), then back to
         the baseline past the end of history, so a job that runs far longer than its peers is polled
         as without history. From p10 on never less often than without history (before it, the quiet
         cap is deliberately sparser); and with `polls` (the job's polls so far), never more than
-        EXTRA_CALLS polls more than without history by its age, whatever the history (a server's
-        first jobs may be planned on the bot-wide history of other work)."""
+        `extra` polls more than without history by its age, whatever the history (a server's first
+        jobs may be planned on the bot-wide history of other work). A job that started without
+        history has been polled as without it, so its peers' history arriving mid-way may only
+        spend what that schedule would have: the poller passes `extra=0` for it."""
         baseline = self.baseline(age)
         if history is None:
             return baseline
         planned = self._planned(age, history, baseline, queued=queued)
-        if polls is not None and polls >= self.baseline_calls(age) + EXTRA_CALLS:
-            return max(planned, baseline)
-        return planned
+        if polls is None:
+            return planned
+        # The next poll is the job's (polls + 1)-th: never before the baseline made its
+        # (polls + 1 - extra)-th. (Asking "is it ahead now?" would let a job exactly on the baseline's
+        # grid -- a cold one -- through with one more poll each time history arrives.)
+        return max(planned, self.baseline_age(polls + 1 - extra) - age)
 
     def _planned(self, age: float, history: History, baseline: float, *, queued: bool) -> float:
         if age < history.p10:

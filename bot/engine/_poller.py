@@ -16,7 +16,7 @@ from bot import metrics
 from bot.engine import _common as c
 from bot.engine._delivery import Delivery
 from bot.engine._endings import EXPIRED, Endings
-from bot.engine._poll_schedule import DENSE_MIN_INTERVAL, History, PollSchedule, finish_time
+from bot.engine._poll_schedule import DENSE_MIN_INTERVAL, EXTRA_CALLS, History, PollSchedule, finish_time
 from bot.engine._presenter import Presenter
 from bot.engine._scheduler import Scheduler, Tasks
 from bot.i18n import Msg, tr
@@ -56,6 +56,7 @@ class Poller:
         self._unknown_warned: set[int] = set()  # jobs whose unknown word was logged (once per job)
         self._polls: dict[int, int] = {}  # job id -> polls not yet written to its row
         self._unfinished_at: dict[int, float] = {}  # job id -> when a poll last saw it unfinished
+        self._cold: set[int] = set()  # jobs a step saw without history: planned as if still without
 
     @property
     def schedule(self) -> PollSchedule:
@@ -84,7 +85,10 @@ class Poller:
             return self.ctx.settings.overdue_poll_interval
         age = time.time() - (job.submitted_at or job.created_at)
         polls = job.poll_count + self._polls.get(job.id, 0)
-        return self.schedule.delay(age, history, queued=job.state is JobState.QUEUED, polls=polls)
+        extra = 0 if job.id in self._cold else EXTRA_CALLS
+        return self.schedule.delay(
+            age, history, queued=job.state is JobState.QUEUED, polls=polls, extra=extra
+        )
 
     async def step_guarded(self, job_id: int) -> None:
         bind(job_id=job_id)  # each step runs in its own task
@@ -102,6 +106,7 @@ class Poller:
         if job is None or job.state.finished or job.state is JobState.PENDING:
             self._polls.pop(job_id, None)  # ended elsewhere (a Cancel click): nothing left to write
             self._unfinished_at.pop(job_id, None)
+            self._cold.discard(job_id)
             return
         if job.lease_owner is not None and job.lease_owner != self.ctx.owner:
             return  # another process holds it now (see _leases): its steps are that process's
@@ -128,9 +133,13 @@ class Poller:
         if overdue and await self._overdue(job):
             return
         history = await self.history(job)
-        if history is not None and job.state is JobState.RUNNING and job.id not in self._unknown_word:
-            # Nothing left to show but the outcome: /result alone answers "still running" while
-            # unfinished, and carries the video when done -- one call instead of /status + /result.
+        if history is None:
+            self._cold.add(job.id)
+        if (
+            job.state is JobState.RUNNING
+            and job.id not in self._unknown_word
+            and self._result_alone(job, history)
+        ):
             result = await self._read(job, self.ctx.runcomfy.result, "result fetch")
             if result is None:
                 return
@@ -145,6 +154,13 @@ class Poller:
             if await self._on_status(job, status, age):
                 return
         self.scheduler.schedule(job.id, await self.next_delay(job, history))
+
+    def _result_alone(self, job: Job, history: History | None) -> bool:
+        """Whether this poll of a running job asks /result alone. Nothing is left to show but the
+        outcome: /result answers "still running" while unfinished and carries the video when done --
+        one call instead of /status + /result at the finish. With history (the schedule puts the
+        polls where the finish is likely); without it, /status, as without history."""
+        return history is not None
 
     def _count_poll(self, job: Job, phase: Phase) -> None:
         # Counted in memory; written with the job's next state change (no write per poll).
@@ -161,6 +177,7 @@ class Poller:
     async def _flush_polls(self, job: Job) -> None:
         """Before an ending that writes no poll count itself (failure, cancel)."""
         self._unfinished_at.pop(job.id, None)
+        self._cold.discard(job.id)
         n = self._polls.pop(job.id, 0)
         if n:
             await self.ctx.jobs.count_polls(job.id, n)
@@ -328,6 +345,7 @@ class Poller:
                 job.finished_at, job.queue_position, job.updated_at = finished, None, now
                 job.delivery_started_at = now
                 self.ctx.reconciled.add(job.id)  # moved just now: no earlier upload to look for
+                self.presenter.finished(job)  # its duration is history now (cold peers learn from it)
                 job.poll_count = polls.get("poll_count", job.poll_count)
                 # The video first; "uploading" is shown only if the upload takes a while (usually the
                 # video is there before anyone could read it, and "Done" follows at once).
@@ -365,6 +383,7 @@ class Poller:
 
     def _finished_at(self, job: Job, result: JobResult, now: float) -> float:
         seen = self._unfinished_at.pop(job.id, None)
+        self._cold.discard(job.id)
         return finish_time(result.finished_at, seen, job.submitted_at or job.created_at, now)
 
     async def _give_up(self, job: Job) -> None:

@@ -12,12 +12,15 @@ import discord
 
 from bot import ui
 from bot.engine import _common as c
+from bot.engine._poll_schedule import POLL_MIN_SAMPLES
 from bot.engine._scheduler import Tasks
 from storage.jobs import Job
 from storage.lifecycle import POLLED, JobState
 
 log = logging.getLogger(__name__)
 SHOWN_MEMORY = 10_000  # jobs whose newest shown row is remembered
+DURATIONS_SECONDS = 60.0  # recent durations are cached this long per guild and resolution ...
+REREAD_AFTER_FINISH = 1.0  # ... or this long once a peer finished while the guild has too few of its own
 
 
 class Presenter:
@@ -33,6 +36,9 @@ class Presenter:
         self._looks: dict[int, tuple[int | None, int, JobState]] = {}
         self._positions: dict[int, int] = {}  # queued job id -> its latest queue position (not stored)
         self.eta_cache: dict[tuple[int, str], tuple[float, tuple[float, ...]]] = {}
+        # resolution -> guilds whose cached durations are not yet their own POLL_MIN_SAMPLES or more
+        self._unsettled: dict[str, set[int]] = {}
+        self._stale: set[tuple[int, str]] = set()  # of those, the ones a peer finished since
 
     def position(self, job: Job) -> int | None:
         """The queue position last seen for a queued job (the row's, until a poll said otherwise)."""
@@ -167,14 +173,31 @@ class Presenter:
         key = (job.guild_id, job.resolution)
         cached = self.eta_cache.get(key)
         now = time.monotonic()
-        if cached is None or now - cached[0] > 60:
+        ttl = REREAD_AFTER_FINISH if key in self._stale else DURATIONS_SECONDS
+        if cached is None or now - cached[0] > ttl:
+            self._stale.discard(key)
             stats = self.ctx.stats
             took = await stats.recent_durations(job.resolution, job.guild_id)
+            unsettled = self._unsettled.setdefault(job.resolution, set())
+            if len(took) < POLL_MIN_SAMPLES:
+                unsettled.add(job.guild_id)
+            else:
+                unsettled.discard(job.guild_id)
             if len(took) < c.ETA_MIN_SAMPLES:
                 took = await stats.recent_durations(job.resolution, None)
             cached = (now, tuple(took) if len(took) >= c.ETA_MIN_SAMPLES else ())
             self.eta_cache[key] = cached
         return cached[1]
+
+    def finished(self, job: Job) -> None:
+        """A job at this resolution finished (its duration now counts, see `recent_durations`): a
+        guild whose cached durations are not yet its own settled history (none, too few, or the
+        bot-wide ones) reads them again at its next step (at most once per REREAD_AFTER_FINISH, so
+        a burst of finishes costs one read), not a minute later. Cold jobs learn from their peers as
+        they finish, and a server's jobs stop being planned on other work's history as soon as their
+        own says enough."""
+        for guild_id in self._unsettled.pop(job.resolution, ()):
+            self._stale.add((guild_id, job.resolution))
 
     async def _repost(self, job: Job) -> None:
         """The status message was deleted: post a fresh one (in the thread if there is one) so the

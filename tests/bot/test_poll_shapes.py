@@ -187,6 +187,14 @@ def test_finish_time_prefers_runcomfys_own_clock_within_what_the_polls_saw() -> 
     assert finish_time(None, None, submitted, now) == now  # nothing seen (a restart): the poll's time
 
 
+def test_baseline_age_is_the_inverse_of_baseline_calls() -> None:
+    flat = PollSchedule(first_delay=20.0, max_interval=15.0, backoff_ratio=1 / 15, status_interval=10.0)
+    for schedule in (SCHEDULE, flat):
+        for age in (0.5, 4.0, 30.0, 60.0, 100.0, 225.0, 300.0, 1800.0):
+            assert schedule.baseline_age(schedule.baseline_calls(age)) == pytest.approx(age)
+    assert SCHEDULE.baseline_age(0) == 0.0 and SCHEDULE.baseline_age(15) == pytest.approx(60.0)
+
+
 def test_baseline_calls_counts_the_schedule_without_history() -> None:
     for age in (0.0, 3.9, 4.0, 30.0, 60.0, 100.0, 225.0, 300.0, 1800.0):
         t, polls = SCHEDULE.first_delay, 0
@@ -211,3 +219,55 @@ def test_a_job_planned_on_other_work_costs_no_more_than_without_history() -> Non
         polls += 1
         t += SCHEDULE.delay(t, other_work, queued=False)
     assert polls > poll(300.0, None).calls + EXTRA_CALLS
+
+
+def poll_cold(
+    finish: float, history: History, arrives: float, *, extra: int = 0, drift: float = 0.0
+) -> Outcome:
+    """A job that started without history, whose peers' `history` is known from age `arrives` on (as
+    they finish), planned with `extra` (the poller passes 0 for such a job); each step `drift` s late."""
+    queued_for = min(10.0, finish / 6)
+    t, queued, polls = SCHEDULE.first_delay, True, []
+    while True:
+        polls.append(t)
+        known = history if t >= arrives else None
+        if t >= finish:
+            return Outcome(len(polls) + (1 if queued or known is None else 0), t - finish, tuple(polls))
+        if queued and t >= queued_for:
+            queued = False
+        t += SCHEDULE.delay(t, known, queued=queued, polls=len(polls), extra=extra) + drift
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "peers", "arrives"),
+    [
+        (55, 65, (55, 65), 58.0),  # cold tight: its own peers' history, from the fifth delivery on
+        (30, 180, (55, 65), 64.0),  # cold wide: a bot-wide history of other (tight) work
+        (30, 180, (30, 180), 45.0),  # cold wide: its own peers, the early finishers first
+        (285, 315, (55, 65), 64.0),  # cold 5 min on tight work's history
+    ],
+)
+def test_a_job_started_without_history_never_costs_more_than_without_it(
+    low: float, high: float, peers: tuple[float, float], arrives: float
+) -> None:
+    # Issue #13, cold: "no worse than today". Peers' history arriving mid-way may make its polls
+    # /result alone and better placed, but never more of them than the schedule without history.
+    history = warm(*peers)
+    for finish in evenly(low, high, 30):
+        job, today = poll_cold(finish, history, arrives), poll(finish, None)
+        assert job.calls <= today.calls, finish
+        assert job.lag <= SCHEDULE.baseline(finish), finish
+        # Each step takes a moment, so a live job's ages sit just past the baseline's grid: still
+        # never more polls (asking "is it ahead of the baseline now?" let one more through).
+        late = poll_cold(finish, history, arrives, drift=0.04)
+        assert late.calls <= today.calls, finish
+        # Poll by poll, too: the k-th never before the schedule without history made its k-th.
+        for job_k in (job, late):
+            assert all(SCHEDULE.baseline_calls(t) >= k - 1e-9 for k, t in enumerate(job_k.polls, 1)), finish
+
+
+def test_a_job_started_without_history_that_runs_far_longer_loses_nothing() -> None:
+    history = warm(55, 65)
+    for finish in (90.0, 300.0, 600.0, 1800.0):
+        job, today = poll_cold(finish, history, 58.0), poll(finish, None)
+        assert job.calls <= today.calls and job.lag <= SCHEDULE.baseline(finish)
