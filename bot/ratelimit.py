@@ -230,6 +230,12 @@ class BucketSweep:
         self.next_at = max(self.FLOOR, 2 * len(self._http._buckets))
 
 
+# Two answers whose reset times differ by less than this belong to the same window: a later window
+# resets at least a whole window (Discord's are a second or more) after an earlier one, so erring
+# towards "the same" only ever holds a token back until the window ends.
+SAME_WINDOW = 0.25
+
+
 class CountedRatelimit(discord.http.Ratelimit):
     """discord.py's route limiter, with a count of what it already sent that a response cannot undo.
 
@@ -241,20 +247,37 @@ class CountedRatelimit(discord.http.Ratelimit):
     minus the other requests still out, and within one window (same reset time) they only go down.
     """
 
-    __slots__ = ()
+    __slots__ = ("_window_end",)
+
+    def __init__(self, max_ratelimit_timeout: float | None) -> None:
+        super().__init__(max_ratelimit_timeout)
+        self._window_end: float | None = None  # the window of the last answer (its reset time)
 
     def update(self, response: aiohttp.ClientResponse, *, use_clock: bool = False) -> None:
-        before, expired_at = self.remaining, self.expires
+        before, last_end = self.remaining, self._window_end
         super().update(response, use_clock=use_clock)
         try:
             header = int(response.headers.get("X-Ratelimit-Remaining", 0))
         except ValueError:  # remote input: then discord.py's own reading stands
             return
+        # Discord's reset time (epoch seconds) names the window; without it, the expiry discord.py
+        # just computed from Reset-After (shifted by how late this answer was handled) stands in.
+        try:
+            self._window_end = float(response.headers["X-Ratelimit-Reset"])
+        except (KeyError, ValueError):
+            self._window_end = (
+                None if self.expires is None else time.time() + self.expires - self._loop.time()
+            )
         others = max(0, self.outgoing - 1)  # this request is still counted as outgoing here
         allowed = max(0, header - others)
-        if expired_at is not None and self.expires is not None and self.expires < expired_at + SAME_WINDOW:
+        end = self._window_end
+        if last_end is not None and end is not None and abs(end - last_end) < SAME_WINDOW:
             allowed = min(allowed, before)  # the same window: a token once spent stays spent
         self.remaining = min(self.remaining, allowed)
+
+    def reset(self) -> None:
+        super().reset()  # type: ignore[no-untyped-call]
+        self._window_end = None  # the next answer opens a new window
 
     async def _refresh(self) -> None:
         """discord.py's, except that it never refills before the window it last heard of ends: its
@@ -269,13 +292,8 @@ class CountedRatelimit(discord.http.Ratelimit):
                 left = self.expires - self._loop.time() if self.expires is not None else 0.0
                 if left > 0:
                     await asyncio.sleep(left)
-        self.reset()  # type: ignore[no-untyped-call]
+        self.reset()
         self._wake(self.remaining, exception=exception)
-
-
-# Two answers whose reset times differ by less than this belong to the same window: a later window
-# resets at least a whole window (Discord's are a second or more) after an earlier one.
-SAME_WINDOW = 0.25
 
 
 class SharedBuckets:
