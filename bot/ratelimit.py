@@ -1,4 +1,5 @@
-"""This process's share of Discord's global rate limit, and the pacing of gateway IDENTIFYs.
+"""This process's share of Discord's global rate limit, fixes to discord.py's per-route limiter, and
+the pacing of gateway IDENTIFYs.
 
 Discord allows a bot token 50 REST requests per second in total, across every process that uses it
 (interaction callbacks are exempt), and bans the IP for a while after 10,000 refused requests in 10
@@ -12,8 +13,14 @@ discord.py's REST client, its webhook adapter (interaction follow-ups and `@orig
 the retries discord.py makes on its own, each of which Discord counts. (Wrapping
 `HTTPClient.request` would miss the webhook adapter and count a retried request once.)
 
+A request counts from the hook until a window after its answer (see `RestRateLimiter`): Discord
+counts it on arrival, which the hook cannot see.
+
+The per-route limits stay discord.py's (it reads Discord's headers), with `SharedBuckets` and
+`CountedRatelimit` mending the two ways it sent more than a bucket allows (429s in every burst).
+
 A sliding window rather than a token bucket: Discord counts requests per second, and a bucket of
-capacity c refilling at r lets c + r through in one second; a window of the last `rate` send times
+capacity c refilling at r lets c + r through in one second; a window of the last `rate` requests
 guarantees at most `rate` in any second and still lets a burst of `rate` go out at once.
 """
 
@@ -161,10 +168,12 @@ class RestRateLimiter:
 
     Discord counts a request when it arrives, which is some time after the hook let it go (a new
     connection, a busy event loop, the network) and differently for each: counting it only from the
-    hook let a 51st request sent a second after the first arrive before the first had (a global 429
-    at the start of every burst). So a request counts from the hook until a whole window after its
-    answer (or failure): it arrived somewhere in between, and whatever the delays, no window of
-    Discord's sees more than `rate` of this process's requests."""
+    hook let a 51st request, sent a second after the first, arrive before the first had (a global
+    429 when a burst's first requests were slow to leave). So a request counts from the hook until a
+    whole window after its answer (or failure): it arrived somewhere in between, so no window of
+    Discord's sees more than `rate` of this process's requests, however late they arrived. (A request
+    still unanswered a window after it left stops counting until its answer, so that a slot never
+    leaks when no answer or failure is ever reported.)"""
 
     def __init__(self, rate: int, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
         self.rate = rate
