@@ -19,12 +19,12 @@ from tests.e2e.conftest import DISCORD_TOKEN, RUNCOMFY_TOKEN, Harness, _stop_bou
 from tests.fakes.discord import RecordedCall, patched_discord
 from tests.fakes.runcomfy import FakeRunComfy, JobScript
 
-# Three messages per channel per second: a burst of five in one channel must queue in discord.py.
+# Three messages per channel per 0.4 s: a burst of five in one channel must queue in discord.py.
 ROUTE_LIMITS = (
-    ("POST", re.compile(r"/channels/(\d+)/messages"), "message-create", 3, 1.0),
-    ("PATCH", re.compile(r"/channels/(\d+)/messages/\d+"), "message-edit", 3, 1.0),
-    ("POST", re.compile(r"/channels/(\d+)/messages/\d+/threads"), "thread-create", 3, 1.0),
-    ("*", re.compile(r"/webhooks/(\d+/[^/]+)(?:/.*)?"), "webhook", 5, 1.0),
+    ("POST", re.compile(r"/channels/(\d+)/messages"), "message-create", 3, 0.4),
+    ("PATCH", re.compile(r"/channels/(\d+)/messages/\d+"), "message-edit", 3, 0.4),
+    ("POST", re.compile(r"/channels/(\d+)/messages/\d+/threads"), "thread-create", 3, 0.4),
+    ("*", re.compile(r"/webhooks/(\d+/[^/]+)(?:/.*)?"), "webhook", 5, 0.4),
 )
 
 
