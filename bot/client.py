@@ -22,7 +22,7 @@ from bot.fetch import OutputFetcher
 from bot.media import download_capped
 from bot.premium import EntitlementSink, subscription_boost
 from bot.preview import PreviewBackend
-from bot.ratelimit import BucketSweep, IdentifyPacer, RestRateLimiter
+from bot.ratelimit import BucketSweep, IdentifyPacer, RestRateLimiter, SharedBuckets
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
 from bot.ui import ButtonHandler, CancelButton, DecisionButton, ResultButton
@@ -130,6 +130,7 @@ class AnimateBot(commands.AutoShardedBot):
         )
         self.settings = settings
         self.bucket_sweep = BucketSweep.install(self.http)  # thousands of threads: see BucketSweep
+        self.shared_buckets = SharedBuckets.install(self.http)  # one limiter per Discord bucket
         self._setup_begun = False
         self.tree.error(self.on_app_command_error)
 
