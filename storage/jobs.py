@@ -258,6 +258,10 @@ class JobRepository:
         """Move a job to `to` along `lifecycle.TRANSITIONS` (compare-and-set), with any refund in the
         same transaction. Returns whether this call moved it, so of two racing actors (a cancel click
         and a poll) exactly one wins."""
+        if not refund:
+            # A move without a refund is one compare-and-set UPDATE, atomic on its own: no BEGIN and
+            # COMMIT around it (two round trips fewer per state change, four state changes a job).
+            return await lifecycle.move(self.db, job_id, to, within=within, reason=reason, **changes)
         async with self.db.transaction() as tx:
             return await lifecycle.move(
                 tx, job_id, to, within=within, refund=refund, reason=reason, **changes
