@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import statistics
 import time
@@ -15,6 +16,7 @@ from bot.engine import _common as c
 from bot.engine._scheduler import Tasks
 from storage.jobs import Job
 from storage.lifecycle import POLLED, JobState
+from storage.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 SHOWN_MEMORY = 10_000  # jobs whose newest shown row is remembered
@@ -33,6 +35,7 @@ class Presenter:
         self._looks: dict[int, tuple[int | None, int, JobState]] = {}
         self._positions: dict[int, int] = {}  # queued job id -> its latest queue position (not stored)
         self.eta_cache: dict[tuple[int, str], tuple[float, tuple[float, ...]]] = {}
+        self._duration_loads: SingleFlight[tuple[int, str], tuple[float, ...]] = SingleFlight()
 
     def position(self, job: Job) -> int | None:
         """The queue position last seen for a queued job (the row's, until a poll said otherwise)."""
@@ -166,15 +169,19 @@ class Presenter:
         and the poll schedule share them, cached for a minute per guild and resolution."""
         key = (job.guild_id, job.resolution)
         cached = self.eta_cache.get(key)
-        now = time.monotonic()
-        if cached is None or now - cached[0] > 60:
-            stats = self.ctx.stats
-            took = await stats.recent_durations(job.resolution, job.guild_id)
-            if len(took) < c.ETA_MIN_SAMPLES:
-                took = await stats.recent_durations(job.resolution, None)
-            cached = (now, tuple(took) if len(took) >= c.ETA_MIN_SAMPLES else ())
-            self.eta_cache[key] = cached
+        if cached is None or time.monotonic() - cached[0] > 60:
+            # A burst of jobs all miss at once: they share one read (see storage/singleflight.py).
+            return await self._duration_loads.run(key, functools.partial(self._load_durations, *key))
         return cached[1]
+
+    async def _load_durations(self, guild_id: int, resolution: str) -> tuple[float, ...]:
+        stats = self.ctx.stats
+        took = await stats.recent_durations(resolution, guild_id)
+        if len(took) < c.ETA_MIN_SAMPLES:
+            took = await stats.recent_durations(resolution, None)
+        found = tuple(took) if len(took) >= c.ETA_MIN_SAMPLES else ()
+        self.eta_cache[(guild_id, resolution)] = (time.monotonic(), found)
+        return found
 
     async def _repost(self, job: Job) -> None:
         """The status message was deleted: post a fresh one (in the thread if there is one) so the
