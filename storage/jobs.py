@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -67,7 +68,10 @@ class Job:
 
     @classmethod
     def from_row(cls, row: Row) -> Job:
-        values: dict[str, Any] = {f.name: row[f.name] for f in fields(cls)}
+        if isinstance(row, sqlite3.Row):
+            # sqlite3.Row finds a column by name by scanning the names: one pass for all 40 instead.
+            row = dict(zip(row.keys(), row, strict=True))
+        values: dict[str, Any] = {name: row[name] for name in _JOB_COLUMNS}
         values["state"] = JobState(values["state"])
         values["prompt_extend"] = bool(values["prompt_extend"])
         values["resolution"] = Resolution(values["resolution"])
@@ -84,6 +88,9 @@ class Job:
     def in_interaction(self) -> bool:
         """The job lives in its interaction (status = original response, video = follow-up)."""
         return self.surface == "interaction"
+
+
+_JOB_COLUMNS = tuple(f.name for f in fields(Job))  # what `Job.from_row` reads, in order
 
 
 @dataclass(frozen=True, slots=True)
