@@ -9,9 +9,12 @@ does not cancel it for the others; its outcome, value or exception, goes to ever
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from collections.abc import Callable, Coroutine, Hashable
 from typing import Any, Generic, TypeVar
+
+from storage.db import BACKGROUND
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -28,7 +31,12 @@ class SingleFlight(Generic[K, V]):
         """`load()`'s result; while a load of `key` is running, that one's instead of a new one."""
         task = self._running.get(key)
         if task is None:
-            task = asyncio.get_running_loop().create_task(load())
+            # Interactive priority whoever starts it: a member's command that joins a load a poll
+            # began must not wait behind the engine's queue of background statements (storage.db
+            # BACKGROUND; with 10,000 jobs polling that queue is seconds long). One load per key.
+            context = contextvars.copy_context()
+            context.run(BACKGROUND.set, False)
+            task = asyncio.get_running_loop().create_task(load(), context=context)
             self._running[key] = task
             task.add_done_callback(functools.partial(self._done, key))
         return await asyncio.shield(task)

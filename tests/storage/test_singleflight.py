@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from storage.db import BACKGROUND, mark_background
 from storage.guilds import GuildRepository
 from storage.singleflight import SingleFlight
 from storage.sqlite import SQLiteDatabase
@@ -59,6 +60,29 @@ async def test_a_cancelled_reader_does_not_cancel_the_load_and_errors_reach_ever
     results = await asyncio.gather(*(flight.run("e", broken) for _ in range(3)), return_exceptions=True)
     assert [type(r) for r in results] == [RuntimeError] * 3
     assert len(flight) == 0
+
+
+async def test_a_load_a_background_task_starts_runs_at_interactive_priority() -> None:
+    """A poll (background) starts the ETA's load, a member's command joins it: the command must not
+    wait in the background queue of the one SQLite connection (seconds long with 10,000 jobs)."""
+    flight: SingleFlight[str, bool] = SingleFlight()
+    gate = asyncio.Event()
+
+    async def load() -> bool:
+        await gate.wait()
+        return BACKGROUND.get()
+
+    async def poll() -> bool:
+        mark_background()
+        return await flight.run("eta", load)
+
+    background = asyncio.create_task(poll())
+    await asyncio.sleep(0)
+    command = asyncio.create_task(flight.run("eta", load))
+    await asyncio.sleep(0)
+    gate.set()
+    assert await background is False and await command is False
+    assert BACKGROUND.get() is False
 
 
 async def test_a_burst_of_commands_reads_a_cold_guild_config_once(tmp_path: Path) -> None:
