@@ -689,10 +689,11 @@ def start_profile() -> Any:
     return profiler
 
 
-def stop_profile(profiler: Any) -> None:
+def stop_profile(profiler: Any, naive: bool = False) -> None:
     if profiler is not None:
         profiler.disable()
-        profiler.dump_stats(os.environ["BENCH_PROFILE"])
+        # The naive run follows the bot's in the same bench run: its own file, or it would overwrite.
+        profiler.dump_stats(os.environ["BENCH_PROFILE"] + ("-naive" if naive else ""))
 
 
 def point_discord_at(info: dict[str, Any]) -> None:
@@ -766,7 +767,7 @@ async def run(
         try:
             await driver(ctx)
         finally:
-            stop_profile(profiler)
+            stop_profile(profiler, naive)
             await client.close()
             await asyncio.gather(task, return_exceptions=True)
             await monitor.stop()

@@ -396,6 +396,8 @@ class Admission:
                     permissions=_listed(missing),
                 )
             )
+        if not config.blocklist:
+            return None  # nothing to match: no trip to a worker thread (two per command otherwise)
         # Compiling (cached) and matching admins' regexes stays off the event loop.
         blocklist = await asyncio.to_thread(policy.compiled_blocklist, config.blocklist)
         hit = await asyncio.to_thread(blocklist.check, f"{spec.prompt}\n{spec.template or ''}")

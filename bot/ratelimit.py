@@ -134,7 +134,7 @@ class SlidingWindowLimiter:
     async def acquire(self, *, urgent: bool = False) -> Slot:
         me = _Waiter(0 if urgent else 1, next(self._seq))
         heapq.heappush(self._queue, me)
-        waited = False
+        waited = taken = False
         try:
             while True:
                 if self._queue[0] is not me:
@@ -145,6 +145,7 @@ class SlidingWindowLimiter:
                 wait = self.delay()
                 if wait <= 0:
                     heapq.heappop(self._queue)
+                    taken = True
                     slot = Slot(0.0)
                     self._live += 1
                     self._count(slot, self._clock() + self.window)
@@ -156,7 +157,9 @@ class SlidingWindowLimiter:
                 # An urgent newcomer may become the head meanwhile; then this one waits its turn.
                 await self._sleep(wait)
         finally:
-            if me in self._queue:  # cancelled while waiting
+            # Cancelled while waiting. (Not `me in self._queue` on every exit: that compared `me`
+            # with each of hundreds of queued waiters per request once the share was in use.)
+            if not taken:
                 self._queue.remove(me)
                 heapq.heapify(self._queue)
             if self._queue and self._queue[0].wake is not None and not self._queue[0].wake.done():

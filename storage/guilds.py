@@ -7,11 +7,13 @@ in memory; every write goes through this repository and drops that guild's cache
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from storage.db import Database
+from storage.singleflight import SingleFlight
 
 PeriodKind = Literal["day", "week"]
 BlockKind = Literal["word", "regex"]
@@ -91,6 +93,7 @@ class GuildRepository:
         self._cache: dict[int, GuildConfig] = {}
         # Bumped by every change: a read that overlapped a change is not cached (it may be stale).
         self._version: dict[int, int] = {}
+        self._loads: SingleFlight[tuple[int, int], GuildConfig] = SingleFlight()
 
     def _invalidate(self, guild_id: int) -> None:
         self._cache.pop(guild_id, None)
@@ -100,7 +103,12 @@ class GuildRepository:
         cached = self._cache.get(guild_id)
         if cached is not None:
             return cached
+        # A burst of commands misses a cold cache all at once: they share one load. A load started
+        # before a change is not joined after it (the key holds the version).
         version = self._version.get(guild_id, 0)
+        return await self._loads.run((guild_id, version), functools.partial(self._load, guild_id, version))
+
+    async def _load(self, guild_id: int, version: int) -> GuildConfig:
         row = await self.db.fetchone("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
         values: dict[str, Any] = {}
         if row is not None:

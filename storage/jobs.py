@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -67,7 +68,10 @@ class Job:
 
     @classmethod
     def from_row(cls, row: Row) -> Job:
-        values: dict[str, Any] = {f.name: row[f.name] for f in fields(cls)}
+        if isinstance(row, sqlite3.Row):
+            # sqlite3.Row finds a column by name by scanning the names: one pass for all 40 instead.
+            row = dict(zip(row.keys(), row, strict=True))
+        values: dict[str, Any] = {name: row[name] for name in _JOB_COLUMNS}
         values["state"] = JobState(values["state"])
         values["prompt_extend"] = bool(values["prompt_extend"])
         values["resolution"] = Resolution(values["resolution"])
@@ -84,6 +88,9 @@ class Job:
     def in_interaction(self) -> bool:
         """The job lives in its interaction (status = original response, video = follow-up)."""
         return self.surface == "interaction"
+
+
+_JOB_COLUMNS = tuple(f.name for f in fields(Job))  # what `Job.from_row` reads, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +265,10 @@ class JobRepository:
         """Move a job to `to` along `lifecycle.TRANSITIONS` (compare-and-set), with any refund in the
         same transaction. Returns whether this call moved it, so of two racing actors (a cancel click
         and a poll) exactly one wins."""
+        if not refund:
+            # A move without a refund is one compare-and-set UPDATE, atomic on its own: no BEGIN and
+            # COMMIT around it (two round trips fewer per state change, four state changes a job).
+            return await lifecycle.move(self.db, job_id, to, within=within, reason=reason, **changes)
         async with self.db.transaction() as tx:
             return await lifecycle.move(
                 tx, job_id, to, within=within, refund=refund, reason=reason, **changes

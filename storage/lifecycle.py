@@ -13,8 +13,10 @@ import time
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from storage.db import Transaction
+
 if TYPE_CHECKING:
-    from storage.db import Transaction
+    from storage.db import Database
 
 
 class JobState(StrEnum):
@@ -117,7 +119,7 @@ def sources(to: JobState, within: JobState | frozenset[JobState] | None = None) 
 
 
 async def move(
-    tx: Transaction,
+    tx: Transaction | Database,
     job_id: int,
     to: JobState,
     *,
@@ -133,11 +135,14 @@ async def move(
     Returns False if the job is in no state `to` may be reached from (someone else moved it first).
     `within` narrows the source states (see `sources`).
     A finished state also records `finished_at` unless it is already set. The ledger's unique index
-    makes a second refund for the same job impossible.
+    makes a second refund for the same job impossible. `tx` may be the database itself when there is
+    no refund: the move is then one statement, atomic on its own.
     """
     bad = set(changes) - _MOVE_COLUMNS
     if bad:
         raise ValueError(f"cannot set {sorted(bad)} when moving a job")
+    if refund and not isinstance(tx, Transaction):
+        raise TypeError("a move with a refund needs a transaction: the move and the refund go together")
     starts = sources(to, within)
     now = time.time() if now is None else now
     sets = ["state = ?", "updated_at = ?"]
@@ -162,6 +167,7 @@ async def move(
     if changed != 1:
         return False
     if refund:
+        assert isinstance(tx, Transaction)  # checked above, before anything was written
         await refund_charge(tx, job_id, reason, now)
     return True
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import statistics
 import time
@@ -16,6 +17,7 @@ from bot.engine._poll_schedule import POLL_MIN_SAMPLES
 from bot.engine._scheduler import Tasks
 from storage.jobs import Job
 from storage.lifecycle import POLLED, JobState
+from storage.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 SHOWN_MEMORY = 10_000  # jobs whose newest shown row is remembered
@@ -39,6 +41,7 @@ class Presenter:
         # resolution -> guilds whose cached durations are not yet their own POLL_MIN_SAMPLES or more
         self._unsettled: dict[str, set[int]] = {}
         self._stale: set[tuple[int, str]] = set()  # of those, the ones a peer finished since
+        self._duration_loads: SingleFlight[tuple[int, str], tuple[float, ...]] = SingleFlight()
 
     def position(self, job: Job) -> int | None:
         """The queue position last seen for a queued job (the row's, until a poll said otherwise)."""
@@ -172,22 +175,27 @@ class Presenter:
         and the poll schedule share them, cached for a minute per guild and resolution."""
         key = (job.guild_id, job.resolution)
         cached = self.eta_cache.get(key)
-        now = time.monotonic()
         ttl = REREAD_AFTER_FINISH if key in self._stale else DURATIONS_SECONDS
-        if cached is None or now - cached[0] > ttl:
-            self._stale.discard(key)
-            stats = self.ctx.stats
-            took = await stats.recent_durations(job.resolution, job.guild_id)
-            unsettled = self._unsettled.setdefault(job.resolution, set())
-            if len(took) < POLL_MIN_SAMPLES:
-                unsettled.add(job.guild_id)
-            else:
-                unsettled.discard(job.guild_id)
-            if len(took) < c.ETA_MIN_SAMPLES:
-                took = await stats.recent_durations(job.resolution, None)
-            cached = (now, tuple(took) if len(took) >= c.ETA_MIN_SAMPLES else ())
-            self.eta_cache[key] = cached
+        if cached is None or time.monotonic() - cached[0] > ttl:
+            # A burst of jobs all miss at once: they share one read (see storage/singleflight.py).
+            return await self._duration_loads.run(key, functools.partial(self._load_durations, *key))
         return cached[1]
+
+    async def _load_durations(self, guild_id: int, resolution: str) -> tuple[float, ...]:
+        key = (guild_id, resolution)
+        self._stale.discard(key)
+        stats = self.ctx.stats
+        took = await stats.recent_durations(resolution, guild_id)
+        unsettled = self._unsettled.setdefault(resolution, set())
+        if len(took) < POLL_MIN_SAMPLES:
+            unsettled.add(guild_id)
+        else:
+            unsettled.discard(guild_id)
+        if len(took) < c.ETA_MIN_SAMPLES:
+            took = await stats.recent_durations(resolution, None)
+        found = tuple(took) if len(took) >= c.ETA_MIN_SAMPLES else ()
+        self.eta_cache[key] = (time.monotonic(), found)
+        return found
 
     def finished(self, job: Job) -> None:
         """A job at this resolution finished (its duration now counts, see `recent_durations`): a

@@ -142,6 +142,27 @@ async def test_each_refusal_in_order_and_none_downloads(world: World) -> None:
     assert world.downloads == [] and world.quota.reserves == 0
 
 
+async def test_the_blocklist_uses_a_worker_thread_only_where_a_server_has_one(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Most servers have no blocklist: their commands skip the two trips to a worker thread."""
+    trips: list[str] = []
+    original = asyncio.to_thread
+
+    async def counting(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(fn, "__name__", repr(fn)))
+        return await original(fn, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counting)
+    channel = ChannelFacts(CHANNEL)
+    assert await world.admission._cheap_checks(request(), channel, await world.guilds.get(GUILD)) is None
+    assert trips == []
+    await world.guilds.add_block(GUILD, "word", "cat", actor_id=1)
+    blocked = await world.admission._cheap_checks(request(), channel, await world.guilds.get(GUILD))
+    assert blocked is not None and blocked.blocked is not None and "matched `cat`" in blocked.blocked.details
+    assert trips == ["compiled_blocklist", "check"]
+
+
 async def test_affordability_is_checked_before_the_download(world: World) -> None:
     await world.guilds.set_user_override(GUILD, USER, 0)
     result = await refused(world, request())

@@ -11,6 +11,7 @@ import discord.http
 import pytest
 from yarl import URL
 
+from bot import ratelimit
 from bot.ratelimit import (
     BucketSweep,
     IdentifyPacer,
@@ -119,6 +120,34 @@ async def test_a_cancelled_waiter_does_not_hold_up_the_others() -> None:
     gate.set()
     await asyncio.wait_for(behind, 1)
     assert head.cancelled() and limiter.delay() > 0
+
+
+async def test_a_queue_of_waiters_is_not_scanned_on_every_acquisition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the share in use hundreds of requests queue; each one leaving the queue used to compare
+    itself with every waiter (`me in queue`): quadratic. Only a cancelled waiter looks for itself."""
+    compared = 0
+    original = ratelimit._Waiter.__eq__
+
+    def counting(self: Any, other: Any) -> Any:
+        nonlocal compared
+        compared += 1
+        return original(self, other)
+
+    monkeypatch.setattr(ratelimit._Waiter, "__eq__", counting)
+    clock = FakeClock()
+    limiter = SlidingWindowLimiter(10, 1.0, clock=clock, sleep=clock.sleep)
+    sent: list[float] = []
+
+    async def one() -> None:
+        await limiter.acquire()
+        sent.append(clock())
+
+    await asyncio.gather(*(one() for _ in range(200)))
+    assert compared == 0
+    assert len(sent) == 200
+    assert max_in_window(sent, 1.0) <= 10
 
 
 def test_limiter_rejects_nonsense() -> None:

@@ -9,6 +9,8 @@ from typing import Any
 import aiosqlite
 import pytest
 
+from bot.quota_rules import Limits
+from storage import lifecycle
 from storage.db import BACKGROUND, Database, StorageError, load_migrations, mark_background
 from storage.jobs import JobRepository, JobState
 from storage.quota import QuotaRepository
@@ -184,6 +186,46 @@ async def test_each_statement_is_one_trip_to_the_worker_thread(
         with pytest.raises(sqlite3.IntegrityError):
             await db.insert("INSERT INTO meta (key, value) VALUES (?, ?)", ("k", "dup"))
         assert await db.get_meta("k") == "x"
+    finally:
+        await db.close()
+
+
+async def test_a_state_change_without_refund_is_one_trip_and_a_refund_keeps_its_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job changes state four times: each move is one compare-and-set UPDATE, atomic on its own,
+    so it runs without BEGIN/COMMIT (one trip, not three). A move with a refund writes twice and
+    stays one transaction."""
+    db = await SQLiteDatabase.open(tmp_path / "a.db")
+    jobs, quota = JobRepository(db), QuotaRepository(db)
+    job_id, _ = await quota.reserve_job(new_job(), Limits(5, daily_period()))
+    other, _ = await quota.reserve_job(new_job(), Limits(5, daily_period()))
+    statements: list[str] = []
+    await db._conn.set_trace_callback(statements.append)
+    trips = 0
+    original = aiosqlite.Connection._execute
+
+    async def counting(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal trips
+        trips += 1
+        return await original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+    try:
+        assert await jobs.transition(job_id, JobState.QUEUED, request_id="r1")
+        assert trips == 1 and len(statements) == 1 and statements[0].startswith("UPDATE jobs")
+        assert not await jobs.transition(job_id, JobState.QUEUED, request_id="r2")  # lost the race
+        trips = 0
+        statements.clear()
+        assert await jobs.transition(other, JobState.FAILED, within=JobState.PENDING, refund=True)
+        assert trips == 4 and statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT"
+        assert [kind for kind, _ in await job_ledger(quota, other)] == ["charge", "refund"]
+        job = await jobs.get(job_id)
+        assert job is not None and job.state is JobState.QUEUED and job.request_id == "r1"
+        with pytest.raises(TypeError):  # the refund must never be written apart from its move
+            await lifecycle.move(db, job_id, JobState.FAILED, refund=True)
+        job = await jobs.get(job_id)
+        assert job is not None and job.state is JobState.QUEUED
     finally:
         await db.close()
 
