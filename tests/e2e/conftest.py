@@ -238,9 +238,10 @@ async def _stop_bounded(h: Harness) -> None:
         pytest.fail(f"stopping the bot took over {TEARDOWN_TIMEOUT} s; pending tasks:\n{stacks}")
 
 
-@pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    async with FakeRunComfy(RUNCOMFY_TOKEN) as runcomfy, FakeDiscord(DISCORD_TOKEN) as fake:
+@contextlib.asynccontextmanager
+async def harness_on(fake: FakeDiscord, tmp_path: Path) -> AsyncIterator[Harness]:
+    """A harness around a given fake Discord (a subclass with other behaviour, e.g. rate limits)."""
+    async with FakeRunComfy(RUNCOMFY_TOKEN) as runcomfy, fake:
         with patched_discord(fake):
             h = Harness(discord=fake, runcomfy=runcomfy, db_path=tmp_path / "bot.db")
             try:
@@ -252,3 +253,9 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
                         proc.kill()
                         await proc.wait()
         assert fake.unknown_routes == [], fake.unknown_routes
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with harness_on(FakeDiscord(DISCORD_TOKEN), tmp_path) as h:
+        yield h

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -13,26 +14,32 @@ from tests.e2e.conftest import Harness
 from tests.fakes.runcomfy import JobScript
 
 
+class UploadsAtOnce:
+    """Wraps the delivery's upload step: each upload is held `hold` seconds (long enough for others to
+    overlap if the budget let them), and `peak` is the most that were under way at once."""
+
+    def __init__(self, delivery: Any, hold: float) -> None:
+        self.in_flight = self.peak = 0
+        self._upload, self._hold = delivery._upload, hold
+        delivery._upload = self
+
+    async def __call__(self, job: Any, outgoing: Any) -> None:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await asyncio.sleep(self._hold)
+            await self._upload(job, outgoing)
+        finally:
+            self.in_flight -= 1
+
+
 async def test_a_burst_of_finished_jobs_holds_the_videos_within_the_budget(harness: Harness) -> None:
     h = harness
     h.runcomfy.video_bytes = h.runcomfy.video_bytes + b"\0" * 1_200_000  # over the budget and the first guess
     await h.start_bot()
     delivery = h.running.engine.delivery
     delivery._videos = Budget(100_000)  # smaller than one video: one delivery at a time
-    in_flight, peak = 0, 0
-    upload = delivery._upload
-
-    async def counted(job, outgoing):  # type: ignore[no-untyped-def]
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        try:
-            await asyncio.sleep(0.05)  # long enough for the others to overlap if they could
-            await upload(job, outgoing)
-        finally:
-            in_flight -= 1
-
-    delivery._upload = counted  # type: ignore[method-assign]
+    uploads = UploadsAtOnce(delivery, hold=0.05)
     users = ["alice", "bob", "mod", "admin"]
     for _ in users:
         h.runcomfy.scripts.append(JobScript(queue_seconds=0.1, run_seconds=0.3))
@@ -42,7 +49,7 @@ async def test_a_burst_of_finished_jobs_holds_the_videos_within_the_budget(harne
         job = await h.wait_job(job_id, "delivered")
         videos = [m for m in h.discord.messages(job.thread_id) if m["attachments"]]
         assert len(videos) == 1, job_id
-    assert peak == 1
+    assert uploads.peak == 1
     # The next download is expected to be as large as the last video, so it waits for room at once.
     assert delivery._typical == len(h.runcomfy.video_bytes)
     assert delivery._videos.free == delivery._videos.total  # everything held was given back
@@ -89,20 +96,7 @@ async def test_the_first_burst_of_deliveries_is_bounded_before_any_video_size_is
     h.runcomfy.video_bytes = h.runcomfy.video_bytes + b"\0" * 3_200_000  # a 480p clip's size
     await h.start_bot()
     delivery = h.running.engine.delivery
-    in_flight, peak = 0, 0
-    upload = delivery._upload
-
-    async def counted(job, outgoing):  # type: ignore[no-untyped-def]
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        try:
-            await asyncio.sleep(0.3)  # long enough for the others to overlap if they could
-            await upload(job, outgoing)
-        finally:
-            in_flight -= 1
-
-    delivery._upload = counted  # type: ignore[method-assign]
+    uploads = UploadsAtOnce(delivery, hold=0.3)
     users = [f"user{i}" for i in range(9)]
     for user in users:
         h.discord.add_member(user)
@@ -117,5 +111,5 @@ async def test_the_first_burst_of_deliveries_is_bounded_before_any_video_size_is
     for job_id in range(1, len(users) + 1):
         await h.wait_job(job_id, "delivered")
     # As many videos as fit into the budget (7 of the 9), not as many 1 MB guesses (all 9).
-    assert peak <= VIDEO_BYTES_IN_FLIGHT // len(h.runcomfy.video_bytes)
+    assert uploads.peak <= VIDEO_BYTES_IN_FLIGHT // len(h.runcomfy.video_bytes)
     assert delivery._videos.free == delivery._videos.total

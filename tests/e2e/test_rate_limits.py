@@ -15,9 +15,9 @@ import pytest
 
 from bench.fakes_server import RateLimitedDiscord, Window
 from bot.client import AnimateBot
-from tests.e2e.conftest import DISCORD_TOKEN, RUNCOMFY_TOKEN, Harness, _stop_bounded
-from tests.fakes.discord import RecordedCall, patched_discord
-from tests.fakes.runcomfy import FakeRunComfy, JobScript
+from tests.e2e.conftest import DISCORD_TOKEN, Harness, harness_on
+from tests.fakes.discord import RecordedCall
+from tests.fakes.runcomfy import JobScript
 
 # Three messages per channel per 0.4 s: a burst of five in one channel must queue in discord.py.
 ROUTE_LIMITS = (
@@ -33,14 +33,8 @@ async def limited(tmp_path: Path) -> AsyncIterator[Harness]:
     """The e2e harness, but Discord answers 429 beyond its limits (on from the start)."""
     fake = RateLimitedDiscord(DISCORD_TOKEN, route_limits=ROUTE_LIMITS, global_limit=1000)
     fake.ratelimits = True
-    async with FakeRunComfy(RUNCOMFY_TOKEN) as runcomfy, fake:
-        with patched_discord(fake):
-            h = Harness(discord=fake, runcomfy=runcomfy, db_path=tmp_path / "bot.db")
-            try:
-                yield h
-            finally:
-                await _stop_bounded(h)
-        assert fake.unknown_routes == [], fake.unknown_routes
+    async with harness_on(fake, tmp_path) as h:
+        yield h
 
 
 def rejected(h: Harness) -> dict[str, int]:

@@ -19,6 +19,23 @@ from tests.ledger import daily_period, job_ledger
 from tests.storage.test_quota import new_job
 
 
+class WorkerTrips:
+    count = 0
+
+
+def count_worker_trips(monkeypatch: pytest.MonkeyPatch) -> WorkerTrips:
+    """Counts trips to aiosqlite's worker thread (each a thread hand-off and a wake-up of the loop)."""
+    trips = WorkerTrips()
+    original = aiosqlite.Connection._execute
+
+    async def counting(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.count += 1
+        return await original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+    return trips
+
+
 async def test_open_applies_migrations_and_enables_wal(tmp_path: Path) -> None:
     db = await Database.open(tmp_path / "sub" / "a.db")
     try:
@@ -162,27 +179,19 @@ async def test_each_statement_is_one_trip_to_the_worker_thread(
     thousands of jobs polling, three per read (execute, fetch, close) were most of the database's
     CPU. Every statement, in a transaction or not, is one trip."""
     db = await SQLiteDatabase.open(tmp_path / "a.db")
-    trips = 0
-    original = aiosqlite.Connection._execute
-
-    async def counting(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        nonlocal trips
-        trips += 1
-        return await original(self, fn, *args, **kwargs)
-
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+    trips = count_worker_trips(monkeypatch)
     try:
         await db.set_meta("k", "v")
         assert await db.get_meta("k") == "v"
         assert len(await db.fetchall("SELECT key FROM meta")) == 1
         assert await db.execute("UPDATE meta SET value = ? WHERE key = ?", ("w", "k")) == 1
-        assert trips == 4
-        trips = 0
+        assert trips.count == 4
+        trips.count = 0
         async with db.transaction() as tx:
             await tx.execute("UPDATE meta SET value = ? WHERE key = ?", ("x", "k"))
             row = await tx.fetchone("SELECT value FROM meta WHERE key = ?", ("k",))
             assert row is not None and row["value"] == "x"
-        assert trips == 4  # BEGIN, two statements, COMMIT
+        assert trips.count == 4  # BEGIN, two statements, COMMIT
         with pytest.raises(sqlite3.IntegrityError):
             await db.insert("INSERT INTO meta (key, value) VALUES (?, ?)", ("k", "dup"))
         assert await db.get_meta("k") == "x"
@@ -202,23 +211,15 @@ async def test_a_state_change_without_refund_is_one_trip_and_a_refund_keeps_its_
     other, _ = await quota.reserve_job(new_job(), Limits(5, daily_period()))
     statements: list[str] = []
     await db._conn.set_trace_callback(statements.append)
-    trips = 0
-    original = aiosqlite.Connection._execute
-
-    async def counting(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        nonlocal trips
-        trips += 1
-        return await original(self, fn, *args, **kwargs)
-
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+    trips = count_worker_trips(monkeypatch)
     try:
         assert await jobs.transition(job_id, JobState.QUEUED, request_id="r1")
-        assert trips == 1 and len(statements) == 1 and statements[0].startswith("UPDATE jobs")
+        assert trips.count == 1 and len(statements) == 1 and statements[0].startswith("UPDATE jobs")
         assert not await jobs.transition(job_id, JobState.QUEUED, request_id="r2")  # lost the race
-        trips = 0
+        trips.count = 0
         statements.clear()
         assert await jobs.transition(other, JobState.FAILED, within=JobState.PENDING, refund=True)
-        assert trips == 4 and statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT"
+        assert trips.count == 4 and statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT"
         assert [kind for kind, _ in await job_ledger(quota, other)] == ["charge", "refund"]
         job = await jobs.get(job_id)
         assert job is not None and job.state is JobState.QUEUED and job.request_id == "r1"
