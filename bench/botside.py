@@ -235,12 +235,50 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def thread_cpu() -> dict[str, list[float]]:
+    """Per thread of this process: [user s, system s, minor faults] (Linux; {} elsewhere)."""
+    out: dict[str, list[float]] = {}
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/stat", encoding="ascii") as fh:
+                raw = fh.read()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        f = raw[raw.rindex(")") + 2 :].split()
+        out[f"{name}:{tid}"] = [int(f[11]) / tick, int(f[12]) / tick, float(f[7])]
+    return out
+
+
+def cpu_split(before: Any, after: Any, threads0: dict[str, list[float]]) -> dict[str, Any]:
+    """User vs system CPU and page faults over the window, and the busiest threads' share."""
+    threads = thread_cpu()
+    per = {
+        k: [round(v[i] - threads0.get(k, [0.0, 0.0, 0.0])[i], 3) for i in range(3)]
+        for k, v in threads.items()
+    }
+    busy = sorted(per.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:8]
+    return {
+        "user_seconds": after.ru_utime - before.ru_utime,
+        "system_seconds": after.ru_stime - before.ru_stime,
+        "minor_faults": after.ru_minflt - before.ru_minflt,
+        "threads": dict(busy),
+    }
+
+
 async def measured(ctx: Context, body: Callable[[], Awaitable[None]]) -> None:
     start, cpu = time.monotonic(), cpu_seconds()
+    usage0, threads0 = resource.getrusage(resource.RUSAGE_SELF), thread_cpu()
     await body()
     end = time.monotonic()
     ctx.out["wall_seconds"] = end - start
     ctx.out["bot_cpu_seconds"] = cpu_seconds() - cpu
+    ctx.out["cpu_split"] = cpu_split(usage0, resource.getrusage(resource.RUSAGE_SELF), threads0)
     ctx.out.update(ctx.monitor.window(start, end))
 
 

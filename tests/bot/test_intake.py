@@ -4,6 +4,7 @@ memory handed back after a burst; bot.media.memory, the allocator calls behind t
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -175,3 +176,37 @@ def test_release_free_memory_and_the_threshold_on_this_platform(monkeypatch: pyt
     memory.cap_mmap_threshold.cache_clear()
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
     assert memory.cap_mmap_threshold() is (memory._glibc() is not None)
+
+
+class _FakeLibc:
+    """Records mallopt calls instead of changing this test process' allocator."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def mallopt(self, param: int, value: Any) -> int:
+        self.calls.append((param, int(value.value)))
+        return 1
+
+
+def test_the_thresholds_keep_a_video_body_in_the_heap_and_its_pages_for_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # issue #13: at 1 MiB every 3.2 MB video was mapped afresh (a page fault per 4 KiB, then munmap);
+    # and glibc's default trim threshold would hand a freed body's pages back at once.
+    libc = _FakeLibc()
+    monkeypatch.setattr(memory, "_glibc", lambda: libc)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    memory.cap_mmap_threshold.cache_clear()
+    assert memory.cap_mmap_threshold() is True
+    assert libc.calls == [(-3, memory.MMAP_THRESHOLD), (-1, memory.TRIM_THRESHOLD)]
+    assert (
+        3_200_000 < memory.MMAP_THRESHOLD < 2016 * 1512 * 3
+    )  # a 480p clip below, a drafted 12 MP decode above
+    libc.calls.clear()
+    memory.cap_mmap_threshold.cache_clear()
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")  # the operator's trim setting wins
+    assert memory.cap_mmap_threshold() is True
+    assert libc.calls == [(-3, memory.MMAP_THRESHOLD)]
+    memory.cap_mmap_threshold.cache_clear()
