@@ -135,11 +135,10 @@ class Poller:
         history = await self.history(job)
         if history is None:
             self._cold.add(job.id)
-        if (
-            job.state is JobState.RUNNING
-            and job.id not in self._unknown_word
-            and self._result_alone(job, history)
-        ):
+        if history is not None and job.state is JobState.RUNNING and job.id not in self._unknown_word:
+            # Nothing left to show but the outcome: /result alone answers "still running" while
+            # unfinished, and carries the video when done -- one call instead of /status + /result.
+            # Without history, /status, as the schedule without history does.
             result = await self._read(job, self.ctx.runcomfy.result, "result fetch")
             if result is None:
                 return
@@ -154,13 +153,6 @@ class Poller:
             if await self._on_status(job, status, age):
                 return
         self.scheduler.schedule(job.id, await self.next_delay(job, history))
-
-    def _result_alone(self, job: Job, history: History | None) -> bool:
-        """Whether this poll of a running job asks /result alone. Nothing is left to show but the
-        outcome: /result answers "still running" while unfinished and carries the video when done --
-        one call instead of /status + /result at the finish. With history (the schedule puts the
-        polls where the finish is likely); without it, /status, as without history."""
-        return history is not None
 
     def _count_poll(self, job: Job, phase: Phase) -> None:
         # Counted in memory; written with the job's next state change (no write per poll).
