@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord.ext import commands
 
-from bot import policy, ui
+from bot import engine, policy, ui
 from bot.i18n import Msg, render, tr
 from bot.quota_rules import LimitCheck, LimitExceeded
 from storage.jobs import Job, JobState
@@ -30,10 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# A request unposted for longer than this is no live process's: posting it (two attempts with a
-# deadline each) takes far less.
-ORPHAN_AGE = 300.0
-ORPHANS_AT_ONCE = 1000  # a start-up looks at this many (each costs a look at the channel's history)
+ORPHANS_AT_ONCE = 1000  # one look takes this many (each costs a look at the channel's history)
 # Why a request that the bot never managed to post for approval ended.
 NEVER_POSTED = Msg(
     "The bot restarted before this request could be posted for approval. Nothing was charged — "
@@ -59,10 +56,17 @@ class Approval(commands.Cog):
     # ------------------------------------------------------------------ after a crash
 
     async def _recover_safely(self) -> None:
-        try:
-            await self.recover_orphans()
-        except Exception:  # the requests stay as they are; the next start looks again
-            log.exception("Could not look for approval requests orphaned by a crash")
+        # One database per process (SQLite): every orphan is from an earlier start, so one pass. A
+        # shared one: a request younger than engine.ORPHAN_AGE at start-up, or orphaned later by a peer's
+        # crash, is no live process's business either -- so the look is repeated while this runs.
+        while True:
+            try:
+                await self.recover_orphans()
+            except Exception:  # the requests stay as they are; the next pass looks again
+                log.exception("Could not look for approval requests orphaned by a crash")
+            if self.bot.store.db.dialect == "sqlite":
+                return
+            await asyncio.sleep(engine.ORPHAN_AGE)
 
     async def recover_orphans(self) -> int:
         """Requests whose post was orphaned by a crash (posted, but the process died before storing
@@ -72,7 +76,7 @@ class Approval(commands.Cog):
         # A shared database: a live process may be posting a request right now; one database per
         # process (SQLite): every request is from an earlier start.
         shared = self.bot.store.db.dialect != "sqlite"
-        cutoff = time.time() - (ORPHAN_AGE if shared else 0.0)
+        cutoff = time.time() - (engine.ORPHAN_AGE if shared else 0.0)
         found = 0
         for job in await self.bot.store.jobs.unposted_requests(cutoff, limit=ORPHANS_AT_ONCE):
             recovered = await self.bot.engine.recover_status(job)

@@ -1,6 +1,6 @@
 """The job engine; `JobEngine` in `_facade` is its only entry point (see that module for the parts)."""
 
-from bot.engine._common import VideoBackend
+from bot.engine._common import ORPHAN_AGE, VideoBackend
 from bot.engine._facade import JobEngine
 from bot.engine._launch import LaunchResult
 from bot.engine._surface import (
@@ -14,6 +14,7 @@ from bot.engine._surface import (
 
 __all__ = [
     "GUILD_CONTEXT",
+    "ORPHAN_AGE",
     "JobEngine",
     "LaunchResult",
     "OriginalResponse",

@@ -43,6 +43,9 @@ MAX_SHOWN_LINK = 4000  # longer links fit nowhere (an embed description holds 40
 # One message post may take this long, plus the upload at a pessimistic rate; discord.py itself
 # would wait five minutes (aiohttp's default) before giving up on a silent Discord.
 POST_TIMEOUT = 60.0
+# A post whose id was never stored (its process died between posting and storing) is no live process's
+# once it is this old: posting (two attempts, POST_TIMEOUT each) takes far less.
+ORPHAN_AGE = 300.0
 UPLOAD_RATE_FLOOR = 256 * 1024  # bytes per second
 # Our earlier post is looked for, oldest first, from this long before its attempt started (clocks
 # differ a little), reading at most RECONCILE_LIMIT messages per channel.

@@ -6,6 +6,9 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from bot import engine
 from tests.e2e.adminkit import admin
 from tests.e2e.conftest import Harness
 from tests.fakes.runcomfy import JobScript
@@ -204,6 +207,30 @@ async def test_a_request_whose_post_a_crash_orphaned_is_found_at_start_and_can_b
     await h.wait_job(job_id, "delivered")
     assert await job_ledger(h.running.quota, job_id) == [("charge", 1)]
     assert [m["id"] for m in h.discord.messages(h.discord.channel_id)] == [post["id"]]  # no second post
+
+
+async def test_on_a_shared_database_a_request_a_peer_orphaned_is_found_while_the_bot_runs(
+    harness: Harness, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = harness
+    h.overrides["database_url"] = pg_url
+    monkeypatch.setattr(engine, "ORPHAN_AGE", 0.3)  # production: 5 minutes
+    await h.start_bot()  # its start-up look finds nothing: the request does not exist yet
+    await approval_on(h)
+    job_id, message_id = await request(h)
+    # As if a peer process had posted it and died before storing the post's id: no start-up
+    # follows (this process keeps running), so only a repeated look can find it.
+    await h.running.db.execute("UPDATE jobs SET status_message_id = NULL WHERE id = ?", (job_id,))
+
+    async def stored() -> bool:
+        return (await h.job(job_id)).status_message_id == message_id
+
+    await h.discord.wait_for(stored)
+    text = await click(h, message_id, "approve", job_id, "mod")
+    assert "Approved" in text and "charged 1 credit" in text
+    await h.wait_job(job_id, "delivered")
+    assert await job_ledger(h.running.quota, job_id) == [("charge", 1)]
+    assert [m["id"] for m in h.discord.messages(h.discord.channel_id)] == [str(message_id)]
 
 
 async def test_a_request_that_never_got_posted_ends_uncharged_at_start(harness: Harness) -> None:
