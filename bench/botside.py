@@ -36,6 +36,7 @@ if __package__ in (None, ""):  # `python bench/botside.py`
 
 from bench.naive import NaiveBot
 from bench.stats import rss_kib, summary
+from bench.taskcpu import start_taskcpu, stop_taskcpu
 from bot.__main__ import tune_gc
 from bot.client import AnimateBot
 from bot.settings import Settings
@@ -801,10 +802,11 @@ async def run(
         if conn is not None:  # SQLite (aiosqlite); on PostgreSQL the fleet reads pg_stat_database
             await conn.set_trace_callback(ctx.writes)
         ctx.out["rss_idle_mib"] = rss_kib() / 1024
-        profiler = start_profile()
+        profiler, meter = start_profile(), start_taskcpu()
         try:
             await driver(ctx)
         finally:
+            stop_taskcpu(meter, naive)
             stop_profile(profiler, naive)
             await client.close()
             await asyncio.gather(task, return_exceptions=True)

@@ -183,8 +183,10 @@ async def send(
 ) -> discord.Message:
     """Post a message with a deterministic nonce and a deadline. discord.py sends `enforce_nonce`
     with it, so a repeat within Discord's window returns the first message instead of a copy."""
-    timeout = POST_TIMEOUT + size / UPLOAD_RATE_FLOOR
-    return await asyncio.wait_for(target.send(nonce=nonce, **fields), timeout)
+    # asyncio.timeout, not wait_for: on Python 3.11 wait_for runs the send in a task of its own (a
+    # task, its wake-ups and a second context per post, issue #13); the deadline is the same.
+    async with asyncio.timeout(POST_TIMEOUT + size / UPLOAD_RATE_FLOOR):
+        return await target.send(nonce=nonce, **fields)
 
 
 def _b36(n: int) -> str:

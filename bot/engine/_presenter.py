@@ -34,6 +34,9 @@ class Presenter:
         self._channel_next: dict[int, float] = {}  # earliest next routine edit per channel
         self._edit_locks: dict[int, asyncio.Lock] = {}
         self._shown: dict[int, float] = {}  # job id -> `updated_at` of the newest row shown
+        # Jobs this process was asked to show finished (a finished state is final: insertion order,
+        # bounded like `_shown`), so `show_if_still` need not read them again.
+        self._ended: dict[int, None] = {}
         # job id -> (message, what it shows, the state it shows): its post or its last edit
         self._looks: dict[int, tuple[int | None, int, JobState]] = {}
         self._positions: dict[int, int] = {}  # queued job id -> its latest queue position (not stored)
@@ -95,6 +98,8 @@ class Presenter:
         the last edit always shows the newest state, whatever order they were asked for in.
         """
         settings = self.ctx.settings
+        if job.state.finished:
+            self._note_ended(job.id)
         if job.status_message_id is None or self.ctx.closing:
             return
         channel_id = job.status_channel_id or job.channel_id
@@ -137,6 +142,11 @@ class Presenter:
         self._shown[job_id] = updated_at
         while len(self._shown) > SHOWN_MEMORY:
             del self._shown[next(iter(self._shown))]
+
+    def _note_ended(self, job_id: int) -> None:
+        self._ended[job_id] = None
+        while len(self._ended) > SHOWN_MEMORY:
+            del self._ended[next(iter(self._ended))]
 
     async def _edit(self, job: Job) -> None:
         eta = await self.eta(job)
@@ -254,6 +264,8 @@ class Presenter:
         """Show the job after `wait` seconds if it is still in `state`: for a state that usually
         passes faster than anyone could read it (uploading the video), only shown when it lingers."""
         await asyncio.sleep(wait)
+        if job_id in self._ended and not state.finished:
+            return  # shown finished since (usually: delivered): it can be in no other state again
         job = await self.ctx.jobs.get(job_id)
         if job is not None and job.state is state:
             await self.present(job, force=True)

@@ -3,8 +3,11 @@ message over Discord's 2,000 characters."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from typing import Any
+from typing import Any, cast
+
+import pytest
 
 from bot.engine import _common, _delivery
 from storage.jobs import Job, JobState
@@ -87,3 +90,31 @@ def test_spoilered_job_status_embed_has_no_thumbnail() -> None:
     assert shown.thumbnail.url == "attachment://source.jpg"
     hidden = ui.status_embed(make_job(image_url="https://cdn.example/a/1/SPOILER_source.jpg", spoiler=True))
     assert hidden.thumbnail.url is None
+
+
+class _Target:
+    """A channel whose send records the task it runs in (and may never answer)."""
+
+    def __init__(self, *, hang: bool = False) -> None:
+        self.hang = hang
+        self.tasks: list[asyncio.Task[Any] | None] = []
+
+    async def send(self, **fields: Any) -> str:
+        self.tasks.append(asyncio.current_task())
+        if self.hang:
+            await asyncio.sleep(30)
+        return str(fields["nonce"])
+
+
+async def test_a_post_runs_in_the_callers_task_and_keeps_its_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # issue #13: asyncio.wait_for (Python 3.11) ran every post in a task of its own.
+    target = _Target()
+    assert await _common.send(cast(Any, target), nonce="v1.abc", content="hi") == "v1.abc"
+    assert target.tasks == [asyncio.current_task()]
+    monkeypatch.setattr(_common, "POST_TIMEOUT", 0.05)
+    hanging = _Target(hang=True)
+    with pytest.raises(TimeoutError):  # one of _common.AMBIGUOUS: the caller checks before posting again
+        await _common.send(cast(Any, hanging), nonce="v1.abd", content="hi")
+    assert TimeoutError in _common.AMBIGUOUS
