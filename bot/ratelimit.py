@@ -27,12 +27,14 @@ guarantees at most `rate` in any second and still lets a burst of `rate` go out 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import heapq
 import itertools
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -52,6 +54,44 @@ _API = re.compile(r"/api/v\d+/")
 # `/webhooks/{application_id}/{interaction_token}...`: the answer a member is waiting for (follow-ups
 # and edits of the original response). They count, but go ahead of status posts and edits.
 _WEBHOOK = re.compile(r"/api/v\d+/webhooks/\d+/[^/]+")
+
+
+# The deadline of the Discord call this task is making (set by `deadline`). The share's hook holds
+# it while the request waits its turn: a request that has not left cannot be lost on its way.
+_DEADLINE: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.ContextVar(
+    "discord_call_deadline", default=None
+)
+
+
+@contextlib.asynccontextmanager
+async def deadline(seconds: float) -> AsyncIterator[None]:
+    """`asyncio.timeout(seconds)` for Discord calls, not counting their waits for this process's
+    REST share. Under a backlog a post may queue here for minutes while Discord answers at once:
+    giving up on it then would fail a job Discord never saw (or make it look for a post never sent)."""
+    async with asyncio.timeout(seconds) as timeout:
+        token = _DEADLINE.set(timeout)
+        try:
+            yield
+        finally:
+            _DEADLINE.reset(token)
+
+
+async def _paused(timeout: asyncio.Timeout | None, wait: Awaitable[Slot]) -> Slot:
+    """Await `wait` (a turn of the share) with `timeout` stopped; it resumes with what was left."""
+    when = None if timeout is None or timeout.expired() else timeout.when()
+    if timeout is None or when is None:
+        return await wait
+    loop = asyncio.get_running_loop()
+    left = when - loop.time()
+    try:
+        timeout.reschedule(None)
+    except RuntimeError:  # not this task's, or already left: nothing to hold
+        return await wait
+    try:
+        return await wait
+    finally:
+        with contextlib.suppress(RuntimeError):
+            timeout.reschedule(loop.time() + left)
 
 
 def counts_against_global_limit(url: URL) -> bool:
@@ -192,7 +232,8 @@ class RestRateLimiter:
         self, session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestStartParams
     ) -> None:
         if counts_against_global_limit(params.url):
-            ctx.rest_slot = await self.window.acquire(urgent=is_interaction_answer(params.url))
+            turn = self.window.acquire(urgent=is_interaction_answer(params.url))
+            ctx.rest_slot = await _paused(_DEADLINE.get(), turn)
 
     async def _on_request_done(
         self, session: aiohttp.ClientSession, ctx: SimpleNamespace, params: object

@@ -3,7 +3,6 @@ posting with a nonce and finding our own earlier posts."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
@@ -19,6 +18,7 @@ import discord
 from bot.engine._surface import InteractionStatus, Tokens
 from bot.fetch import OutputFetcher
 from bot.i18n import N_, tr
+from bot.ratelimit import deadline
 from bot.runcomfy import CancelResult, GenerationParams, JobResult, JobStatus, Submission
 from bot.settings import Settings
 from storage.jobs import Job, JobRepository
@@ -142,7 +142,7 @@ class Context:
         start = datetime.fromtimestamp(max(0.0, since - RECONCILE_MARGIN), UTC)
         channel = self.client.get_partial_messageable(where, guild_id=job.guild_id)
         try:
-            async with asyncio.timeout(POST_TIMEOUT):
+            async with deadline(POST_TIMEOUT):
                 async for message in channel.history(limit=RECONCILE_LIMIT, after=start):
                     if message.author.id == me.id and ours(message):
                         return message
@@ -181,7 +181,8 @@ async def send(
     """Post a message with a deterministic nonce and a deadline. discord.py sends `enforce_nonce`
     with it, so a repeat within Discord's window returns the first message instead of a copy."""
     timeout = POST_TIMEOUT + size / UPLOAD_RATE_FLOOR
-    return await asyncio.wait_for(target.send(nonce=nonce, **fields), timeout)
+    async with deadline(timeout):  # not counting the wait for this process's REST share
+        return await target.send(nonce=nonce, **fields)
 
 
 def _b36(n: int) -> str:
