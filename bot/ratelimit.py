@@ -56,42 +56,58 @@ _API = re.compile(r"/api/v\d+/")
 _WEBHOOK = re.compile(r"/api/v\d+/webhooks/\d+/[^/]+")
 
 
-# The deadline of the Discord call this task is making (set by `deadline`). The share's hook holds
-# it while the request waits its turn: a request that has not left cannot be lost on its way.
-_DEADLINE: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.ContextVar(
+class _Deadline:
+    """One Discord call's deadline (see `deadline`): it runs once a request of the call has left."""
+
+    __slots__ = ("running", "seconds", "timeout")
+
+    def __init__(self, timeout: asyncio.Timeout, seconds: float) -> None:
+        self.timeout, self.seconds, self.running = timeout, seconds, False
+
+    def start(self) -> None:
+        """A request leaves: from now on the call has `seconds` (once; later requests count on)."""
+        if not self.running:
+            self.running = True
+            with contextlib.suppress(RuntimeError):  # not this task's, or already left
+                self.timeout.reschedule(asyncio.get_running_loop().time() + self.seconds)
+
+    async def paused(self, wait: Awaitable[Slot]) -> Slot:
+        """Await `wait` (a turn of the share) with the deadline stopped; it resumes with what was left."""
+        when = self.timeout.when() if self.running and not self.timeout.expired() else None
+        if when is None:
+            return await wait
+        loop = asyncio.get_running_loop()
+        left = when - loop.time()
+        try:
+            self.timeout.reschedule(None)
+        except RuntimeError:
+            return await wait
+        try:
+            return await wait
+        finally:
+            with contextlib.suppress(RuntimeError):
+                self.timeout.reschedule(loop.time() + left)
+
+
+# The deadline of the Discord call this task is making, if it set one with `deadline`.
+_DEADLINE: contextvars.ContextVar[_Deadline | None] = contextvars.ContextVar(
     "discord_call_deadline", default=None
 )
 
 
 @contextlib.asynccontextmanager
 async def deadline(seconds: float) -> AsyncIterator[None]:
-    """`asyncio.timeout(seconds)` for Discord calls, not counting their waits for this process's
-    REST share. Under a backlog a post may queue here for minutes while Discord answers at once:
-    giving up on it then would fail a job Discord never saw (or make it look for a post never sent)."""
-    async with asyncio.timeout(seconds) as timeout:
-        token = _DEADLINE.set(timeout)
+    """A timeout of `seconds` for a Discord call that runs from the moment its first request leaves,
+    and stops while a later one waits for this process's REST share. Until then the call only waits
+    its turn, here or in discord.py's lock on a route whose limits it does not know yet (behind a post
+    to the same channel that waits here): under a backlog that takes minutes while Discord answers at
+    once, and giving up then would fail a job Discord never saw (or look for a post never sent)."""
+    async with asyncio.timeout(None) as timeout:
+        token = _DEADLINE.set(_Deadline(timeout, seconds))
         try:
             yield
         finally:
             _DEADLINE.reset(token)
-
-
-async def _paused(timeout: asyncio.Timeout | None, wait: Awaitable[Slot]) -> Slot:
-    """Await `wait` (a turn of the share) with `timeout` stopped; it resumes with what was left."""
-    when = None if timeout is None or timeout.expired() else timeout.when()
-    if timeout is None or when is None:
-        return await wait
-    loop = asyncio.get_running_loop()
-    left = when - loop.time()
-    try:
-        timeout.reschedule(None)
-    except RuntimeError:  # not this task's, or already left: nothing to hold
-        return await wait
-    try:
-        return await wait
-    finally:
-        with contextlib.suppress(RuntimeError):
-            timeout.reschedule(loop.time() + left)
 
 
 def counts_against_global_limit(url: URL) -> bool:
@@ -231,9 +247,12 @@ class RestRateLimiter:
     async def _on_request_start(
         self, session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestStartParams
     ) -> None:
+        limit = _DEADLINE.get()
         if counts_against_global_limit(params.url):
             turn = self.window.acquire(urgent=is_interaction_answer(params.url))
-            ctx.rest_slot = await _paused(_DEADLINE.get(), turn)
+            ctx.rest_slot = await (turn if limit is None else limit.paused(turn))
+        if limit is not None:
+            limit.start()
 
     async def _on_request_done(
         self, session: aiohttp.ClientSession, ctx: SimpleNamespace, params: object
