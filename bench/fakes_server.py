@@ -20,8 +20,9 @@ Control API (JSON in, JSON out):
   channel_id, video_name?}]}`` -> per-job delivery lag and RunComfy calls (status/result/cancel),
   Discord calls by kind, 429s
 
-* ``POST /videos``        ``{"guilds": [...]}`` -> ``{"posted": n}``: video posts Discord accepted in those
-  guilds' channels and threads (the fleet's drivers wait on it instead of polling the shared database)
+* ``POST /videos``        ``{"guilds": [...]}`` -> ``{"posted": n, "quiet_seconds": s}``: video posts Discord
+  accepted in those guilds' channels and threads, and the seconds since either fake last saw a request
+  (the fleet's drivers wait on it instead of polling the shared database)
 
 ``/configure`` also takes ``"ratelimits": true|false`` and script entries may name a ``"video"``
 (``clip480``/``clip1080``, see ``bench.inputs``); ``/slash`` and ``/users`` take a ``"space"`` (a
@@ -421,7 +422,13 @@ class Control:
                 self._videos_by_guild[int(channel.get("guild_id") or 0)] += 1
         self._video_cursor = len(calls)
         posted = sum(self._videos_by_guild[int(g)] for g in body.get("guilds", []))
-        return web.json_response({"posted": posted})
+        return web.json_response({"posted": posted, "quiet_seconds": self._quiet_seconds()})
+
+    def _quiet_seconds(self) -> float:
+        """Seconds since either fake last saw a request (0 before the first): a bot with work left
+        calls Discord or RunComfy every few seconds, so a long silence means nothing is in flight."""
+        last = [seq[-1].at for seq in (self.discord.calls, self.runcomfy.requests) if seq]
+        return time.monotonic() - max(last) if last else 0.0
 
     async def list_spaces(self, request: web.Request) -> web.Response:
         return web.json_response(

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -421,6 +422,9 @@ def fleet_metrics(
         "duplicate_posts": sum(int(p["duplicate_posts"]) for p in processes),
         "job_rows": sum(int(p["job_rows"]) for p in processes),
         "drive_seconds": max(float(p["drive_seconds"]) for p in processes),
+        # Job states over the fleet (a job that ended without a video shows here, not as a hang).
+        "states": dict(sum((Counter(p.get("states", {})) for p in processes), Counter())),
+        "ended_quiet": any(p.get("ended_quiet") for p in processes),
         "processes": processes,
         "db": db,
         "db_per_job": {k: v / n for k, v in db.items()} if n else {},
@@ -917,6 +921,12 @@ def fleet_rows(r: dict[str, Any]) -> list[Row]:
             f"{m['duplicate_posts']})",
             f"{n} / {n}, 0 duplicates",
             verdict(m["delivered_once"] == n == m["delivered"] and m["duplicate_posts"] == 0),
+        ),
+        (
+            "  job states at the end (the fleet's database)",
+            ", ".join(f"{k} {v}" for k, v in sorted(m.get("states", {}).items())) or "—",
+            "report",
+            "",
         ),
         (
             f"  fake's rate limits off; REST share {m['rest_rate']}/s per process (it bounds the run); "

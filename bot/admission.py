@@ -19,7 +19,7 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot import policy
 from bot.i18n import N_, LocaleLike, Msg, render, tr
@@ -257,8 +257,12 @@ class Admission:
         gate: DownloadGate | None = None,
         member_wait: float = MEMBER_WAIT,
         boost: Callable[[int], Awaitable[int | None]] | None = None,
+        lease: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.settings = settings
+        # The engine's lease columns for a new pending job: another process's pending sweep leaves
+        # it to this one while it lives, however long its status post queues for the REST share.
+        self.lease = lease
         self.guilds = guilds
         self.jobs = jobs
         self.quota = quota
@@ -347,6 +351,8 @@ class Admission:
             try:
                 # The rule is ours; storage runs it inside the transaction that charges.
                 rule = LimitCheck(policy.limits_for(config, allowance), for_approval=approval)
+                if self.lease is not None:  # this process holds the job from its first write
+                    new = dataclasses.replace(new, **self.lease())
                 job_id, standing = await self.quota.reserve(new, rule, await_approval=approval)
             except (LimitExceeded, AlreadyStarted) as exc:
                 return refused(exc, new.resolution)

@@ -227,6 +227,7 @@ class AnimateBot(commands.AutoShardedBot):
             accepting=lambda: self.engine.accepting,
             abandon=self.engine.abandon,
             boost=subscription_boost(self.settings, self.store.premium),
+            lease=self.engine.lease_columns,
         )
         # Every job button is registered for the bot's life; a click finds its handling cog through a
         # typed attribute (bot.remix, bot.approval) and says so if that cog is not loaded.

@@ -27,12 +27,14 @@ guarantees at most `rate` in any second and still lets a burst of `rate` go out 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import heapq
 import itertools
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -52,6 +54,60 @@ _API = re.compile(r"/api/v\d+/")
 # `/webhooks/{application_id}/{interaction_token}...`: the answer a member is waiting for (follow-ups
 # and edits of the original response). They count, but go ahead of status posts and edits.
 _WEBHOOK = re.compile(r"/api/v\d+/webhooks/\d+/[^/]+")
+
+
+class _Deadline:
+    """One Discord call's deadline (see `deadline`): it runs once a request of the call has left."""
+
+    __slots__ = ("running", "seconds", "timeout")
+
+    def __init__(self, timeout: asyncio.Timeout, seconds: float) -> None:
+        self.timeout, self.seconds, self.running = timeout, seconds, False
+
+    def start(self) -> None:
+        """A request leaves: from now on the call has `seconds` (once; later requests count on)."""
+        if not self.running:
+            self.running = True
+            with contextlib.suppress(RuntimeError):  # not this task's, or already left
+                self.timeout.reschedule(asyncio.get_running_loop().time() + self.seconds)
+
+    async def paused(self, wait: Awaitable[Slot]) -> Slot:
+        """Await `wait` (a turn of the share) with the deadline stopped; it resumes with what was left."""
+        when = self.timeout.when() if self.running and not self.timeout.expired() else None
+        if when is None:
+            return await wait
+        loop = asyncio.get_running_loop()
+        left = when - loop.time()
+        try:
+            self.timeout.reschedule(None)
+        except RuntimeError:
+            return await wait
+        try:
+            return await wait
+        finally:
+            with contextlib.suppress(RuntimeError):
+                self.timeout.reschedule(loop.time() + left)
+
+
+# The deadline of the Discord call this task is making, if it set one with `deadline`.
+_DEADLINE: contextvars.ContextVar[_Deadline | None] = contextvars.ContextVar(
+    "discord_call_deadline", default=None
+)
+
+
+@contextlib.asynccontextmanager
+async def deadline(seconds: float) -> AsyncIterator[None]:
+    """A timeout of `seconds` for a Discord call that runs from the moment its first request leaves,
+    and stops while a later one waits for this process's REST share. Until then the call only waits
+    its turn, here or in discord.py's lock on a route whose limits it does not know yet (behind a post
+    to the same channel that waits here): under a backlog that takes minutes while Discord answers at
+    once, and giving up then would fail a job Discord never saw (or look for a post never sent)."""
+    async with asyncio.timeout(None) as timeout:
+        token = _DEADLINE.set(_Deadline(timeout, seconds))
+        try:
+            yield
+        finally:
+            _DEADLINE.reset(token)
 
 
 def counts_against_global_limit(url: URL) -> bool:
@@ -191,8 +247,12 @@ class RestRateLimiter:
     async def _on_request_start(
         self, session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestStartParams
     ) -> None:
+        limit = _DEADLINE.get()
         if counts_against_global_limit(params.url):
-            ctx.rest_slot = await self.window.acquire(urgent=is_interaction_answer(params.url))
+            turn = self.window.acquire(urgent=is_interaction_answer(params.url))
+            ctx.rest_slot = await (turn if limit is None else limit.paused(turn))
+        if limit is not None:
+            limit.start()
 
     async def _on_request_done(
         self, session: aiohttp.ClientSession, ctx: SimpleNamespace, params: object

@@ -115,6 +115,10 @@ class NewJob:
     # How the image was adjusted for the model, shown on the status message: written by the INSERT
     # itself (known before the job is reserved), never by a write of its own.
     image_note: str | None = None
+    # The creating process's lease (migration 0008), written by the INSERT of a pending job: another
+    # process's pending sweep leaves the job to it while it lives, however long it queues.
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
 
     @classmethod
     def from_spec(cls, spec: GenerationSpec, **rest: Any) -> NewJob:
@@ -171,12 +175,13 @@ class JobRepository:
             raise lifecycle.IllegalTransition(f"a job cannot start as {state.value}")
         now = time.time() if now is None else now
         surface = new.interaction
+        held = (new.lease_owner, new.lease_expires_at)  # only a pending job: it is being submitted
         return await tx.insert(
             "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, negative_prompt, resolution, template,"
             " seed, prompt_extend, cost, upload_limit, state, created_at, updated_at, locale, origin,"
             " spoiler, surface, interaction_app_id, interaction_token, interaction_expires_at,"
-            " interaction_context, image_note)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " interaction_context, image_note, lease_owner, lease_expires_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 new.guild_id,
                 new.channel_id,
@@ -201,6 +206,7 @@ class JobRepository:
                 surface.expires_at if surface is not None else None,
                 surface.context if surface is not None else None,
                 new.image_note,
+                *(held if state is JobState.PENDING else (None, None)),
             ),
         )
 

@@ -3,7 +3,6 @@ posting with a nonce and finding our own earlier posts."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
@@ -19,6 +18,7 @@ import discord
 from bot.engine._surface import InteractionStatus, Tokens
 from bot.fetch import OutputFetcher
 from bot.i18n import N_, tr
+from bot.ratelimit import deadline
 from bot.runcomfy import CancelResult, GenerationParams, JobResult, JobStatus, Submission
 from bot.settings import Settings
 from storage.jobs import Job, JobRepository
@@ -145,7 +145,7 @@ class Context:
         start = datetime.fromtimestamp(max(0.0, since - RECONCILE_MARGIN), UTC)
         channel = self.client.get_partial_messageable(where, guild_id=job.guild_id)
         try:
-            async with asyncio.timeout(POST_TIMEOUT):
+            async with deadline(POST_TIMEOUT):
                 async for message in channel.history(limit=RECONCILE_LIMIT, after=start):
                     if message.author.id == me.id and ours(message):
                         return message
@@ -183,9 +183,9 @@ async def send(
 ) -> discord.Message:
     """Post a message with a deterministic nonce and a deadline. discord.py sends `enforce_nonce`
     with it, so a repeat within Discord's window returns the first message instead of a copy."""
-    # asyncio.timeout, not wait_for: on Python 3.11 wait_for runs the send in a task of its own (a
-    # task, its wake-ups and a second context per post, issue #13); the deadline is the same.
-    async with asyncio.timeout(POST_TIMEOUT + size / UPLOAD_RATE_FLOOR):
+    # Not wait_for: on Python 3.11 it runs the send in a task of its own (issue #13). And not
+    # counting the wait for this process's REST share (see ratelimit.deadline).
+    async with deadline(POST_TIMEOUT + size / UPLOAD_RATE_FLOOR):
         return await target.send(nonce=nonce, **fields)
 
 

@@ -3,7 +3,6 @@ thread notice), and the failure and cancellation endings built on it."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import discord
@@ -12,6 +11,7 @@ from bot import ui
 from bot.engine import _common as c
 from bot.engine._presenter import Presenter
 from bot.i18n import Msg, render, tr
+from bot.ratelimit import deadline
 from storage.jobs import Job
 from storage.lifecycle import CANCELLABLE, UNFINISHED, JobEvent, JobState
 
@@ -123,9 +123,8 @@ class Endings:
         for target_id in (job.thread_id, job.channel_id):
             target = self.ctx.client.get_partial_messageable(target_id, guild_id=job.guild_id)
             try:
-                await asyncio.wait_for(
-                    target.send(content=content, allowed_mentions=c.requester_only(job)), c.POST_TIMEOUT
-                )
+                async with deadline(c.POST_TIMEOUT):
+                    await target.send(content=content, allowed_mentions=c.requester_only(job))
                 return
             except discord.HTTPException as exc:
                 log.info("Job %s: could not post in %s: %s", job.id, target_id, exc)

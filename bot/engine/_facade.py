@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import discord
@@ -123,6 +123,10 @@ class JobEngine:
     def owner(self) -> str:
         """This process's name in job leases."""
         return self.ctx.owner
+
+    def lease_columns(self) -> dict[str, Any]:
+        """The columns that make this process the holder of a job written now (see Leases)."""
+        return self.leases.lease_columns()
 
     async def stop(self) -> None:
         """Stop polling; unfinished jobs stay in the database and resume on the next start.

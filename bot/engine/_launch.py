@@ -123,6 +123,8 @@ class Launcher:
         for job in await self.ctx.jobs.stale_pending(cutoff):
             if job.id in self.ctx.submitting or job.id in self.ctx.unrecorded or job.request_id is not None:
                 continue
+            if self.leases.submitting_elsewhere(job):
+                continue
             log.warning(
                 "Job %s: still pending after %.0f s; ending it with a refund",
                 job.id,

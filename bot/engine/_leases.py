@@ -53,6 +53,12 @@ class Leases:
         holds, e.g. written by hand or released, is worked on by whoever has it scheduled.)"""
         return job.lease_owner is not None and job.lease_owner != self.owner
 
+    def submitting_elsewhere(self, job: Job) -> bool:
+        """A pending job another live process holds (its lease runs): that process is submitting it,
+        perhaps queued behind its REST share for minutes, so the pending sweep here leaves it alone.
+        Should that process die, its lease expires and `end_dead_submits` refunds the job."""
+        return self.held_elsewhere(job) and (job.lease_expires_at or 0.0) > time.time()
+
     def lease_columns(self) -> dict[str, Any]:
         """The columns that make this process a job's holder, written with a write that happens anyway
         (the submission's record), so a new job costs no extra write."""

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bench import run
-from bench.fakes_server import Window
+from bench.fakes_server import DISCORD_TOKEN, RUNCOMFY_TOKEN, Control, RateLimitedDiscord, Window
+from tests.fakes.discord import RecordedCall
+from tests.fakes.runcomfy import FakeRunComfy, RecordedRequest
 from tests.pg import find_bindir
 
 
@@ -87,6 +91,27 @@ def test_tiny_fleet_runs_three_shard_processes_on_one_postgres(tmp_path: Path) -
     assert m["db"]["xact_commit"] > 0 and m["db"]["tup_inserted"] >= 30
     assert m["db_per_job"]["tup_inserted"] == m["db"]["tup_inserted"] / 30
     assert "Issue #14, the fleet" in text and "delivered exactly once" in text
+
+
+async def test_the_fleet_drivers_hear_how_long_both_fakes_have_been_quiet() -> None:
+    """A fleet driver stops waiting for videos once neither fake has seen a request for a while: a
+    job that failed never posts one, and waiting for all of them hung the full-size run for an hour."""
+    control = Control(RateLimitedDiscord(DISCORD_TOKEN), FakeRunComfy(RUNCOMFY_TOKEN), fleet_guilds=3)
+
+    class Request:
+        async def json(self) -> dict[str, Any]:
+            return {"guilds": [control.spaces["fleet-0"][0]]}
+
+    async def videos() -> dict[str, Any]:
+        resp = await control.videos(Request())  # type: ignore[arg-type]
+        return dict(json.loads(resp.text or "{}"))
+
+    assert (await videos())["quiet_seconds"] == 0.0  # nothing asked yet: not quiet
+    now = time.monotonic()
+    control.runcomfy.requests.append(RecordedRequest("GET", "/status", None, {}, True, at=now - 300))
+    control.discord.calls.append(RecordedCall("PATCH", "/channels/1/messages/2", {}, None, [], at=now - 40))
+    got = await videos()
+    assert got["posted"] == 0 and 40 <= got["quiet_seconds"] < 300  # the latest request of either
 
 
 def test_rate_limit_window_refuses_over_the_limit_and_resets_whole() -> None:

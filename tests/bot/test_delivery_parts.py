@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import pytest
 
+from bot import ratelimit
 from bot.engine import _common, _delivery
 from storage.jobs import Job, JobState
 
@@ -102,6 +103,10 @@ class _Target:
     async def send(self, **fields: Any) -> str:
         self.tasks.append(asyncio.current_task())
         if self.hang:
+            # Its request leaves (what RestRateLimiter's hook tells the call's deadline), then no answer.
+            limit = ratelimit._DEADLINE.get()
+            assert limit is not None
+            limit.start()
             await asyncio.sleep(30)
         return str(fields["nonce"])
 

@@ -193,6 +193,30 @@ async def test_rest_limiter_hook_holds_api_requests_but_not_callbacks() -> None:
     assert clock.sleeps == [pytest.approx(1.0)]
 
 
+async def test_a_deadline_runs_once_a_request_left_and_not_while_one_waits_for_the_share() -> None:
+    limiter = RestRateLimiter(1)  # the real clock: asyncio.timeout runs on the loop's
+    trace = aiohttp.TraceConfig()
+    limiter.attach(trace)
+    hook = trace.on_request_start[0]
+
+    async def request() -> None:
+        params: Any = SimpleNamespace(
+            method="POST", url=URL("https://discord.com/api/v10/channels/1/messages")
+        )
+        await hook(None, SimpleNamespace(), params)  # type: ignore[arg-type]
+
+    async with ratelimit.deadline(0.2):
+        await asyncio.sleep(0.3)  # before its first request leaves (discord.py's lock on the route)
+        await request()  # the share is used for the next second
+    async with ratelimit.deadline(0.2):
+        await request()  # about a second in the queue: not Discord's time
+    with pytest.raises(TimeoutError):
+        async with ratelimit.deadline(0.2):
+            await request()  # the queue again, then longer than the deadline on the way
+            await asyncio.sleep(0.5)
+    assert limiter.window.waited == 2
+
+
 async def test_identify_pacer_buckets_by_max_concurrency() -> None:
     clock = FakeClock()
     fetched: list[int] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from storage.db import open_database
@@ -114,3 +115,56 @@ async def test_sqlite_restart_resumes_at_once_despite_its_last_starts_leases(har
     assert (await h.job(job_id)).lease_owner == bot.engine.owner
     h.runcomfy.advance((await h.job(job_id)).request_id or "")
     await h.wait_job(job_id, "delivered")
+
+
+async def test_the_pending_sweep_leaves_a_job_another_live_process_is_still_submitting(
+    harness: Harness, pg_url: str
+) -> None:
+    """The fleet at full size (`python -m bench -s fleet`): a process's status posts queue behind its
+    REST share for minutes, so its pending jobs look stale to the other processes' sweeps. A running
+    lease says its process lives: the sweep leaves the job to it, and it is refunded only once that
+    lease expired (the process died)."""
+    h = harness
+    db = await open_database(h.db_path, pg_url)
+    try:
+        quota = QuotaRepository(db)
+        busy, _ = await quota.reserve_job(new_job(user_id=7), Limits(5, daily_period()))
+        await db.execute(HOLD, ("busy-host-1-aaaa", time.time() + 60, busy))
+        await db.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (time.time() - 3600, busy))
+    finally:
+        await db.close()
+    bot = await h.start_bot(database_url=pg_url)
+    assert await bot.engine.sweep_pending() == 0
+    assert (await h.job(busy)).state.value == "pending"
+    assert await job_ledger(bot.quota, busy) == [("charge", 1)]
+    # That process died after all: its lease runs out, and the job is refunded, never resubmitted.
+    await bot.db.execute(HOLD, ("busy-host-1-aaaa", time.time() - 1, busy))
+    assert await bot.engine.sweep_pending() == 1
+    assert (await h.job(busy)).state.value == "failed"
+    assert await job_ledger(bot.quota, busy) == [("charge", 1), ("refund", -1)]
+    assert h.runcomfy.requests_to("submit") == []
+
+
+async def test_a_new_job_is_held_by_its_process_from_the_insert_while_it_waits_to_be_posted(
+    harness: Harness,
+) -> None:
+    h = harness
+    bot = await h.start_bot(discord_rest_rate=5)
+    window = bot.rest_limiter.window
+    slots = [await window.acquire() for _ in range(5)]
+    h.runcomfy.scripts.append(JobScript(queue_seconds=0, run_seconds=0.1))
+
+    async def held_while_queued() -> tuple[str | None, str | None]:
+        # The share stays in use until the job's status post waits for its turn.
+        while not any(w.priority == 1 for w in window._queue):
+            for slot in slots:
+                window.release(slot)
+            await asyncio.sleep(0.02)
+        job = await h.job(await h.last_job_id())
+        return job.state.value, job.lease_owner
+
+    watch = asyncio.create_task(held_while_queued())
+    inter = await h.animate()
+    assert await asyncio.wait_for(watch, timeout=10) == ("pending", bot.engine.owner)
+    assert "on its way" in await h.reply(inter)
+    await h.wait_job(1, "delivered")

@@ -113,3 +113,73 @@ async def test_requests_slow_to_leave_never_overrun_the_global_limit(limited: Ha
     assert len(await asyncio.gather(*first, *second)) == 20
     assert len(slowed) == 10
     assert rejected(h) == {}
+
+
+async def test_a_status_post_queued_behind_the_rest_share_past_its_deadline_still_goes_out(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fleet at full size (`python -m bench -s fleet`): thousands of commands queue behind each
+    process' REST share for minutes while Discord answers at once. A post's deadline counts its time
+    on the way to Discord, not its turn in this process' queue: the job is delivered instead of
+    failing with "Discord didn't confirm my status message" (or looking for a post never sent)."""
+    from bot.engine import _common as engine_module
+
+    h = harness
+    monkeypatch.setattr(engine_module, "POST_TIMEOUT", 0.3)
+    bot = await h.start_bot(discord_rest_rate=5)
+    window = bot.rest_limiter.window
+    slots = [await window.acquire() for _ in range(5)]
+
+    async def backlog() -> None:
+        # The share stays in use (each held slot counts a whole second from its release) until a
+        # post of the job has waited its turn for twice its deadline.
+        while not any(w.priority == 1 for w in window._queue):
+            for slot in slots:
+                window.release(slot)
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.6)
+
+    h.runcomfy.scripts.append(JobScript(queue_seconds=0, run_seconds=0.1))
+    held = asyncio.create_task(backlog())
+    inter = await h.animate()
+    await asyncio.wait_for(held, timeout=10)
+    job = await h.wait_job(1, "delivered", "failed", timeout=20)
+    assert job.state.value == "delivered", await h.reply(inter)
+    assert window.waited >= 1
+    statuses = [m for m in h.discord.messages(h.discord.channel_id) if m["embeds"]]
+    assert [int(m["id"]) for m in statuses] == [job.status_message_id]  # posted once, never looked for
+    assert h.discord.calls_to("GET", rf"^/channels/{h.discord.channel_id}/messages$") == []
+
+
+async def test_posts_to_one_channel_queued_behind_the_rest_share_all_go_out(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before its first answer discord.py lets one request per route (a channel's messages) be in
+    flight: while the first status post waits for the share, the others to that channel wait in
+    discord.py behind it. That is waiting its turn too, not Discord being slow: all are delivered."""
+    from bot.engine import _common as engine_module
+
+    h = harness
+    monkeypatch.setattr(engine_module, "POST_TIMEOUT", 0.3)
+    bot = await h.start_bot(discord_rest_rate=5, daily_quota=10)
+    window = bot.rest_limiter.window
+    slots = [await window.acquire() for _ in range(5)]
+
+    async def backlog() -> None:
+        while not any(w.priority == 1 for w in window._queue):
+            for slot in slots:
+                window.release(slot)
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.6)
+
+    for _ in range(3):
+        h.runcomfy.scripts.append(JobScript(queue_seconds=0, run_seconds=0.1))
+    held = asyncio.create_task(backlog())
+    inters = await asyncio.gather(*(h.animate(user=u) for u in ("alice", "bob", "mod")))
+    await asyncio.wait_for(held, timeout=10)
+    for job_id in (1, 2, 3):
+        job = await h.wait_job(job_id, "delivered", "failed", timeout=20)
+        assert job.state.value == "delivered", [await h.reply(i) for i in inters]
+    statuses = [m for m in h.discord.messages(h.discord.channel_id) if m["embeds"]]
+    assert len(statuses) == 3
+    assert h.discord.calls_to("GET", rf"^/channels/{h.discord.channel_id}/messages$") == []

@@ -467,6 +467,23 @@ async def next_event(ws: aiohttp.ClientWebSocketResponse) -> tuple[str, dict[str
     return frame["t"], frame["d"]
 
 
+async def test_every_heartbeat_is_acked_at_once_also_with_the_fleets_300_guilds(fake: FakeDiscord) -> None:
+    """The fleet bench's bots log discord.py's "Can't keep up, shard ID N websocket is 41.3s behind":
+    not a late ACK (a heartbeat's ACK is the very next frame, 300 guilds or not), but discord.py
+    2.7.1 computing the latency from the previous heartbeat when the ACK beats its keep-alive thread
+    (a race with a gateway this fast; fixed upstream, discord.py PR #10448)."""
+    for i in range(300):
+        fake.add_guild(f"Fleet {i}", shard=(i % 3, 3))
+    async with aiohttp.ClientSession() as session:
+        ws, ready, creates = await identify(fake, session, shard=[0, 3])
+        assert len(creates) == len(ready["d"]["guilds"]) >= 100  # and the default guild, perhaps
+        for seq in (None, 100, 101):
+            await ws.send_json({"op": 1, "d": seq})
+            assert (await asyncio.wait_for(ws.receive_json(), 5))["op"] == 11
+        await ws.close()
+    assert fake.gateway_connections[0]["heartbeats"] == 3
+
+
 def test_add_guild_places_guilds_on_chosen_shards(fake: FakeDiscord) -> None:
     made = []
     for count in (1, 2, 3, 7):
