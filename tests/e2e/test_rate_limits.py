@@ -15,6 +15,7 @@ import pytest
 
 from bench.fakes_server import RateLimitedDiscord, Window
 from bot.client import AnimateBot
+from bot.ratelimit import SlidingWindowLimiter, Slot
 from tests.e2e.conftest import DISCORD_TOKEN, Harness, harness_on
 from tests.fakes.discord import RecordedCall
 from tests.fakes.runcomfy import JobScript
@@ -115,6 +116,16 @@ async def test_requests_slow_to_leave_never_overrun_the_global_limit(limited: Ha
     assert rejected(h) == {}
 
 
+async def share_backlog(window: SlidingWindowLimiter, slots: list[Slot]) -> None:
+    """Keep the REST share in use (each held slot counts a whole second from its release) until a
+    post has waited its turn, then for twice its deadline (0.3 s in these tests) more."""
+    while not any(w.priority == 1 for w in window._queue):
+        for slot in slots:
+            window.release(slot)
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.6)
+
+
 async def test_a_status_post_queued_behind_the_rest_share_past_its_deadline_still_goes_out(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -128,19 +139,9 @@ async def test_a_status_post_queued_behind_the_rest_share_past_its_deadline_stil
     monkeypatch.setattr(engine_module, "POST_TIMEOUT", 0.3)
     bot = await h.start_bot(discord_rest_rate=5)
     window = bot.rest_limiter.window
-    slots = [await window.acquire() for _ in range(5)]
-
-    async def backlog() -> None:
-        # The share stays in use (each held slot counts a whole second from its release) until a
-        # post of the job has waited its turn for twice its deadline.
-        while not any(w.priority == 1 for w in window._queue):
-            for slot in slots:
-                window.release(slot)
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.6)
-
     h.runcomfy.scripts.append(JobScript(queue_seconds=0, run_seconds=0.1))
-    held = asyncio.create_task(backlog())
+    slots = [await window.acquire() for _ in range(5)]
+    held = asyncio.create_task(share_backlog(window, slots))
     inter = await h.animate()
     await asyncio.wait_for(held, timeout=10)
     job = await h.wait_job(1, "delivered", "failed", timeout=20)
@@ -163,18 +164,10 @@ async def test_posts_to_one_channel_queued_behind_the_rest_share_all_go_out(
     monkeypatch.setattr(engine_module, "POST_TIMEOUT", 0.3)
     bot = await h.start_bot(discord_rest_rate=5, daily_quota=10)
     window = bot.rest_limiter.window
-    slots = [await window.acquire() for _ in range(5)]
-
-    async def backlog() -> None:
-        while not any(w.priority == 1 for w in window._queue):
-            for slot in slots:
-                window.release(slot)
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.6)
-
     for _ in range(3):
         h.runcomfy.scripts.append(JobScript(queue_seconds=0, run_seconds=0.1))
-    held = asyncio.create_task(backlog())
+    slots = [await window.acquire() for _ in range(5)]
+    held = asyncio.create_task(share_backlog(window, slots))
     inters = await asyncio.gather(*(h.animate(user=u) for u in ("alice", "bob", "mod")))
     await asyncio.wait_for(held, timeout=10)
     for job_id in (1, 2, 3):
