@@ -20,20 +20,13 @@ from bot.engine import _common as c
 from bot.engine._endings import Endings
 from bot.engine._leases import DIED_MID_SUBMIT, Leases
 from bot.engine._presenter import Presenter
+from bot.engine._refusals import status_refusal, submit_failure
 from bot.engine._scheduler import Scheduler, Tasks
 from bot.i18n import Msg, tr
 from bot.logs import bind
 from bot.media import NormalizedImage
 from bot.media.buffers import UploadBody
-from bot.runcomfy import (
-    GenerationParams,
-    RunComfyAuthError,
-    RunComfyBalanceError,
-    RunComfyError,
-    RunComfyModelError,
-    RunComfyValidationError,
-    SubmitOutcomeUnknown,
-)
+from bot.runcomfy import GenerationParams, RunComfyError
 from storage.db import StorageError
 from storage.jobs import Job
 from storage.lifecycle import JobEvent, JobState
@@ -215,7 +208,7 @@ class Launcher:
                     )
             except discord.HTTPException as exc:
                 log.warning("Job %s: could not post the status message: %s", job.id, exc)
-                return LaunchResult(False, _status_refusal(exc, channel, job.locale))
+                return LaunchResult(False, status_refusal(exc, channel, job.locale))
             finally:
                 body.release()  # the upload is over: its bytes need not wait for the collector
         assert message is not None
@@ -296,7 +289,7 @@ class Launcher:
             submission = await self.ctx.runcomfy.submit(params)
         except RunComfyError as exc:
             metrics.count_submit(exc)
-            reason, advice = _submit_failure(exc)
+            reason, advice = submit_failure(exc)
             log.warning("Job %s: submit failed: %s", job.id, exc)
             await self.endings.fail(job, reason)
             return LaunchResult(False, Msg("{advice} You were not charged.", advice=advice))
@@ -445,71 +438,5 @@ class Launcher:
             await self.ctx.jobs.update(job.id, image_url=attachment.url)
 
 
-def _status_refusal(exc: discord.HTTPException, channel: discord.abc.Messageable, locale: str | None) -> Msg:
-    """Why the status message could not be posted, as Discord told us (the requester may fix it)."""
-    if exc.code == 50001:
-        return Msg("I can't see this channel (missing access). Nothing was charged.")
-    if exc.code == 50013:
-        missing = c.missing_in(channel, file=True, locale=locale)
-        if missing:
-            return Msg(
-                "I couldn't post in this channel because I'm missing these permissions here: "
-                "{permissions}. Nothing was charged.",
-                permissions=", ".join(missing),
-            )
-        return Msg(
-            "I couldn't post in this channel (I need Send Messages, Embed Links and Attach Files "
-            "here). Nothing was charged."
-        )
-    if exc.code in c.THREAD_CLOSED:
-        return Msg("This thread is archived or locked, so I can't post in it. Nothing was charged.")
-    if exc.code == 40005 or exc.status == 413:
-        return Msg("Discord refused the image as too large for this channel. Nothing was charged.")
-    if exc.status == 429:
-        return Msg(
-            "Discord is rate limiting me right now. Nothing was charged — please try again in a minute."
-        )
-    log.warning("Discord refused a status message (%s %s): %s", exc.status, exc.code, exc.text)
-    return Msg(
-        "Discord refused my status message (error {code}). Nothing was charged.",
-        code=exc.code or exc.status,
-    )
-
-
 NEVER_CONFIRMED = Msg("RunComfy never confirmed this job, so it was not started. Please run /animate again.")
 _RESTARTING = Msg("The bot was shutting down, so this job was not started.")
-
-
-def _submit_failure(exc: RunComfyError) -> tuple[Msg, Msg]:
-    """(reason stored on the job, advice for the requester)."""
-    if isinstance(exc, SubmitOutcomeUnknown):
-        return (
-            Msg("RunComfy did not confirm the job."),
-            Msg("RunComfy didn't confirm the job (it may be overloaded), so I did not start it."),
-        )
-    if isinstance(exc, RunComfyBalanceError):
-        return (
-            Msg("The RunComfy account is out of balance."),
-            Msg("The bot's RunComfy account is out of credit — please tell a server admin."),
-        )
-    if isinstance(exc, RunComfyAuthError):
-        log.error("RunComfy rejected RUNCOMFY_API_TOKEN: %s", exc)
-        return (
-            Msg("RunComfy refused the bot's API token."),
-            Msg("RunComfy refused the bot's API token – please tell a server admin."),
-        )
-    if isinstance(exc, RunComfyModelError):
-        log.error("RunComfy does not know RUNCOMFY_MODEL: %s", exc)
-        return (
-            Msg("RunComfy does not know the configured model."),
-            Msg("The bot is set up with a model RunComfy does not know – please tell a server admin."),
-        )
-    if isinstance(exc, RunComfyValidationError):
-        return (
-            Msg("RunComfy rejected the request: {detail}", detail=str(exc)),
-            Msg("RunComfy rejected the request: {detail}.", detail=str(exc)),
-        )
-    return (
-        Msg("RunComfy is unavailable."),
-        Msg("RunComfy is unavailable right now. Please try again in a few minutes."),
-    )
