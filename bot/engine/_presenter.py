@@ -8,6 +8,7 @@ import functools
 import logging
 import statistics
 import time
+from typing import TypeVar
 
 import discord
 
@@ -138,15 +139,10 @@ class Presenter:
     def _remember(self, job_id: int, updated_at: float) -> None:
         # Kept after a job ends too (a late edit of an older row must still see it is old); bounded,
         # as an edit that late only ever comes from a step that was already under way.
-        self._shown.pop(job_id, None)
-        self._shown[job_id] = updated_at
-        while len(self._shown) > SHOWN_MEMORY:
-            del self._shown[next(iter(self._shown))]
+        _keep(self._shown, job_id, updated_at)
 
     def _note_ended(self, job_id: int) -> None:
-        self._ended[job_id] = None
-        while len(self._ended) > SHOWN_MEMORY:
-            del self._ended[next(iter(self._ended))]
+        _keep(self._ended, job_id, None)
 
     async def _edit(self, job: Job) -> None:
         eta = await self.eta(job)
@@ -281,3 +277,14 @@ class Presenter:
 def _look(embed: discord.Embed, view: discord.ui.View | None) -> int:
     """What a status message shows, as one comparable value."""
     return hash(repr((embed.to_dict(), view.to_components() if view is not None else None)))
+
+
+_V = TypeVar("_V")
+
+
+def _keep(memory: dict[int, _V], job_id: int, value: _V) -> None:
+    """Remember `value` for the job as the newest entry, forgetting the oldest past SHOWN_MEMORY."""
+    memory.pop(job_id, None)
+    memory[job_id] = value
+    while len(memory) > SHOWN_MEMORY:
+        del memory[next(iter(memory))]
