@@ -64,9 +64,14 @@ class Approval(commands.Cog):
                 await self.recover_orphans()
             except Exception:  # the requests stay as they are; the next pass looks again
                 log.exception("Could not look for approval requests orphaned by a crash")
-            if self.bot.store.db.dialect == "sqlite":
+            if not self._shared_database:
                 return
             await asyncio.sleep(engine.ORPHAN_AGE)
+
+    @property
+    def _shared_database(self) -> bool:
+        """Several processes may use the database (PostgreSQL); SQLite is one process's."""
+        return self.bot.store.db.dialect != "sqlite"
 
     async def recover_orphans(self) -> int:
         """Requests whose post was orphaned by a crash (posted, but the process died before storing
@@ -75,8 +80,7 @@ class Approval(commands.Cog):
         (nobody could decide on it) ends, never charged. Returns how many were found."""
         # A shared database: a live process may be posting a request right now; one database per
         # process (SQLite): every request is from an earlier start.
-        shared = self.bot.store.db.dialect != "sqlite"
-        cutoff = time.time() - (engine.ORPHAN_AGE if shared else 0.0)
+        cutoff = time.time() - (engine.ORPHAN_AGE if self._shared_database else 0.0)
         found = 0
         for job in await self.bot.store.jobs.unposted_requests(cutoff, limit=ORPHANS_AT_ONCE):
             recovered = await self.bot.engine.recover_status(job)
