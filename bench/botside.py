@@ -274,13 +274,13 @@ def cpu_split(before: Any, after: Any, threads0: dict[str, list[float]]) -> dict
 
 
 async def measured(ctx: Context, body: Callable[[], Awaitable[None]]) -> None:
-    start, cpu = time.monotonic(), cpu_seconds()
+    start = time.monotonic()
     usage0, threads0 = resource.getrusage(resource.RUSAGE_SELF), thread_cpu()
     await body()
-    end = time.monotonic()
+    end, usage1 = time.monotonic(), resource.getrusage(resource.RUSAGE_SELF)
     ctx.out["wall_seconds"] = end - start
-    ctx.out["bot_cpu_seconds"] = cpu_seconds() - cpu
-    ctx.out["cpu_split"] = cpu_split(usage0, resource.getrusage(resource.RUSAGE_SELF), threads0)
+    ctx.out["bot_cpu_seconds"] = (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime)
+    ctx.out["cpu_split"] = cpu_split(usage0, usage1, threads0)
     ctx.out.update(ctx.monitor.window(start, end))
 
 
